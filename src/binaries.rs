@@ -1,0 +1,285 @@
+//! Finding the PostgreSQL server binaries (`initdb`, `postgres`) and their version.
+//!
+//! Order: `PGCLONE_PG_BIN` (used alone when set), then `pg_config --bindir`, then `PATH`, then the
+//! usual package layouts. Among the installations found the newest major wins, unless
+//! `PGCLONE_PG_VERSION` asks for one; on a tie the earlier in that order wins.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The oldest major pgclone supports (the non-exclusive backup API exists since 9.6, but 13 is the
+/// oldest version still tested here).
+pub const MIN_MAJOR: u32 = 13;
+
+/// Directories where distributions and package managers put the server binaries; `*` stands for
+/// the version.
+const PACKAGE_LAYOUTS: &[&str] = &[
+    "/usr/lib/postgresql/*/bin",                      // Debian, Ubuntu
+    "/usr/pgsql-*/bin",                               // PGDG RPMs (RHEL, Fedora, Rocky)
+    "/opt/homebrew/opt/postgresql@*/bin",             // Homebrew on Apple silicon
+    "/usr/local/opt/postgresql@*/bin",                // Homebrew on Intel
+    "/home/linuxbrew/.linuxbrew/opt/postgresql@*/bin", // Homebrew on Linux
+    "/usr/local/pgsql/bin",                           // built from source
+];
+
+/// A PostgreSQL version as printed by `postgres --version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgVersion {
+    major: u32,
+    text: String,
+}
+
+impl PgVersion {
+    /// Parses the output of `postgres --version`, e.g. `postgres (PostgreSQL) 15.18 (Debian ...)`.
+    pub fn parse(version_output: &str) -> Option<PgVersion> {
+        let text = version_output
+            .split_whitespace()
+            .skip_while(|word| *word != "(PostgreSQL)")
+            .nth(1)?;
+        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+        Some(PgVersion {
+            major: digits.parse().ok()?,
+            text: text.to_string(),
+        })
+    }
+
+    /// The major version (15 for 15.18).
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+}
+
+impl fmt::Display for PgVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A directory with PostgreSQL's server binaries, and their version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgBinaries {
+    bin_dir: PathBuf,
+    version: PgVersion,
+}
+
+impl PgBinaries {
+    /// Finds the binaries as the environment asks (see the module docs).
+    pub fn find() -> Result<PgBinaries> {
+        Self::find_with(&Config::from_env()?)
+    }
+
+    pub(crate) fn find_with(config: &Config) -> Result<PgBinaries> {
+        let wanted = config.pg_version;
+        if let Some(dir) = &config.pg_bin {
+            let found = PgBinaries::from_dir(dir)?;
+            return match wanted {
+                Some(major) if major != found.version.major => Err(Error::new(
+                    ErrorKind::BinariesNotFound,
+                    format!(
+                        "PGCLONE_PG_BIN={} holds PostgreSQL {} but PGCLONE_PG_VERSION={major} asks for another major",
+                        dir.display(),
+                        found.version
+                    ),
+                )
+                .hint("unset one of the two, or point PGCLONE_PG_BIN at the wanted version")),
+                _ => Ok(found),
+            };
+        }
+
+        let mut searched = Vec::new();
+        let mut found: Vec<PgBinaries> = Vec::new();
+        for (origin, dir) in candidate_dirs(&mut searched) {
+            match PgBinaries::from_dir(&dir) {
+                Ok(bins) if found.iter().any(|f| same_dir(&f.bin_dir, &bins.bin_dir)) => {}
+                Ok(bins) => {
+                    searched.push(format!("{} ({origin}): PostgreSQL {}", dir.display(), bins.version));
+                    found.push(bins);
+                }
+                Err(e) => searched.push(format!("{} ({origin}): {}", dir.display(), first_line(&e))),
+            }
+        }
+        let best = found
+            .into_iter()
+            .filter(|b| wanted.is_none_or(|major| b.version.major == major))
+            .reduce(|best, b| if b.version.major > best.version.major { b } else { best });
+        best.ok_or_else(|| not_found_error(wanted, &searched))
+    }
+
+    /// Uses the binaries in `dir`, which must hold `postgres` and `initdb`.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<PgBinaries> {
+        let dir = dir.as_ref();
+        for program in ["postgres", "initdb"] {
+            if !is_executable(&dir.join(program)) {
+                return Err(Error::new(
+                    ErrorKind::BinariesNotFound,
+                    format!("{} has no executable `{program}`", dir.display()),
+                )
+                .hint("point PGCLONE_PG_BIN at the directory with the PostgreSQL server binaries (e.g. /usr/lib/postgresql/16/bin)"));
+            }
+        }
+        let version = version_of(&dir.join("postgres"))?;
+        if version.major < MIN_MAJOR {
+            return Err(Error::new(
+                ErrorKind::BinariesNotFound,
+                format!(
+                    "{} holds PostgreSQL {version}; pgclone needs {MIN_MAJOR} or newer",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(PgBinaries {
+            bin_dir: dir.to_path_buf(),
+            version,
+        })
+    }
+
+    /// The directory holding the binaries.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The version of `postgres` there.
+    pub fn version(&self) -> &PgVersion {
+        &self.version
+    }
+
+    /// The path of one program in the bin directory (`initdb`, `postgres`, ...).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// Runs `postgres --version` once per binary per process (it is allowed as root).
+fn version_of(postgres: &Path) -> Result<PgVersion> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, PgVersion>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap().get(postgres) {
+        return Ok(v.clone());
+    }
+    let output = Command::new(postgres)
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::new(ErrorKind::BinariesNotFound, format!("run `{} --version`: {e}", postgres.display())))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let version = PgVersion::parse(&stdout).ok_or_else(|| {
+        Error::new(
+            ErrorKind::BinariesNotFound,
+            format!(
+                "`{} --version` printed {:?}, not a PostgreSQL version",
+                postgres.display(),
+                stdout.trim()
+            ),
+        )
+    })?;
+    cache.lock().unwrap().insert(postgres.to_path_buf(), version.clone());
+    Ok(version)
+}
+
+/// Every directory worth trying, in search order, with where it came from; places that hold
+/// nothing are noted in `searched`.
+fn candidate_dirs(searched: &mut Vec<String>) -> Vec<(&'static str, PathBuf)> {
+    let mut dirs = Vec::new();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            dirs.push(("pg_config --bindir", PathBuf::from(dir)));
+        }
+    }
+    if dirs.is_empty() {
+        searched.push("pg_config --bindir: no pg_config on PATH".to_string());
+    }
+    let before = dirs.len();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(
+            std::env::split_paths(&path)
+                .filter(|dir| dir.join("postgres").exists())
+                .map(|dir| ("PATH", dir)),
+        );
+    }
+    if dirs.len() == before {
+        searched.push("PATH: no `postgres` in any directory".to_string());
+    }
+    for pattern in PACKAGE_LAYOUTS {
+        let expanded = expand_layout(pattern);
+        if expanded.is_empty() {
+            searched.push(format!("{pattern}: nothing there"));
+        }
+        dirs.extend(expanded.into_iter().map(|dir| ("package layout", dir)));
+    }
+    dirs
+}
+
+/// Expands the one `*` of a layout pattern against the file system, newest version first.
+fn expand_layout(pattern: &str) -> Vec<PathBuf> {
+    let Some((head, tail)) = pattern.split_once('*') else {
+        return vec![PathBuf::from(pattern)].into_iter().filter(|p| p.exists()).collect();
+    };
+    let (parent, prefix) = head.rsplit_once('/').unwrap_or(("", head));
+    let Ok(entries) = std::fs::read_dir(if parent.is_empty() { "/" } else { parent }) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(u32, PathBuf)> = entries
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let version = name.strip_prefix(prefix)?;
+            let major = version.split('.').next()?.parse().unwrap_or(0);
+            Some((major, PathBuf::from(format!("{parent}/{name}{tail}"))))
+        })
+        .filter(|(_, dir)| dir.exists())
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.into_iter().map(|(_, dir)| dir).collect()
+}
+
+fn not_found_error(wanted: Option<u32>, searched: &[String]) -> Error {
+    let what = match wanted {
+        Some(major) => format!("PostgreSQL {major} (PGCLONE_PG_VERSION={major})"),
+        None => "PostgreSQL server binaries (initdb, postgres)".to_string(),
+    };
+    let mut message = format!("could not find {what}; searched:");
+    for line in searched {
+        message.push_str("\n    ");
+        message.push_str(line);
+    }
+    Error::new(ErrorKind::BinariesNotFound, message).hint(
+        "install the server: `apt-get install postgresql` (Debian, Ubuntu), \
+         `dnf install postgresql-server` (Fedora, RHEL), `brew install postgresql@17` (macOS); \
+         or set PGCLONE_PG_BIN to the directory holding `postgres` and `initdb`",
+    )
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn first_line(e: &Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions() {
+        let debian = PgVersion::parse("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").unwrap();
+        assert_eq!((debian.major(), debian.to_string().as_str()), (15, "15.18"));
+        assert_eq!(PgVersion::parse("postgres (PostgreSQL) 18beta1").unwrap().major(), 18);
+        assert_eq!(PgVersion::parse("postgres (PostgreSQL) 18.4").unwrap().major(), 18);
+        assert!(PgVersion::parse("something else 1.2").is_none());
+    }
+}

@@ -1,0 +1,90 @@
+//! Facts about a data directory on disk, and the settings pgclone writes into new ones.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::binaries::PgBinaries;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+
+/// Settings for disposable test clusters, written into `postgresql.conf` by `initdb` time.
+/// Durability is pointless for a clone that is thrown away (POSTGRES.md 17).
+pub const TEST_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("shared_buffers", "16MB"),
+    ("dynamic_shared_memory_type", "posix"),
+    ("listen_addresses", "''"),
+];
+
+/// Where pgclone keeps the superuser's password (for TCP clients) inside a cluster it made.
+pub const PASSWORD_FILE: &str = "pgclone.password";
+
+/// Fails unless `data_dir` is a PostgreSQL data directory whose major matches `bins`.
+pub fn check(data_dir: &Path, bins: &PgBinaries) -> Result<()> {
+    let major = major_of(data_dir)?;
+    if major != bins.version().major() {
+        return Err(Error::new(
+            ErrorKind::VersionMismatch,
+            format!(
+                "data directory {} is PostgreSQL {major} (its PG_VERSION), but the binaries in {} are PostgreSQL {}",
+                data_dir.display(),
+                bins.bin_dir().display(),
+                bins.version()
+            ),
+        )
+        .hint(format!(
+            "use PostgreSQL {major} binaries: set PGCLONE_PG_VERSION={major} or PGCLONE_PG_BIN to their directory"
+        )));
+    }
+    Ok(())
+}
+
+/// The major version recorded in a data directory's `PG_VERSION`.
+pub fn major_of(data_dir: &Path) -> Result<u32> {
+    let not_a_cluster = |why: String| {
+        Error::new(
+            ErrorKind::NotACluster,
+            format!("{} is not a PostgreSQL data directory: {why}", data_dir.display()),
+        )
+        .hint("point at the directory that holds PG_VERSION and global/pg_control (the one initdb made)")
+    };
+    if !data_dir.is_dir() {
+        return Err(not_a_cluster("no such directory".into()));
+    }
+    let text = std::fs::read_to_string(data_dir.join("PG_VERSION"))
+        .map_err(|e| not_a_cluster(format!("cannot read PG_VERSION ({e})")))?;
+    if !data_dir.join("global/pg_control").is_file() {
+        return Err(not_a_cluster("no global/pg_control".into()));
+    }
+    text.trim()
+        .parse()
+        .map_err(|_| not_a_cluster(format!("PG_VERSION holds {:?}, not a major version", text.trim())))
+}
+
+/// Appends settings to the cluster's `postgresql.conf` (later lines win over earlier ones).
+pub fn append_settings<'a>(
+    data_dir: &Path,
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
+    let path = data_dir.join("postgresql.conf");
+    let mut text = String::from("\n# added by pgclone\n");
+    for (name, value) in settings {
+        text.push_str(&format!("{name} = {value}\n"));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .doing("append settings to", &path)
+}
+
+/// A random password of 32 hex characters.
+pub fn new_password() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    let path = Path::new("/dev/urandom");
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .doing("read", path)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

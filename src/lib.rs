@@ -1,0 +1,47 @@
+//! pgclone: a real, isolated PostgreSQL database for every test.
+//!
+//! This layer finds the PostgreSQL binaries ([`PgBinaries`]) and runs throwaway clusters
+//! ([`TempCluster`]) safely: the server is a child of the test process that dies with it, its
+//! output goes to a log file, it is ready when a real connection succeeds, and when the caller is
+//! root it runs as an unprivileged user. See ARCHITECTURE.md for the map of the code.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = pgclone::TempCluster::start()?;
+//! let (client, connection) =
+//!     tokio_postgres::connect(&cluster.connection_string(), tokio_postgres::NoTls).await?;
+//! tokio::spawn(connection);
+//! let row = client.query_one("select version()", &[]).await?;
+//! println!("{}", row.get::<_, String>(0));
+//! # Ok(()) }
+//! ```
+//!
+//! Environment variables: `PGCLONE_PG_BIN`, `PGCLONE_PG_VERSION`, `PGCLONE_DIR`,
+//! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR` (see README.md).
+
+mod binaries;
+mod config;
+mod data_dir;
+mod error;
+mod options;
+mod root;
+mod run_as;
+mod server;
+mod socket_dir;
+mod temp_cluster;
+mod url;
+mod wire;
+
+pub use binaries::{PgBinaries, PgVersion, MIN_MAJOR};
+pub use error::{Error, ErrorKind, Result};
+pub use options::ServerOptions;
+pub use run_as::RunAs;
+pub use server::Server;
+pub use socket_dir::MAX_SOCKET_PATH;
+pub use temp_cluster::{TempCluster, TempClusterBuilder, Timings};
+
+/// The user PostgreSQL runs as when this process is root (`PGCLONE_RUN_AS`, default `postgres`,
+/// else `nobody`); `None` when this process is not root and runs PostgreSQL itself.
+pub fn run_as_user() -> Result<Option<RunAs>> {
+    RunAs::for_current_user(config::Config::from_env()?.run_as.as_deref())
+}

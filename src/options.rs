@@ -1,0 +1,120 @@
+//! Options for starting a server, shared by [`Server::start`](crate::Server::start) and
+//! [`TempCluster`](crate::TempCluster), and their resolution against the environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::binaries::PgBinaries;
+use crate::config::Config;
+use crate::error::Result;
+use crate::root;
+use crate::run_as::RunAs;
+use crate::server::DEFAULT_START_TIMEOUT;
+use crate::socket_dir;
+
+/// How to run a server. Each option overrides the matching environment variable.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub(crate) binaries: Option<PgBinaries>,
+    pub(crate) socket_dir: Option<PathBuf>,
+    pub(crate) tcp: bool,
+    pub(crate) settings: Vec<(String, String)>,
+    pub(crate) start_timeout: Duration,
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            binaries: None,
+            socket_dir: None,
+            tcp: false,
+            settings: Vec::new(),
+            start_timeout: DEFAULT_START_TIMEOUT,
+            log_file: None,
+        }
+    }
+}
+
+impl ServerOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use these binaries (default: `PGCLONE_PG_BIN`, else the search in [`PgBinaries::find`]).
+    pub fn binaries(mut self, binaries: PgBinaries) -> Self {
+        self.binaries = Some(binaries);
+        self
+    }
+
+    /// Make the private socket directory in this directory (default: `PGCLONE_SOCKET_DIR`, else
+    /// `/tmp`). Socket paths are limited to 107 bytes.
+    pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.socket_dir = Some(dir.into());
+        self
+    }
+
+    /// Also listen on 127.0.0.1, on a free port, for clients that cannot use Unix sockets.
+    pub fn tcp(mut self, on: bool) -> Self {
+        self.tcp = on;
+        self
+    }
+
+    /// A server setting, passed as `-c name=value`.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long the server may take to accept connections (default two minutes).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Where the server's output goes (default: `<data dir>.log` beside the data directory).
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
+    /// Resolves what the options leave open against the environment.
+    pub(crate) fn resolve(&self, config: &Config) -> Result<Resolved> {
+        let binaries = match &self.binaries {
+            Some(binaries) => binaries.clone(),
+            None => PgBinaries::find_with(config)?,
+        };
+        let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+        if let Some(user) = &run_as {
+            user.check_can_reach(&binaries.program("postgres"), "the PostgreSQL binary")?;
+        }
+        let socket_parent = self
+            .socket_dir
+            .clone()
+            .or_else(|| config.socket_dir.clone())
+            .unwrap_or_else(socket_dir::default_parent);
+        if root::first_use_in_process(&socket_parent) {
+            socket_dir::reap_stale(&socket_parent);
+        }
+        Ok(Resolved {
+            binaries,
+            run_as,
+            socket_parent,
+        })
+    }
+}
+
+/// What a server needs once the environment is consulted.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub binaries: PgBinaries,
+    pub run_as: Option<RunAs>,
+    pub socket_parent: PathBuf,
+}
+
+/// `<parent>/<name>.log` for a data directory `<parent>/<name>`.
+pub(crate) fn default_log_file(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".log");
+    data_dir.with_file_name(name)
+}

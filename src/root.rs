@@ -1,0 +1,213 @@
+//! The pgclone root directory (`PGCLONE_DIR`, else `<cargo target dir>/pgclone`) and the clone
+//! directories in it.
+//!
+//! Layout: `<root>/clones/<id>/` holds `data/` (the cluster), `postgres.log` and `owner` (the pid
+//! and start time of the process that owns it). A clone whose owner is gone (killed with SIGKILL,
+//! say) is reaped by the first use of the root in the next process: its server is stopped and its
+//! directory removed. A clone with a `keep` file is left alone.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::run_as::RunAs;
+use crate::server;
+
+const CLONES: &str = "clones";
+const OWNER_FILE: &str = "owner";
+/// Marks a clone the user asked to keep: never reaped automatically.
+pub const KEEP_FILE: &str = "keep";
+/// A clone directory without an owner record yet is being created; after this long it is debris.
+const GRACE: Duration = Duration::from_secs(60);
+
+/// The pgclone root directory, created and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    path: PathBuf,
+}
+
+impl Root {
+    /// Opens (creating it if needed) the root at `path`, or the default one. The first open of a
+    /// root in a process reaps what dead processes left there.
+    pub fn open(path: Option<&Path>, run_as: Option<&RunAs>) -> Result<Root> {
+        let path = match path {
+            Some(path) => std::path::absolute(path).doing("resolve PGCLONE_DIR", path)?,
+            None => default_root(),
+        };
+        let unusable = |e: Error| {
+            e.with_kind(ErrorKind::RootDirUnusable)
+                .hint("set PGCLONE_DIR to a directory this process can create and write")
+        };
+        std::fs::create_dir_all(&path)
+            .doing("create the pgclone directory (PGCLONE_DIR)", &path)
+            .map_err(unusable)?;
+        tempfile::tempfile_in(&path)
+            .doing("write in the pgclone directory (PGCLONE_DIR)", &path)
+            .map_err(unusable)?;
+        let clones = path.join(CLONES);
+        create_shared_dir(&clones).map_err(unusable)?;
+        if let Some(user) = run_as {
+            user.check_can_reach(&clones, "the pgclone directory")?;
+        }
+        let root = Root { path };
+        root.reap_once_per_process();
+        Ok(root)
+    }
+
+    /// Creates `<root>/clones/<id>/` owned by this process (and by `run_as`, who runs its server).
+    pub fn new_clone_dir(&self, run_as: Option<&RunAs>) -> Result<PathBuf> {
+        let clones = self.path.join(CLONES);
+        let dir = tempfile::Builder::new()
+            .prefix("")
+            .rand_bytes(10)
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&clones)
+            .doing("create a clone directory in", &clones)?
+            .keep();
+        let owner = dir.join(OWNER_FILE);
+        std::fs::write(&owner, ProcessId::current().to_string()).doing("write", &owner)?;
+        if let Some(user) = run_as {
+            user.chown(&dir)?;
+        }
+        Ok(dir)
+    }
+
+    fn reap_once_per_process(&self) {
+        if first_use_in_process(&self.path) {
+            self.reap_stale_clones();
+        }
+    }
+
+    /// Stops the servers of, and removes, clones whose owner process is gone. Returns the
+    /// directories removed.
+    pub fn reap_stale_clones(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.path.join(CLONES)) else { return Vec::new() };
+        let mut reaped = Vec::new();
+        for dir in entries.flatten().map(|e| e.path()) {
+            if dir.join(KEEP_FILE).exists() || !owner_is_gone(&dir) {
+                continue;
+            }
+            if remove_clone_dir(&dir).is_ok() {
+                reaped.push(dir);
+            }
+        }
+        reaped
+    }
+}
+
+/// True the first time this process asks about `path`: reaping is done once per directory.
+pub(crate) fn first_use_in_process(path: &Path) -> bool {
+    static SEEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    SEEN.get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .insert(path.to_path_buf())
+}
+
+/// Stops the server a clone directory's data dir may still have, then removes the directory.
+pub(crate) fn remove_clone_dir(dir: &Path) -> Result<()> {
+    let data_dir = dir.join("data");
+    if let Some(pid) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse().ok())
+    {
+        server::stop_orphan(pid, &data_dir);
+    }
+    std::fs::remove_dir_all(dir).doing("remove clone directory", dir)
+}
+
+fn owner_is_gone(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        Ok(text) => ProcessId::parse(&text).is_none_or(|owner| !owner.is_alive()),
+        Err(_) => std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > GRACE),
+    }
+}
+
+/// A directory every user may traverse: the run-as user must reach the clones inside.
+fn create_shared_dir(path: &Path) -> Result<()> {
+    if !path.is_dir() {
+        std::fs::create_dir_all(path).doing("create", path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).doing("chmod", path)?;
+    }
+    Ok(())
+}
+
+/// `<cargo target dir>/pgclone`: cargo marks its target directory with `CACHEDIR.TAG`, and test,
+/// example and bench binaries run from inside it. Elsewhere, `<tmp>/pgclone-<uid>`.
+fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        if let Ok(dir) = std::path::absolute(dir) {
+            return dir.join("pgclone");
+        }
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    match exe.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()) {
+        Some(target) => target.join("pgclone"),
+        None => std::env::temp_dir().join(format!("pgclone-{}", rustix::process::getuid().as_raw())),
+    }
+}
+
+/// A process, told apart from a later one with the same pid by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcessId {
+    pid: u32,
+    start_time: u64,
+}
+
+impl ProcessId {
+    pub fn current() -> ProcessId {
+        let pid = std::process::id();
+        ProcessId {
+            pid,
+            start_time: start_time_of(pid).unwrap_or(0),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ProcessId> {
+        let mut words = text.split_whitespace();
+        Some(ProcessId {
+            pid: words.next()?.parse().ok()?,
+            start_time: words.next()?.parse().ok()?,
+        })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        start_time_of(self.pid) == Some(self.start_time)
+    }
+}
+
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.pid, self.start_time)
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
+fn start_time_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_made_up_one_is_not() {
+        let me = ProcessId::current();
+        assert!(me.is_alive());
+        assert_eq!(ProcessId::parse(&me.to_string()), Some(me));
+        let ghost = ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!ghost.is_alive());
+    }
+}

@@ -1,0 +1,139 @@
+//! Running PostgreSQL as an unprivileged user when pgclone itself runs as root.
+//!
+//! `initdb` and `postgres` refuse to run as root. In containers and CI the test process often *is*
+//! root, so pgclone starts them with the uid and gid of `PGCLONE_RUN_AS` (default `postgres` if that
+//! user exists, else `nobody`) and chowns what it creates for them. The caller keeps connecting as
+//! usual: root may open any socket.
+
+use std::ffi::{CStr, CString};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+
+/// The unprivileged user that runs PostgreSQL on root's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl RunAs {
+    /// The user to run PostgreSQL as, or `None` when the caller is not root (then PostgreSQL runs
+    /// as the caller). `requested` is `PGCLONE_RUN_AS`.
+    pub(crate) fn for_current_user(requested: Option<&str>) -> Result<Option<RunAs>> {
+        if !rustix::process::geteuid().is_root() {
+            return Ok(None);
+        }
+        let user = match requested {
+            Some(name) => lookup(name)?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::RunAsUser,
+                    format!("PGCLONE_RUN_AS={name}: no such user; PostgreSQL cannot run as root, so pgclone runs it as this user"),
+                )
+                .hint(format!(
+                    "create it (`useradd --system --no-create-home {name}`) or set PGCLONE_RUN_AS to an existing unprivileged user"
+                ))
+            })?,
+            None => match lookup("postgres")? {
+                Some(user) => user,
+                None => lookup("nobody")?.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::RunAsUser,
+                        "running as root, and neither user `postgres` nor `nobody` exists to run PostgreSQL",
+                    )
+                    .hint("create one (`useradd --system postgres`) or set PGCLONE_RUN_AS to an unprivileged user")
+                })?,
+            },
+        };
+        if user.uid == 0 {
+            return Err(Error::new(
+                ErrorKind::RunAsUser,
+                format!("PGCLONE_RUN_AS={}: that user is root (uid 0), and PostgreSQL refuses to run as root", user.name),
+            )
+            .hint("name an unprivileged user"));
+        }
+        Ok(Some(user))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+
+    /// Gives `path` to this user (not recursive).
+    pub(crate) fn chown(&self, path: &Path) -> Result<()> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .doing(&format!("chown to {}", self.name), path)
+    }
+
+    /// Fails unless this user can reach `path` (search permission on every existing ancestor,
+    /// with the primary group only, as the child gets no supplementary groups).
+    pub(crate) fn check_can_reach(&self, path: &Path, what: &str) -> Result<()> {
+        for dir in path.ancestors().skip(1) {
+            let Ok(meta) = std::fs::metadata(dir) else { continue };
+            let bit = if meta.uid() == self.uid {
+                0o100
+            } else if meta.gid() == self.gid {
+                0o010
+            } else {
+                0o001
+            };
+            if meta.mode() & bit == 0 {
+                return Err(Error::new(
+                    ErrorKind::RunAsUser,
+                    format!(
+                        "{what} {} is out of reach of user `{}` (which runs PostgreSQL because the caller is root): \
+                         {} is mode {:o}, owned by uid {}",
+                        path.display(),
+                        self.name,
+                        dir.display(),
+                        meta.mode() & 0o7777,
+                        meta.uid()
+                    ),
+                )
+                .hint(format!(
+                    "use a location that user can reach (e.g. PGCLONE_DIR=/var/tmp/pgclone), or `chmod o+x {}`",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Looks a user up in the password database.
+fn lookup(name: &str) -> Result<Option<RunAs>> {
+    let c_name = CString::new(name)
+        .map_err(|_| Error::new(ErrorKind::RunAsUser, format!("user name {name:?} contains a NUL byte")))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: passwd is plain data; getpwnam_r writes into `pwd` and `buf`, and `result` points at
+    // `pwd` or is null. We copy out what we need before `buf` goes away.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(RunAs {
+            name: CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+        }))
+    }
+}

@@ -1,0 +1,451 @@
+//! Running PostgreSQL programs: `initdb` to completion, `postgres` as a child of this process.
+//!
+//! This is the only module that spawns or signals processes. Its rules:
+//! - Children die with this process, even on SIGKILL: each one asks the kernel (`PR_SET_PDEATHSIG`)
+//!   for SIGQUIT when its parent goes away. The kernel sends that signal when the *thread* that
+//!   forked the child exits, and `cargo test` runs each test on its own short-lived thread, so every
+//!   child is forked by one spawner thread that lives as long as the process. SIGQUIT is an
+//!   immediate shutdown: postgres stops its backends and frees its shared memory.
+//! - `postgres` is spawned directly (no pg_ctl) with its output in a log file, never the test's
+//!   stdout, and is ready when a real connection succeeds (no 100 ms polling).
+//! - Stopping never blocks forever: fast shutdown, then immediate, then SIGKILL, each bounded.
+//! - When the caller is root, children run as the unprivileged [`RunAs`] user.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+use crate::binaries::PgBinaries;
+use crate::config::Config;
+use crate::data_dir;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::options::{default_log_file, Resolved, ServerOptions};
+use crate::run_as::RunAs;
+use crate::socket_dir::SocketDir;
+use crate::wire::{self, Probe};
+
+/// The superuser name pgclone's clusters are created with.
+pub const SUPERUSER: &str = "postgres";
+/// How long a server may take to accept connections (recovery of a large clone included).
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The port a Unix-socket-only server uses: its socket directory is private, so it never collides.
+const SOCKET_ONLY_PORT: u16 = 5432;
+/// How many free TCP ports to try when another process takes the one picked first.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Runs `initdb` for `data_dir` to completion, its output appended to `log_path`.
+pub(crate) fn initdb(
+    bins: &PgBinaries,
+    data_dir: &Path,
+    pwfile: &Path,
+    run_as: Option<&RunAs>,
+    log_path: &Path,
+) -> Result<()> {
+    let mut cmd = command(&bins.program("initdb"), run_as, parent_of(data_dir));
+    cmd.arg("-D")
+        .arg(data_dir)
+        .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", pwfile.display()));
+    if bins.version().major() >= 14 {
+        cmd.arg("--no-instructions");
+    }
+    let log_start = file_len(log_path);
+    redirect_output(&mut cmd, log_path)?;
+    let status = spawn(cmd, "initdb")?
+        .wait()
+        .doing("wait for initdb of", data_dir)?;
+    if !status.success() {
+        return Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!(
+                "initdb -D {} failed ({status}){}",
+                data_dir.display(),
+                log_tail(log_path, log_start)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Everything needed to start a server on an existing data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct StartSpec<'a> {
+    pub env: &'a Resolved,
+    pub options: &'a ServerOptions,
+    pub data_dir: &'a Path,
+    pub log_path: &'a Path,
+}
+
+/// A running `postgres`, child of this process. Dropping it shuts the server down immediately
+/// (it is disposable); call [`Server::stop`] for a clean shutdown.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    socket_dir: SocketDir,
+    port: u16,
+    tcp: bool,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    ready_after: Duration,
+}
+
+impl Server {
+    /// Starts `postgres` on an existing data directory, after checking that it is one and that
+    /// its major version matches the binaries. Returns once a connection succeeds.
+    pub fn start(data_dir: impl AsRef<Path>, options: &ServerOptions) -> Result<Server> {
+        let data_dir = std::path::absolute(data_dir.as_ref()).doing("resolve", data_dir.as_ref())?;
+        let env = options.resolve(&Config::from_env()?)?;
+        data_dir::check(&data_dir, &env.binaries)?;
+        if let Some(user) = &env.run_as {
+            user.check_can_reach(&data_dir, "the data directory")?;
+        }
+        let log_path = options
+            .log_file
+            .clone()
+            .unwrap_or_else(|| default_log_file(&data_dir));
+        Server::start_with(&StartSpec {
+            env: &env,
+            options,
+            data_dir: &data_dir,
+            log_path: &log_path,
+        })
+    }
+
+    pub(crate) fn start_with(spec: &StartSpec<'_>) -> Result<Server> {
+        let tcp = spec.options.tcp;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = if tcp { free_port()? } else { SOCKET_ONLY_PORT };
+            let log_start = file_len(spec.log_path);
+            match Server::start_on_port(spec, port) {
+                Err(e) if tcp && attempts < PORT_ATTEMPTS && port_was_taken(spec.log_path, log_start) => {
+                    drop(e); // another process took the port between picking and binding: pick again
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_on_port(spec: &StartSpec<'_>, port: u16) -> Result<Server> {
+        let started = Instant::now();
+        let (env, options) = (spec.env, spec.options);
+        let socket_dir = SocketDir::create(&env.socket_parent, env.run_as.as_ref())?;
+        let listen = if options.tcp { "127.0.0.1" } else { "" };
+        let mut cmd = command(&env.binaries.program("postgres"), env.run_as.as_ref(), parent_of(spec.data_dir));
+        cmd.arg("-D")
+            .arg(spec.data_dir)
+            .arg("-k")
+            .arg(socket_dir.path())
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-c")
+            .arg(format!("listen_addresses={listen}"));
+        for (name, value) in &options.settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        let log_start = file_len(spec.log_path);
+        redirect_output(&mut cmd, spec.log_path)?;
+        let child = spawn(cmd, "postgres")?;
+        let mut server = Server {
+            child,
+            socket_dir,
+            port,
+            tcp: options.tcp,
+            data_dir: spec.data_dir.to_path_buf(),
+            log_path: spec.log_path.to_path_buf(),
+            ready_after: Duration::ZERO,
+        };
+        server.wait_until_ready(options.start_timeout, log_start)?;
+        server.ready_after = started.elapsed();
+        Ok(server)
+    }
+
+    /// Probes the socket until a connection succeeds; fails at once if the child exits.
+    fn wait_until_ready(&mut self, timeout: Duration, log_start: u64) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let socket = self.socket_path();
+        let mut pause = Duration::from_micros(500);
+        loop {
+            if let Some(status) = self.child.try_wait().doing("wait for", &self.data_dir)? {
+                return Err(self.start_error(&format!("postgres exited ({status}) before accepting connections"), log_start));
+            }
+            match wire::probe(&socket, SUPERUSER, "postgres") {
+                Probe::Ready => return Ok(()),
+                Probe::Refused(why) => {
+                    let _ = self.shutdown(Shutdown::Immediate);
+                    return Err(self.start_error(&format!("postgres refused the first connection: {why}"), log_start));
+                }
+                Probe::NotYet(_) if Instant::now() >= deadline => {
+                    let _ = self.shutdown(Shutdown::Immediate);
+                    return Err(self.start_error(&format!("postgres did not accept connections within {timeout:?}"), log_start));
+                }
+                Probe::NotYet(_) => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn start_error(&self, what: &str, log_start: u64) -> Error {
+        Error::new(
+            ErrorKind::ServerStart,
+            format!(
+                "start server for {}: {what}{}",
+                self.data_dir.display(),
+                log_tail(&self.log_path, log_start)
+            ),
+        )
+    }
+
+    /// The directory holding the Unix socket (what libpq calls the host).
+    pub fn socket_dir(&self) -> &Path {
+        self.socket_dir.path()
+    }
+
+    /// The Unix socket file itself.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.path().join(format!(".s.PGSQL.{}", self.port))
+    }
+
+    /// The port: a free TCP port on 127.0.0.1 when TCP is on, else the socket's number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server also listens on 127.0.0.1.
+    pub fn listens_on_tcp(&self) -> bool {
+        self.tcp
+    }
+
+    /// The data directory it serves.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// From spawning `postgres` to the first successful connection.
+    pub fn ready_after(&self) -> Duration {
+        self.ready_after
+    }
+
+    /// Clean (fast) shutdown: PostgreSQL writes a shutdown checkpoint, so the data directory is
+    /// consistent afterwards. Escalates to immediate shutdown and SIGKILL if it takes too long.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown(Shutdown::Fast)
+    }
+
+    /// Immediate shutdown, for servers whose files are about to be thrown away.
+    pub fn stop_immediately(mut self) -> Result<()> {
+        self.shutdown(Shutdown::Immediate)
+    }
+
+    fn shutdown(&mut self, first: Shutdown) -> Result<()> {
+        let steps = [
+            (Shutdown::Fast, Signal::INT, Duration::from_secs(30)),
+            (Shutdown::Immediate, Signal::QUIT, Duration::from_secs(5)),
+            (Shutdown::Kill, Signal::KILL, Duration::from_secs(5)),
+        ];
+        for (_, signal, patience) in steps.iter().filter(|(step, ..)| *step >= first) {
+            if self.exited()?.is_some() {
+                return Ok(());
+            }
+            signal_process(self.child.id(), *signal);
+            if wait_for_exit(&mut self.child, *patience)?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            ErrorKind::ServerStop,
+            format!(
+                "postgres (pid {}) for {} is still running after SIGKILL",
+                self.child.id(),
+                self.data_dir.display()
+            ),
+        ))
+    }
+
+    fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        self.child.try_wait().doing("wait for server of", &self.data_dir)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown(Shutdown::Immediate);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Shutdown {
+    Fast,
+    Immediate,
+    Kill,
+}
+
+/// Asks a server this process does not own (left behind by a killed process) to stop: SIGQUIT,
+/// then SIGKILL. Only signals `pid` if it is a postgres serving `data_dir`.
+pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
+    let serves_it = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.iter().any(|a| a.ends_with(b"postgres"))
+                && args.iter().any(|a| *a == data_dir.as_os_str().as_encoded_bytes())
+        })
+    };
+    for signal in [Signal::QUIT, Signal::KILL] {
+        if !serves_it(pid) {
+            return;
+        }
+        signal_process(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while serves_it(pid) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// A command for a PostgreSQL program: no stdin, its own process group, the run-as user's uid
+/// and gid when the caller is root, and death with this process.
+fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    // The working directory must be one the run-as user may enter (not /root, say).
+    cmd.current_dir(cwd).stdin(Stdio::null()).process_group(0);
+    if let Some(user) = run_as {
+        cmd.uid(user.uid()).gid(user.gid());
+    }
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes two async-signal-safe
+    // system calls. It runs after the uid change, which would otherwise clear the death signal.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::QUIT))?;
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("pgclone's process exited before its child started"));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Forks `cmd` on the spawner thread (see the module docs for why).
+fn spawn(cmd: Command, what: &str) -> Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        thread::Builder::new()
+            .name("pgclone-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in incoming {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the pgclone spawner thread");
+        Mutex::new(requests)
+    });
+    let program = PathBuf::from(cmd.get_program());
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap()
+        .send((cmd, reply))
+        .expect("the pgclone spawner thread lives as long as the process");
+    answer
+        .recv()
+        .expect("the pgclone spawner thread answers every request")
+        .doing(&format!("start {what}"), &program)
+}
+
+fn redirect_output(cmd: &mut Command, log_path: &Path) -> Result<()> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .doing("open log file", log_path)?;
+    let log2 = log.try_clone().doing("open log file", log_path)?;
+    cmd.stdout(log).stderr(log2);
+    Ok(())
+}
+
+fn signal_process(pid: u32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+fn wait_for_exit(child: &mut Child, patience: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(status) = child.try_wait().doing("wait for process", Path::new(&child.id().to_string()))? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+fn free_port() -> Result<u16> {
+    portpicker::pick_unused_port()
+        .ok_or_else(|| Error::new(ErrorKind::ServerStart, "no free TCP port on 127.0.0.1"))
+}
+
+fn port_was_taken(log_path: &Path, log_start: u64) -> bool {
+    read_from(log_path, log_start).contains("Address already in use")
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"))
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = file.seek(SeekFrom::Start(offset));
+        let _ = file.take(1 << 20).read_to_string(&mut text);
+    }
+    text
+}
+
+/// The last lines a program wrote to its log since `offset`, formatted to end an error message.
+pub(crate) fn log_tail(log_path: &Path, offset: u64) -> String {
+    let text = read_from(log_path, offset);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(20)..];
+    if tail.is_empty() {
+        return format!("\n  (nothing in the log {})", log_path.display());
+    }
+    format!(
+        "\n  last lines of {}:\n    {}",
+        log_path.display(),
+        tail.join("\n    ")
+    )
+}

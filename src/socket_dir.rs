@@ -1,0 +1,104 @@
+//! Private, short directories for the servers' Unix sockets.
+//!
+//! Socket paths are limited to 107 bytes, and cargo target directories can be deep, so each
+//! server gets its own `pgclone-XXXXXXXX` directory under `/tmp` (or `PGCLONE_SOCKET_DIR`). Being
+//! private (mode 0700), it cannot collide with another server, whatever the port.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::run_as::RunAs;
+
+/// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the final NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+const PREFIX: &str = "pgclone-";
+const RANDOM_CHARS: usize = 8;
+/// The longest socket file name PostgreSQL puts in the directory.
+const LONGEST_SOCKET_NAME: &str = "/.s.PGSQL.65535";
+/// Socket directories younger than this are never reaped: their server may still be starting.
+const GRACE: Duration = Duration::from_secs(60);
+
+/// The default parent of socket directories.
+pub(crate) fn default_parent() -> PathBuf {
+    PathBuf::from("/tmp")
+}
+
+/// A socket directory, removed on drop.
+#[derive(Debug)]
+pub(crate) struct SocketDir {
+    path: PathBuf,
+}
+
+impl SocketDir {
+    pub fn create(parent: &Path, run_as: Option<&RunAs>) -> Result<SocketDir> {
+        let longest = parent.as_os_str().len() + 1 + PREFIX.len() + RANDOM_CHARS + LONGEST_SOCKET_NAME.len();
+        if longest > MAX_SOCKET_PATH {
+            return Err(Error::new(
+                ErrorKind::SocketPathTooLong,
+                format!(
+                    "socket directory parent {} is too long: socket paths in it would take {longest} bytes, \
+                     over the {MAX_SOCKET_PATH}-byte limit of Unix sockets",
+                    parent.display()
+                ),
+            )
+            .hint("set PGCLONE_SOCKET_DIR to a short directory (the default is /tmp)"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(PREFIX)
+            .rand_bytes(RANDOM_CHARS)
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+            .doing("create a socket directory in", parent)?;
+        let path = dir.keep();
+        if let Some(user) = run_as {
+            user.chown(&path)?;
+        }
+        Ok(SocketDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes socket directories in `parent` that a killed process left: older than a minute and
+/// with no live postmaster named in their lock file. Returns how many it removed.
+pub(crate) fn reap_stale(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_ours = name.to_str().is_some_and(|n| n.starts_with(PREFIX) && n.len() == PREFIX.len() + RANDOM_CHARS);
+        if is_ours && is_stale(&entry.path()) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+fn is_stale(dir: &Path) -> bool {
+    let old_enough = std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > GRACE);
+    if !old_enough {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    // A lock file's first line is the postmaster's pid.
+    !entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        name.to_string_lossy().ends_with(".lock")
+            && std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    })
+}

@@ -1,0 +1,236 @@
+//! A throwaway cluster: `initdb` into `<root>/clones/<id>/`, started, removed on drop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::binaries::PgBinaries;
+use crate::config::Config;
+use crate::data_dir::{self, TEST_SETTINGS};
+use crate::error::{IoContext, Result};
+use crate::root::{self, Root, KEEP_FILE};
+use crate::run_as::RunAs;
+use crate::options::ServerOptions;
+use crate::server::{self, Server, StartSpec, SUPERUSER};
+use crate::url::{connection_url, Endpoint};
+
+/// How long each step of making a [`TempCluster`] took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Running `initdb`.
+    pub initdb: Duration,
+    /// From spawning `postgres` to the first successful connection.
+    pub start: Duration,
+}
+
+/// A fresh, empty cluster that lives as long as this value: made with `initdb`, served by a
+/// `postgres` child of this process, removed with its files on drop (also when a test panics).
+///
+/// The server dies with the process even on SIGKILL, and the next process that uses the same
+/// pgclone directory removes what was left. Like `tempfile::TempDir`, [`close`](Self::close)
+/// reports cleanup errors that `Drop` has to ignore, and [`keep`](Self::keep) opts out.
+///
+/// ```no_run
+/// let cluster = pgclone::TempCluster::start()?;
+/// println!("psql '{}'", cluster.connection_string());
+/// # Ok::<(), pgclone::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TempCluster {
+    dir: PathBuf,
+    server: Option<Server>,
+    binaries: PgBinaries,
+    password: String,
+    timings: Timings,
+}
+
+/// Options for a [`TempCluster`]: where it lives, and how its server runs.
+#[derive(Debug, Clone, Default)]
+pub struct TempClusterBuilder {
+    root: Option<PathBuf>,
+    options: ServerOptions,
+}
+
+impl TempCluster {
+    /// Makes and starts a cluster with the defaults and the environment's settings.
+    pub fn start() -> Result<TempCluster> {
+        TempCluster::builder().start()
+    }
+
+    /// Options for a cluster.
+    pub fn builder() -> TempClusterBuilder {
+        TempClusterBuilder::default()
+    }
+
+    /// The libpq URL of the `postgres` database: over TCP (with the password) when TCP is on,
+    /// else over the Unix socket.
+    pub fn connection_string(&self) -> String {
+        self.connection_string_for("postgres")
+    }
+
+    /// The libpq URL of database `dbname`.
+    pub fn connection_string_for(&self, dbname: &str) -> String {
+        let server = self.server();
+        if server.listens_on_tcp() {
+            connection_url(Endpoint::Tcp, server.port(), SUPERUSER, Some(&self.password), dbname)
+        } else {
+            connection_url(Endpoint::Socket(server.socket_dir()), server.port(), SUPERUSER, None, dbname)
+        }
+    }
+
+    /// The host clients use: the socket directory, or `127.0.0.1` when TCP is on.
+    pub fn host(&self) -> String {
+        let server = self.server();
+        if server.listens_on_tcp() {
+            "127.0.0.1".to_string()
+        } else {
+            server.socket_dir().to_string_lossy().into_owned()
+        }
+    }
+
+    /// The port (with a Unix socket, part of the socket's file name).
+    pub fn port(&self) -> u16 {
+        self.server().port()
+    }
+
+    /// The superuser to connect as.
+    pub fn user(&self) -> &str {
+        SUPERUSER
+    }
+
+    /// The superuser's password (needed over TCP only; the Unix socket trusts local users).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The directory that holds everything of this cluster (data, log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The binaries serving it.
+    pub fn binaries(&self) -> &PgBinaries {
+        &self.binaries
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server runs until the TempCluster is consumed")
+    }
+
+    /// How long initdb and startup took.
+    pub fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    /// Stops the server and removes the files, reporting what failed (`Drop` ignores errors).
+    pub fn close(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    /// Opts out of cleanup: stops the server cleanly, marks the directory so that nothing reaps
+    /// it, and returns it. Start it again with `postgres -D <dir>/data`.
+    pub fn keep(mut self) -> Result<PathBuf> {
+        if let Some(server) = self.server.take() {
+            server.stop()?;
+        }
+        let marker = self.dir.join(KEEP_FILE);
+        std::fs::write(&marker, "").doing("write", &marker)?;
+        let dir = std::mem::take(&mut self.dir);
+        Ok(dir)
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let stopped = match self.server.take() {
+            Some(server) => server.stop_immediately(),
+            None => Ok(()),
+        };
+        if self.dir.as_os_str().is_empty() {
+            return stopped;
+        }
+        let removed = root::remove_clone_dir(&self.dir);
+        self.dir = PathBuf::new();
+        stopped.and(removed)
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+impl TempClusterBuilder {
+    /// Put the cluster under this pgclone directory (default: `PGCLONE_DIR`, else
+    /// `<cargo target dir>/pgclone`).
+    pub fn root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.root = Some(dir.into());
+        self
+    }
+
+    /// How to run the server (binaries, socket directory, TCP, settings, timeout).
+    pub fn server_options(mut self, options: ServerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Shorthand for changing one of the [`ServerOptions`].
+    pub fn with(mut self, change: impl FnOnce(ServerOptions) -> ServerOptions) -> Self {
+        self.options = change(self.options);
+        self
+    }
+
+    /// Makes the cluster and starts it. On failure nothing is left behind.
+    pub fn start(self) -> Result<TempCluster> {
+        let config = Config::from_env()?;
+        let env = self.options.resolve(&config)?;
+        let run_as = env.run_as.as_ref();
+        let root = Root::open(self.root.as_deref().or(config.root.as_deref()), run_as)?;
+
+        // From here on the value owns the directory: any early return removes it.
+        let mut cluster = TempCluster {
+            dir: root.new_clone_dir(run_as)?,
+            server: None,
+            binaries: env.binaries.clone(),
+            password: data_dir::new_password()?,
+            timings: Timings::default(),
+        };
+        let data = cluster.data_dir();
+        let log_path = cluster.dir.join("postgres.log");
+
+        let started = Instant::now();
+        let pwfile = cluster.dir.join("pwfile");
+        write_private(&pwfile, &cluster.password, run_as)?;
+        server::initdb(&cluster.binaries, &data, &pwfile, run_as, &log_path)?;
+        std::fs::remove_file(&pwfile).doing("remove", &pwfile)?;
+        cluster.timings.initdb = started.elapsed();
+
+        write_private(&data.join(data_dir::PASSWORD_FILE), &cluster.password, None)?;
+        data_dir::append_settings(&data, TEST_SETTINGS.iter().copied())?;
+
+        let server = Server::start_with(&StartSpec {
+            env: &env,
+            options: &self.options,
+            data_dir: &data,
+            log_path: &log_path,
+        })?;
+        cluster.timings.start = server.ready_after();
+        cluster.server = Some(server);
+        Ok(cluster)
+    }
+}
+
+/// Writes a file only its owner may read (the run-as user's when given).
+fn write_private(path: &Path, contents: &str, owner: Option<&RunAs>) -> Result<()> {
+    std::fs::write(path, contents).doing("write", path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).doing("chmod", path)?;
+    if let Some(user) = owner {
+        user.chown(path)?;
+    }
+    Ok(())
+}
