@@ -94,16 +94,24 @@ impl PgBinaries {
 
         let mut searched = Vec::new();
         let mut found: Vec<PgBinaries> = Vec::new();
-        for (origin, dir) in candidate_dirs(&mut searched) {
+        for (place, dir) in candidate_dirs() {
+            let Some(dir) = dir else {
+                searched.push(format!("{place}: nothing there"));
+                continue;
+            };
             match PgBinaries::from_dir(&dir) {
-                Ok(bins) if found.iter().any(|f| same_dir(&f.bin_dir, &bins.bin_dir)) => {}
                 Ok(bins) => {
-                    searched.push(format!("{} ({origin}): PostgreSQL {}", dir.display(), bins.version));
-                    found.push(bins);
+                    let seen = found.iter().any(|f| same_dir(&f.bin_dir, &bins.bin_dir));
+                    let again = if seen { " (found already)" } else { "" };
+                    searched.push(format!("{} ({place}): PostgreSQL {}{again}", dir.display(), bins.version));
+                    if !seen {
+                        found.push(bins);
+                    }
                 }
-                Err(e) => searched.push(format!("{} ({origin}): {}", dir.display(), first_line(&e))),
+                Err(e) => searched.push(format!("{} ({place}): {}", dir.display(), first_line(&e))),
             }
         }
+
         let best = found
             .into_iter()
             .filter(|b| wanted.is_none_or(|major| b.version.major == major))
@@ -181,38 +189,33 @@ fn version_of(postgres: &Path) -> Result<PgVersion> {
     Ok(version)
 }
 
-/// Every directory worth trying, in search order, with where it came from; places that hold
-/// nothing are noted in `searched`.
-fn candidate_dirs(searched: &mut Vec<String>) -> Vec<(&'static str, PathBuf)> {
-    let mut dirs = Vec::new();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            dirs.push(("pg_config --bindir", PathBuf::from(dir)));
-        }
+/// Every place searched, in order, with the directory it gave (`None`: nothing there).
+fn candidate_dirs() -> Vec<(String, Option<PathBuf>)> {
+    let mut places = Vec::new();
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    places.push(("pg_config --bindir".to_string(), pg_config));
+
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).filter(|dir| dir.join("postgres").exists()).collect())
+        .unwrap_or_default();
+    if on_path.is_empty() {
+        places.push(("PATH".to_string(), None));
     }
-    if dirs.is_empty() {
-        searched.push("pg_config --bindir: no pg_config on PATH".to_string());
-    }
-    let before = dirs.len();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(
-            std::env::split_paths(&path)
-                .filter(|dir| dir.join("postgres").exists())
-                .map(|dir| ("PATH", dir)),
-        );
-    }
-    if dirs.len() == before {
-        searched.push("PATH: no `postgres` in any directory".to_string());
-    }
+    places.extend(on_path.into_iter().map(|dir| ("PATH".to_string(), Some(dir))));
+
     for pattern in PACKAGE_LAYOUTS {
         let expanded = expand_layout(pattern);
         if expanded.is_empty() {
-            searched.push(format!("{pattern}: nothing there"));
+            places.push((pattern.to_string(), None));
         }
-        dirs.extend(expanded.into_iter().map(|dir| ("package layout", dir)));
+        places.extend(expanded.into_iter().map(|dir| (pattern.to_string(), Some(dir))));
     }
-    dirs
+    places
 }
 
 /// Expands the one `*` of a layout pattern against the file system, newest version first.

@@ -1,1 +1,10 @@
+//! All integration tests in one binary (fast to build; see STYLE.md, xshell).
 
+mod bad_input;
+mod concurrency;
+mod environment;
+mod helpers;
+mod lifecycle;
+mod parent_death;
+mod support;
+mod users;

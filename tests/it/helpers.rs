@@ -1,0 +1,44 @@
+//! The entry point of helper processes: this same test binary, started by other tests with
+//! `PGCLONE_IT_HELPER=<task>` (see `support::helper`). Each task reports one `RESULT ...` line.
+
+use std::io::Write;
+
+use pgclone::{PgBinaries, TempCluster};
+
+#[test]
+#[ignore = "entry point of the helper processes that other tests start"]
+fn entry() {
+    let Ok(task) = std::env::var("PGCLONE_IT_HELPER") else {
+        return; // run by hand without a task: nothing to do
+    };
+    let report = match task.as_str() {
+        // Start a cluster, report its postmaster, then wait to be killed.
+        "hold_cluster" => {
+            let cluster = TempCluster::start().unwrap();
+            report(&format!("{} {}", cluster.server().pid(), cluster.dir().display()));
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        // Start a cluster, query it, report the uid its server runs as.
+        "start_and_query" => match TempCluster::start() {
+            Ok(cluster) => {
+                let one = crate::support::query_text(&cluster.connection_string(), "select '1'");
+                format!("OK uid={} query={one}", crate::support::uid_of(cluster.server().pid()))
+            }
+            Err(e) => format!("ERR {:?} {e}", e.kind()),
+        },
+        "find_binaries" => match PgBinaries::find() {
+            Ok(b) => format!("OK {}", b.bin_dir().display()),
+            Err(e) => format!("ERR {:?} {e}", e.kind()),
+        },
+        other => panic!("unknown helper task {other}"),
+    };
+    self::report(&report);
+}
+
+fn report(line: &str) {
+    // One line, newlines escaped, so the parent can find it among libtest's output.
+    println!("RESULT {}", line.replace('\n', "\\n"));
+    std::io::stdout().flush().unwrap();
+}

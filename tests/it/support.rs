@@ -1,0 +1,126 @@
+//! Shared test helpers: private roots, helper processes, facts about processes.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where tests put their own pgclone roots: `PGCLONE_DIR` (CI points it at XFS or ext4), else
+/// cargo's per-target temporary directory.
+pub fn base_dir() -> PathBuf {
+    let base = std::env::var_os("PGCLONE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pgclone"));
+    std::fs::create_dir_all(&base).unwrap();
+    base
+}
+
+/// A fresh pgclone root of its own for one test (so its reaping is the first in this process).
+pub fn unique_root(name: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("it-{name}-"))
+        .tempdir_in(base_dir())
+        .unwrap()
+        .keep();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Runs this test binary again as a helper process: `helpers::entry` does what `task` says.
+pub fn helper(task: &str) -> Command {
+    helper_from(&std::env::current_exe().unwrap(), task)
+}
+
+pub fn helper_from(exe: &Path, task: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["helpers::entry", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env("PGCLONE_IT_HELPER", task)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a helper to completion and returns the line it reported (`RESULT ...`).
+pub fn helper_result(mut cmd: Command) -> String {
+    let output = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("helper reported nothing; stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+/// Reads a running helper's stdout until it reports; returns the report.
+pub fn wait_for_report(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if let Some(report) = line.unwrap().strip_prefix("RESULT ") {
+            return report.to_string();
+        }
+    }
+    panic!("helper exited without reporting: {:?}", child.wait());
+}
+
+/// Runs `cmd` as `uid`/`gid` (when this process is root).
+pub fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
+    cmd.uid(uid).gid(gid);
+}
+
+/// Whether a process runs (a zombie, waiting for its reaper, does not count).
+pub fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for a process to stop running; true if it did.
+pub fn wait_until_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while process_runs(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// The real uid a process runs as.
+pub fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Connects with tokio-postgres and runs one query returning a single text value.
+pub fn query_text(url: &str, sql: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let value: String = client.query_one(sql, &[]).await.unwrap().get(0);
+        drop(client);
+        let _ = connection.await;
+        value
+    })
+}
+
+/// Connects with tokio-postgres and runs statements that return nothing.
+pub fn execute(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = connection.await;
+    })
+}
