@@ -11,7 +11,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = Instant::now();
     let cluster = TempCluster::start()?;
     let binaries = cluster.binaries();
-    println!("postgres    {} from {}", binaries.version(), binaries.bin_dir().display());
+    println!(
+        "postgres    {} from {}",
+        binaries.version(),
+        binaries.bin_dir().display()
+    );
     println!("lives in    {}", cluster.dir().display());
     println!("socket      {}", cluster.server().socket_path().display());
     println!("connect     psql '{}'", cluster.connection_string());
@@ -21,7 +25,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let query = Instant::now();
-    let (client, connection) = tokio_postgres::connect(&cluster.connection_string(), tokio_postgres::NoTls).await?;
+    let (client, connection) =
+        tokio_postgres::connect(&cluster.connection_string(), tokio_postgres::NoTls).await?;
     let connection = tokio::spawn(connection);
     let version: String = client.query_one("select version()", &[]).await?.get(0);
     let query_time = query.elapsed();
@@ -37,7 +42,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = cluster.dir().to_path_buf();
     let teardown = Instant::now();
     cluster.close()?;
-    println!("teardown    {:>7.1} ms ({} removed: {})", ms(teardown.elapsed()), dir.display(), !dir.exists());
+    println!(
+        "teardown    {:>7.1} ms ({} removed: {})",
+        ms(teardown.elapsed()),
+        dir.display(),
+        !dir.exists()
+    );
     println!("total       {:>7.1} ms", ms(total.elapsed()));
     Ok(())
 }

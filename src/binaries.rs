@@ -20,12 +20,12 @@ pub const MIN_MAJOR: u32 = 13;
 /// Directories where distributions and package managers put the server binaries; `*` stands for
 /// the version.
 const PACKAGE_LAYOUTS: &[&str] = &[
-    "/usr/lib/postgresql/*/bin",                      // Debian, Ubuntu
-    "/usr/pgsql-*/bin",                               // PGDG RPMs (RHEL, Fedora, Rocky)
-    "/opt/homebrew/opt/postgresql@*/bin",             // Homebrew on Apple silicon
-    "/usr/local/opt/postgresql@*/bin",                // Homebrew on Intel
+    "/usr/lib/postgresql/*/bin",                       // Debian, Ubuntu
+    "/usr/pgsql-*/bin",                                // PGDG RPMs (RHEL, Fedora, Rocky)
+    "/opt/homebrew/opt/postgresql@*/bin",              // Homebrew on Apple silicon
+    "/usr/local/opt/postgresql@*/bin",                 // Homebrew on Intel
     "/home/linuxbrew/.linuxbrew/opt/postgresql@*/bin", // Homebrew on Linux
-    "/usr/local/pgsql/bin",                           // built from source
+    "/usr/local/pgsql/bin",                            // built from source
 ];
 
 /// A PostgreSQL version as printed by `postgres --version`.
@@ -103,7 +103,11 @@ impl PgBinaries {
                 Ok(bins) => {
                     let seen = found.iter().any(|f| same_dir(&f.bin_dir, &bins.bin_dir));
                     let again = if seen { " (found already)" } else { "" };
-                    searched.push(format!("{} ({place}): PostgreSQL {}{again}", dir.display(), bins.version));
+                    searched.push(format!(
+                        "{} ({place}): PostgreSQL {}{again}",
+                        dir.display(),
+                        bins.version
+                    ));
                     if !seen {
                         found.push(bins);
                     }
@@ -115,7 +119,13 @@ impl PgBinaries {
         let best = found
             .into_iter()
             .filter(|b| wanted.is_none_or(|major| b.version.major == major))
-            .reduce(|best, b| if b.version.major > best.version.major { b } else { best });
+            .reduce(|best, b| {
+                if b.version.major > best.version.major {
+                    b
+                } else {
+                    best
+                }
+            });
         best.ok_or_else(|| not_found_error(wanted, &searched))
     }
 
@@ -173,7 +183,12 @@ fn version_of(postgres: &Path) -> Result<PgVersion> {
     let output = Command::new(postgres)
         .arg("--version")
         .output()
-        .map_err(|e| Error::new(ErrorKind::BinariesNotFound, format!("run `{} --version`: {e}", postgres.display())))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::BinariesNotFound,
+                format!("run `{} --version`: {e}", postgres.display()),
+            )
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let version = PgVersion::parse(&stdout).ok_or_else(|| {
         Error::new(
@@ -185,7 +200,10 @@ fn version_of(postgres: &Path) -> Result<PgVersion> {
             ),
         )
     })?;
-    cache.lock().unwrap().insert(postgres.to_path_buf(), version.clone());
+    cache
+        .lock()
+        .unwrap()
+        .insert(postgres.to_path_buf(), version.clone());
     Ok(version)
 }
 
@@ -201,19 +219,31 @@ fn candidate_dirs() -> Vec<(String, Option<PathBuf>)> {
     places.push(("pg_config --bindir".to_string(), pg_config));
 
     let on_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).filter(|dir| dir.join("postgres").exists()).collect())
+        .map(|path| {
+            std::env::split_paths(&path)
+                .filter(|dir| dir.join("postgres").exists())
+                .collect()
+        })
         .unwrap_or_default();
     if on_path.is_empty() {
         places.push(("PATH".to_string(), None));
     }
-    places.extend(on_path.into_iter().map(|dir| ("PATH".to_string(), Some(dir))));
+    places.extend(
+        on_path
+            .into_iter()
+            .map(|dir| ("PATH".to_string(), Some(dir))),
+    );
 
     for pattern in PACKAGE_LAYOUTS {
         let expanded = expand_layout(pattern);
         if expanded.is_empty() {
             places.push((pattern.to_string(), None));
         }
-        places.extend(expanded.into_iter().map(|dir| (pattern.to_string(), Some(dir))));
+        places.extend(
+            expanded
+                .into_iter()
+                .map(|dir| (pattern.to_string(), Some(dir))),
+        );
     }
     places
 }
@@ -221,7 +251,10 @@ fn candidate_dirs() -> Vec<(String, Option<PathBuf>)> {
 /// Expands the one `*` of a layout pattern against the file system, newest version first.
 fn expand_layout(pattern: &str) -> Vec<PathBuf> {
     let Some((head, tail)) = pattern.split_once('*') else {
-        return vec![PathBuf::from(pattern)].into_iter().filter(|p| p.exists()).collect();
+        return vec![PathBuf::from(pattern)]
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
     };
     let (parent, prefix) = head.rsplit_once('/').unwrap_or(("", head));
     let Ok(entries) = std::fs::read_dir(if parent.is_empty() { "/" } else { parent }) else {
@@ -236,7 +269,7 @@ fn expand_layout(pattern: &str) -> Vec<PathBuf> {
         })
         .filter(|(_, dir)| dir.exists())
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     dirs.into_iter().map(|(_, dir)| dir).collect()
 }
 
@@ -279,10 +312,21 @@ mod tests {
 
     #[test]
     fn parses_versions() {
-        let debian = PgVersion::parse("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").unwrap();
+        let debian =
+            PgVersion::parse("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").unwrap();
         assert_eq!((debian.major(), debian.to_string().as_str()), (15, "15.18"));
-        assert_eq!(PgVersion::parse("postgres (PostgreSQL) 18beta1").unwrap().major(), 18);
-        assert_eq!(PgVersion::parse("postgres (PostgreSQL) 18.4").unwrap().major(), 18);
+        assert_eq!(
+            PgVersion::parse("postgres (PostgreSQL) 18beta1")
+                .unwrap()
+                .major(),
+            18
+        );
+        assert_eq!(
+            PgVersion::parse("postgres (PostgreSQL) 18.4")
+                .unwrap()
+                .major(),
+            18
+        );
         assert!(PgVersion::parse("something else 1.2").is_none());
     }
 }

@@ -57,9 +57,12 @@ pub fn major_of(data_dir: &Path) -> Result<u32> {
     if !data_dir.join("global/pg_control").is_file() {
         return Err(not_a_cluster("no global/pg_control".into()));
     }
-    text.trim()
-        .parse()
-        .map_err(|_| not_a_cluster(format!("PG_VERSION holds {:?}, not a major version", text.trim())))
+    text.trim().parse().map_err(|_| {
+        not_a_cluster(format!(
+            "PG_VERSION holds {:?}, not a major version",
+            text.trim()
+        ))
+    })
 }
 
 /// Appends settings to the cluster's `postgresql.conf` (later lines win over earlier ones).

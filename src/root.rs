@@ -84,7 +84,9 @@ impl Root {
     /// Stops the servers of, and removes, clones whose owner process is gone. Returns the
     /// directories removed.
     pub fn reap_stale_clones(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.path.join(CLONES)) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(self.path.join(CLONES)) else {
+            return Vec::new();
+        };
         let mut reaped = Vec::new();
         for dir in entries.flatten().map(|e| e.path()) {
             if dir.join(KEEP_FILE).exists() || !owner_is_gone(&dir) {
@@ -132,7 +134,8 @@ fn owner_is_gone(dir: &Path) -> bool {
 fn create_shared_dir(path: &Path) -> Result<()> {
     if !path.is_dir() {
         std::fs::create_dir_all(path).doing("create", path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).doing("chmod", path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .doing("chmod", path)?;
     }
     Ok(())
 }
@@ -146,9 +149,14 @@ fn default_root() -> PathBuf {
         }
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    match exe.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()) {
+    match exe
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+    {
         Some(target) => target.join("pgclone"),
-        None => std::env::temp_dir().join(format!("pgclone-{}", rustix::process::getuid().as_raw())),
+        None => {
+            std::env::temp_dir().join(format!("pgclone-{}", rustix::process::getuid().as_raw()))
+        }
     }
 }
 

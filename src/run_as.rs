@@ -79,7 +79,9 @@ impl RunAs {
     /// with the primary group only, as the child gets no supplementary groups).
     pub(crate) fn check_can_reach(&self, path: &Path, what: &str) -> Result<()> {
         for dir in path.ancestors().skip(1) {
-            let Ok(meta) = std::fs::metadata(dir) else { continue };
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue;
+            };
             let bit = if meta.uid() == self.uid {
                 0o100
             } else if meta.gid() == self.gid {
@@ -112,8 +114,12 @@ impl RunAs {
 
 /// Looks a user up in the password database.
 fn lookup(name: &str) -> Result<Option<RunAs>> {
-    let c_name = CString::new(name)
-        .map_err(|_| Error::new(ErrorKind::RunAsUser, format!("user name {name:?} contains a NUL byte")))?;
+    let c_name = CString::new(name).map_err(|_| {
+        Error::new(
+            ErrorKind::RunAsUser,
+            format!("user name {name:?} contains a NUL byte"),
+        )
+    })?;
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: passwd is plain data; getpwnam_r writes into `pwd` and `buf`, and `result` points at
     // `pwd` or is null. We copy out what we need before `buf` goes away.

@@ -102,7 +102,8 @@ impl Server {
     /// Starts `postgres` on an existing data directory, after checking that it is one and that
     /// its major version matches the binaries. Returns once a connection succeeds.
     pub fn start(data_dir: impl AsRef<Path>, options: &ServerOptions) -> Result<Server> {
-        let data_dir = std::path::absolute(data_dir.as_ref()).doing("resolve", data_dir.as_ref())?;
+        let data_dir =
+            std::path::absolute(data_dir.as_ref()).doing("resolve", data_dir.as_ref())?;
         let env = options.resolve(&Config::from_env()?)?;
         data_dir::check(&data_dir, &env.binaries)?;
         if let Some(user) = &env.run_as {
@@ -128,7 +129,11 @@ impl Server {
             let port = if tcp { free_port()? } else { SOCKET_ONLY_PORT };
             let log_start = file_len(spec.log_path);
             match Server::start_on_port(spec, port) {
-                Err(e) if tcp && attempts < PORT_ATTEMPTS && port_was_taken(spec.log_path, log_start) => {
+                Err(e)
+                    if tcp
+                        && attempts < PORT_ATTEMPTS
+                        && port_was_taken(spec.log_path, log_start) =>
+                {
                     drop(e); // another process took the port between picking and binding: pick again
                 }
                 result => return result,
@@ -141,7 +146,11 @@ impl Server {
         let (env, options) = (spec.env, spec.options);
         let socket_dir = SocketDir::create(&env.socket_parent, env.run_as.as_ref())?;
         let listen = if options.tcp { "127.0.0.1" } else { "" };
-        let mut cmd = command(&env.binaries.program("postgres"), env.run_as.as_ref(), parent_of(spec.data_dir));
+        let mut cmd = command(
+            &env.binaries.program("postgres"),
+            env.run_as.as_ref(),
+            parent_of(spec.data_dir),
+        );
         cmd.arg("-D")
             .arg(spec.data_dir)
             .arg("-k")
@@ -177,17 +186,26 @@ impl Server {
         let mut pause = Duration::from_micros(500);
         loop {
             if let Some(status) = self.child.try_wait().doing("wait for", &self.data_dir)? {
-                return Err(self.start_error(&format!("postgres exited ({status}) before accepting connections"), log_start));
+                return Err(self.start_error(
+                    &format!("postgres exited ({status}) before accepting connections"),
+                    log_start,
+                ));
             }
             match wire::probe(&socket, SUPERUSER, "postgres") {
                 Probe::Ready => return Ok(()),
                 Probe::Refused(why) => {
                     let _ = self.shutdown(Shutdown::Immediate);
-                    return Err(self.start_error(&format!("postgres refused the first connection: {why}"), log_start));
+                    return Err(self.start_error(
+                        &format!("postgres refused the first connection: {why}"),
+                        log_start,
+                    ));
                 }
                 Probe::NotYet(_) if Instant::now() >= deadline => {
                     let _ = self.shutdown(Shutdown::Immediate);
-                    return Err(self.start_error(&format!("postgres did not accept connections within {timeout:?}"), log_start));
+                    return Err(self.start_error(
+                        &format!("postgres did not accept connections within {timeout:?}"),
+                        log_start,
+                    ));
                 }
                 Probe::NotYet(_) => {
                     thread::sleep(pause);
@@ -215,7 +233,9 @@ impl Server {
 
     /// The Unix socket file itself.
     pub fn socket_path(&self) -> PathBuf {
-        self.socket_dir.path().join(format!(".s.PGSQL.{}", self.port))
+        self.socket_dir
+            .path()
+            .join(format!(".s.PGSQL.{}", self.port))
     }
 
     /// The port: a free TCP port on 127.0.0.1 when TCP is on, else the socket's number.
@@ -285,7 +305,9 @@ impl Server {
     }
 
     fn exited(&mut self) -> Result<Option<ExitStatus>> {
-        self.child.try_wait().doing("wait for server of", &self.data_dir)
+        self.child
+            .try_wait()
+            .doing("wait for server of", &self.data_dir)
     }
 }
 
@@ -309,7 +331,7 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
         std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             args.iter().any(|a| a.ends_with(b"postgres"))
-                && args.iter().any(|a| *a == data_dir.as_os_str().as_encoded_bytes())
+                && args.contains(&data_dir.as_os_str().as_encoded_bytes())
         })
     };
     for signal in [Signal::QUIT, Signal::KILL] {
@@ -340,7 +362,9 @@ fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path) -> Command {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::QUIT))?;
             if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other("pgclone's process exited before its child started"));
+                return Err(std::io::Error::other(
+                    "pgclone's process exited before its child started",
+                ));
             }
             Ok(())
         });
@@ -398,7 +422,10 @@ fn wait_for_exit(child: &mut Child, patience: Duration) -> Result<Option<ExitSta
     let deadline = Instant::now() + patience;
     let mut pause = Duration::from_micros(200);
     loop {
-        if let Some(status) = child.try_wait().doing("wait for process", Path::new(&child.id().to_string()))? {
+        if let Some(status) = child
+            .try_wait()
+            .doing("wait for process", Path::new(&child.id().to_string()))?
+        {
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {
@@ -419,7 +446,9 @@ fn port_was_taken(log_path: &Path, log_start: u64) -> bool {
 }
 
 fn parent_of(path: &Path) -> &Path {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"))
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"))
 }
 
 fn file_len(path: &Path) -> u64 {

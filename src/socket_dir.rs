@@ -33,7 +33,8 @@ pub(crate) struct SocketDir {
 
 impl SocketDir {
     pub fn create(parent: &Path, run_as: Option<&RunAs>) -> Result<SocketDir> {
-        let longest = parent.as_os_str().len() + 1 + PREFIX.len() + RANDOM_CHARS + LONGEST_SOCKET_NAME.len();
+        let longest =
+            parent.as_os_str().len() + 1 + PREFIX.len() + RANDOM_CHARS + LONGEST_SOCKET_NAME.len();
         if longest > MAX_SOCKET_PATH {
             return Err(Error::new(
                 ErrorKind::SocketPathTooLong,
@@ -72,11 +73,15 @@ impl Drop for SocketDir {
 /// Removes socket directories in `parent` that a killed process left: older than a minute and
 /// with no live postmaster named in their lock file. Returns how many it removed.
 pub(crate) fn reap_stale(parent: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(parent) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
     let mut reaped = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let is_ours = name.to_str().is_some_and(|n| n.starts_with(PREFIX) && n.len() == PREFIX.len() + RANDOM_CHARS);
+        let is_ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with(PREFIX) && n.len() == PREFIX.len() + RANDOM_CHARS);
         if is_ours && is_stale(&entry.path()) && std::fs::remove_dir_all(entry.path()).is_ok() {
             reaped += 1;
         }
@@ -91,7 +96,9 @@ fn is_stale(dir: &Path) -> bool {
     if !old_enough {
         return false;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
     // A lock file's first line is the postmaster's pid.
     !entries.flatten().any(|entry| {
         let name = entry.file_name();

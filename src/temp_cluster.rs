@@ -8,9 +8,9 @@ use crate::binaries::PgBinaries;
 use crate::config::Config;
 use crate::data_dir::{self, TEST_SETTINGS};
 use crate::error::{IoContext, Result};
+use crate::options::ServerOptions;
 use crate::root::{self, Root, KEEP_FILE};
 use crate::run_as::RunAs;
-use crate::options::ServerOptions;
 use crate::server::{self, Server, StartSpec, SUPERUSER};
 use crate::url::{connection_url, Endpoint};
 
@@ -72,9 +72,21 @@ impl TempCluster {
     pub fn connection_string_for(&self, dbname: &str) -> String {
         let server = self.server();
         if server.listens_on_tcp() {
-            connection_url(Endpoint::Tcp, server.port(), SUPERUSER, Some(&self.password), dbname)
+            connection_url(
+                Endpoint::Tcp,
+                server.port(),
+                SUPERUSER,
+                Some(&self.password),
+                dbname,
+            )
         } else {
-            connection_url(Endpoint::Socket(server.socket_dir()), server.port(), SUPERUSER, None, dbname)
+            connection_url(
+                Endpoint::Socket(server.socket_dir()),
+                server.port(),
+                SUPERUSER,
+                None,
+                dbname,
+            )
         }
     }
 
@@ -120,7 +132,9 @@ impl TempCluster {
 
     /// The running server.
     pub fn server(&self) -> &Server {
-        self.server.as_ref().expect("the server runs until the TempCluster is consumed")
+        self.server
+            .as_ref()
+            .expect("the server runs until the TempCluster is consumed")
     }
 
     /// How long initdb and startup took.

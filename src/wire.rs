@@ -80,7 +80,10 @@ fn read_message(stream: &mut UnixStream) -> io::Result<(u8, Vec<u8>)> {
     stream.read_exact(&mut header)?;
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     if !(4..=1 << 20).contains(&len) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a PostgreSQL server"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a PostgreSQL server",
+        ));
     }
     let mut body = vec![0u8; len - 4];
     stream.read_exact(&mut body)?;
@@ -108,7 +111,10 @@ mod tests {
     #[test]
     fn startup_message_is_length_prefixed_and_terminated() {
         let msg = startup_message("postgres", "db");
-        assert_eq!(u32::from_be_bytes(msg[..4].try_into().unwrap()) as usize, msg.len());
+        assert_eq!(
+            u32::from_be_bytes(msg[..4].try_into().unwrap()) as usize,
+            msg.len()
+        );
         assert_eq!(&msg[4..8], &PROTOCOL_3_0.to_be_bytes());
         assert!(msg.ends_with(b"db\0\0"));
     }

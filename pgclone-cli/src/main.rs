@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pgclone", version, about = "Clone PostgreSQL clusters for tests, and diagnose the setup")]
+#[command(
+    name = "pgclone",
+    version,
+    about = "Clone PostgreSQL clusters for tests, and diagnose the setup"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,9 +37,17 @@ fn main() -> ExitCode {
 
 fn doctor() -> pgclone::Result<()> {
     let binaries = pgclone::PgBinaries::find()?;
-    println!("postgres:  {} in {}", binaries.version(), binaries.bin_dir().display());
+    println!(
+        "postgres:  {} in {}",
+        binaries.version(),
+        binaries.bin_dir().display()
+    );
     match pgclone::run_as_user()? {
-        Some(user) => println!("run as:    {} (uid {}), because this process is root", user.name(), user.uid()),
+        Some(user) => println!(
+            "run as:    {} (uid {}), because this process is root",
+            user.name(),
+            user.uid()
+        ),
         None => println!("run as:    this user"),
     }
     Ok(())

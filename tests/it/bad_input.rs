@@ -5,7 +5,9 @@ use pgclone::{ErrorKind, PgBinaries, Server, ServerOptions, TempCluster};
 use crate::support::{self, helper_result, is_root};
 
 fn clones_in(root: &std::path::Path) -> usize {
-    std::fs::read_dir(root.join("clones")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(root.join("clones"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -15,18 +17,36 @@ fn a_bin_dir_without_postgres() {
     let err = PgBinaries::from_dir(dir.path()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BinariesNotFound);
     let text = err.to_string();
-    assert!(text.contains(&dir.path().display().to_string()) && text.contains("postgres"), "{text}");
+    assert!(
+        text.contains(&dir.path().display().to_string()) && text.contains("postgres"),
+        "{text}"
+    );
     assert!(text.contains("PGCLONE_PG_BIN"), "says what to do: {text}");
 }
 
 #[test]
 fn no_installation_of_the_wanted_major_lists_what_was_searched_and_how_to_install() {
     let mut cmd = support::helper("find_binaries");
-    cmd.env_remove("PGCLONE_PG_BIN").env("PGCLONE_PG_VERSION", "99");
+    cmd.env_remove("PGCLONE_PG_BIN")
+        .env("PGCLONE_PG_VERSION", "99");
     let result = helper_result(cmd);
-    assert!(result.starts_with("ERR BinariesNotFound could not find PostgreSQL 99"), "{result}");
-    for expected in ["searched:", "/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "apt-get install", "dnf install", "brew install", "PGCLONE_PG_BIN"] {
-        assert!(result.contains(expected), "missing {expected:?} in {result}");
+    assert!(
+        result.starts_with("ERR BinariesNotFound could not find PostgreSQL 99"),
+        "{result}"
+    );
+    for expected in [
+        "searched:",
+        "/usr/lib/postgresql/*/bin",
+        "/usr/pgsql-*/bin",
+        "apt-get install",
+        "dnf install",
+        "brew install",
+        "PGCLONE_PG_BIN",
+    ] {
+        assert!(
+            result.contains(expected),
+            "missing {expected:?} in {result}"
+        );
     }
 }
 
@@ -35,12 +55,18 @@ fn pgclone_pg_bin_is_used_alone_when_set() {
     let mut cmd = support::helper("find_binaries");
     let bins = PgBinaries::find().unwrap();
     cmd.env("PGCLONE_PG_BIN", bins.bin_dir());
-    assert_eq!(helper_result(cmd), format!("OK {}", bins.bin_dir().display()));
+    assert_eq!(
+        helper_result(cmd),
+        format!("OK {}", bins.bin_dir().display())
+    );
 
     let mut cmd = support::helper("find_binaries");
     cmd.env("PGCLONE_PG_BIN", "/nonexistent/bin");
     let result = helper_result(cmd);
-    assert!(result.starts_with("ERR BinariesNotFound /nonexistent/bin has no executable `postgres`"), "{result}");
+    assert!(
+        result.starts_with("ERR BinariesNotFound /nonexistent/bin has no executable `postgres`"),
+        "{result}"
+    );
 }
 
 #[test]
@@ -49,15 +75,25 @@ fn a_data_dir_that_is_not_a_cluster() {
     for dir in [empty.path().to_path_buf(), empty.path().join("missing")] {
         let err = Server::start(&dir, &ServerOptions::new()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotACluster, "{err}");
-        assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
         assert!(err.to_string().contains("PG_VERSION"), "{err}");
     }
-    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing written into it");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing written into it"
+    );
 }
 
 #[test]
 fn binaries_of_another_major_than_the_data_dir() {
-    let cluster = TempCluster::builder().root(support::unique_root("major")).start().unwrap();
+    let cluster = TempCluster::builder()
+        .root(support::unique_root("major"))
+        .start()
+        .unwrap();
     let dir = cluster.keep().unwrap();
     let data = dir.join("data");
     let ours = PgBinaries::find().unwrap();
@@ -68,9 +104,19 @@ fn binaries_of_another_major_than_the_data_dir() {
     let err = Server::start(&data, &ServerOptions::new().binaries(ours.clone())).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::VersionMismatch);
     let text = err.to_string();
-    assert!(text.contains(&format!("PostgreSQL {other_major}")) && text.contains(&ours.version().to_string()), "{text}");
-    assert!(text.contains(&format!("PGCLONE_PG_VERSION={other_major}")), "says what to do: {text}");
-    assert!(!data.join("postmaster.pid").exists(), "no server was started");
+    assert!(
+        text.contains(&format!("PostgreSQL {other_major}"))
+            && text.contains(&ours.version().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("PGCLONE_PG_VERSION={other_major}")),
+        "says what to do: {text}"
+    );
+    assert!(
+        !data.join("postmaster.pid").exists(),
+        "no server was started"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -82,7 +128,10 @@ fn an_unwritable_pgclone_dir() {
     let err = TempCluster::builder().root(&root).start().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RootDirUnusable);
     let text = err.to_string();
-    assert!(text.contains(&root.display().to_string()) && text.contains("PGCLONE_DIR"), "{text}");
+    assert!(
+        text.contains(&root.display().to_string()) && text.contains("PGCLONE_DIR"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -92,11 +141,21 @@ fn a_pgclone_dir_the_run_as_user_cannot_reach() {
         return;
     };
     let private = support::unique_root("private");
-    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let err = TempCluster::builder().root(private.join("root")).start().unwrap_err();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let err = TempCluster::builder()
+        .root(private.join("root"))
+        .start()
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RunAsUser);
     let text = err.to_string();
-    assert!(text.contains(user.name()) && text.contains("out of reach") && text.contains("PGCLONE_DIR"), "{text}");
+    assert!(
+        text.contains(user.name()) && text.contains("out of reach") && text.contains("PGCLONE_DIR"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -110,7 +169,10 @@ fn a_socket_path_over_the_limit() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SocketPathTooLong);
     let text = err.to_string();
-    assert!(text.contains(&long) && text.contains("107") && text.contains("PGCLONE_SOCKET_DIR"), "{text}");
+    assert!(
+        text.contains(&long) && text.contains("107") && text.contains("PGCLONE_SOCKET_DIR"),
+        "{text}"
+    );
     assert_eq!(clones_in(&root), 0, "nothing left behind");
 }
 
@@ -118,10 +180,14 @@ fn a_socket_path_over_the_limit() {
 fn a_run_as_user_that_does_not_exist() {
     let root = support::unique_root("runas");
     let mut cmd = support::helper("start_and_query");
-    cmd.env("PGCLONE_DIR", &root).env("PGCLONE_RUN_AS", "no_such_pgclone_user");
+    cmd.env("PGCLONE_DIR", &root)
+        .env("PGCLONE_RUN_AS", "no_such_pgclone_user");
     let result = helper_result(cmd);
     if is_root() {
-        assert!(result.starts_with("ERR RunAsUser PGCLONE_RUN_AS=no_such_pgclone_user: no such user"), "{result}");
+        assert!(
+            result.starts_with("ERR RunAsUser PGCLONE_RUN_AS=no_such_pgclone_user: no such user"),
+            "{result}"
+        );
         assert!(result.contains("useradd"), "says what to do: {result}");
         assert_eq!(clones_in(&root), 0);
     } else {
@@ -135,7 +201,12 @@ fn an_invalid_pg_version_request() {
     let mut cmd = support::helper("find_binaries");
     cmd.env("PGCLONE_PG_VERSION", "fifteen");
     let result = helper_result(cmd);
-    assert!(result.starts_with("ERR InvalidConfig PGCLONE_PG_VERSION=\"fifteen\" is not a major version number"), "{result}");
+    assert!(
+        result.starts_with(
+            "ERR InvalidConfig PGCLONE_PG_VERSION=\"fifteen\" is not a major version number"
+        ),
+        "{result}"
+    );
 }
 
 #[test]

@@ -22,12 +22,22 @@ fn twenty_clusters_start_concurrently_and_all_stop() {
     assert_eq!(dirs.len(), 20);
     for (i, cluster) in clusters.iter().enumerate() {
         let url = cluster.connection_string();
-        execute(&url, &format!("create table marker as select '{i}'::text as v"));
-        assert_eq!(query_text(&url, "select v from marker"), i.to_string(), "each cluster is its own");
+        execute(
+            &url,
+            &format!("create table marker as select '{i}'::text as v"),
+        );
+        assert_eq!(
+            query_text(&url, "select v from marker"),
+            i.to_string(),
+            "each cluster is its own"
+        );
     }
 
     let pids: Vec<u32> = clusters.iter().map(|c| c.server().pid()).collect();
     drop(clusters);
-    assert!(pids.iter().all(|pid| !process_runs(*pid)), "all servers stopped");
+    assert!(
+        pids.iter().all(|pid| !process_runs(*pid)),
+        "all servers stopped"
+    );
     assert_eq!(std::fs::read_dir(root.join("clones")).unwrap().count(), 0);
 }

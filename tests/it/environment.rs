@@ -26,10 +26,25 @@ fn reflinks_work_in_the_test_root_when_ci_requires_them() {
     let cloned = rustix::fs::ioctl_ficlone(&to, &from);
     let required = std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1");
     if required {
-        cloned.unwrap_or_else(|e| panic!("CI requires reflinks in {}, but FICLONE failed: {e}", dir.path().display()));
-        assert_eq!(std::fs::read(dir.path().join("clone")).unwrap(), vec![7u8; 1 << 16]);
+        cloned.unwrap_or_else(|e| {
+            panic!(
+                "CI requires reflinks in {}, but FICLONE failed: {e}",
+                dir.path().display()
+            )
+        });
+        assert_eq!(
+            std::fs::read(dir.path().join("clone")).unwrap(),
+            vec![7u8; 1 << 16]
+        );
     } else if let Err(e) = cloned {
-        let unsupported = [rustix::io::Errno::OPNOTSUPP, rustix::io::Errno::XDEV, rustix::io::Errno::INVAL];
-        assert!(unsupported.contains(&e), "FICLONE failed with an unexpected error: {e}");
+        let unsupported = [
+            rustix::io::Errno::OPNOTSUPP,
+            rustix::io::Errno::XDEV,
+            rustix::io::Errno::INVAL,
+        ];
+        assert!(
+            unsupported.contains(&e),
+            "FICLONE failed with an unexpected error: {e}"
+        );
     }
 }

@@ -15,7 +15,11 @@ fn entry() {
         // Start a cluster, report its postmaster, then wait to be killed.
         "hold_cluster" => {
             let cluster = TempCluster::start().unwrap();
-            report(&format!("{} {}", cluster.server().pid(), cluster.dir().display()));
+            report(&format!(
+                "{} {}",
+                cluster.server().pid(),
+                cluster.dir().display()
+            ));
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
@@ -24,7 +28,10 @@ fn entry() {
         "start_and_query" => match TempCluster::start() {
             Ok(cluster) => {
                 let one = crate::support::query_text(&cluster.connection_string(), "select '1'");
-                format!("OK uid={} query={one}", crate::support::uid_of(cluster.server().pid()))
+                format!(
+                    "OK uid={} query={one}",
+                    crate::support::uid_of(cluster.server().pid())
+                )
             }
             Err(e) => format!("ERR {:?} {e}", e.kind()),
         },

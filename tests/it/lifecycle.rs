@@ -8,12 +8,28 @@ use crate::support::{self, process_runs, query_text};
 
 #[test]
 fn starts_answers_queries_and_leaves_nothing_on_drop() {
-    let cluster = TempCluster::builder().root(support::unique_root("lifecycle")).start().unwrap();
-    let (pid, dir, socket_dir) = (cluster.server().pid(), cluster.dir().to_path_buf(), cluster.server().socket_dir().to_path_buf());
+    let cluster = TempCluster::builder()
+        .root(support::unique_root("lifecycle"))
+        .start()
+        .unwrap();
+    let (pid, dir, socket_dir) = (
+        cluster.server().pid(),
+        cluster.dir().to_path_buf(),
+        cluster.server().socket_dir().to_path_buf(),
+    );
     assert!(socket_dir.join(".s.PGSQL.5432").exists());
-    let version = query_text(&cluster.connection_string(), "select current_setting('server_version_num')");
-    assert_eq!(version[..2].parse::<u32>().unwrap(), cluster.binaries().version().major());
-    let fsync = query_text(&cluster.connection_string(), "select current_setting('fsync')");
+    let version = query_text(
+        &cluster.connection_string(),
+        "select current_setting('server_version_num')",
+    );
+    assert_eq!(
+        version[..2].parse::<u32>().unwrap(),
+        cluster.binaries().version().major()
+    );
+    let fsync = query_text(
+        &cluster.connection_string(),
+        "select current_setting('fsync')",
+    );
     assert_eq!(fsync, "off", "test settings are applied");
 
     drop(cluster);
@@ -24,13 +40,19 @@ fn starts_answers_queries_and_leaves_nothing_on_drop() {
 
 #[test]
 fn server_output_goes_to_the_log_file_not_the_test_output() {
-    let cluster = TempCluster::builder().root(support::unique_root("log")).start().unwrap();
+    let cluster = TempCluster::builder()
+        .root(support::unique_root("log"))
+        .start()
+        .unwrap();
     let log = cluster.server().log_path().to_path_buf();
     for fd in [1, 2] {
-        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", cluster.server().pid())).unwrap();
+        let target =
+            std::fs::read_link(format!("/proc/{}/fd/{fd}", cluster.server().pid())).unwrap();
         assert_eq!(target, log, "postgres fd {fd}");
     }
-    assert!(std::fs::read_to_string(&log).unwrap().contains("database system is ready to accept connections"));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("database system is ready to accept connections"));
 }
 
 #[test]
@@ -41,13 +63,28 @@ fn tcp_listens_on_loopback_and_requires_the_password() {
         .start()
         .unwrap();
     let url = cluster.connection_string();
-    assert!(url.contains(&format!("@127.0.0.1:{}/", cluster.port())), "{url}");
-    assert_eq!(query_text(&url, "select inet_server_addr()::text"), "127.0.0.1/32");
+    assert!(
+        url.contains(&format!("@127.0.0.1:{}/", cluster.port())),
+        "{url}"
+    );
+    assert_eq!(
+        query_text(&url, "select inet_server_addr()::text"),
+        "127.0.0.1/32"
+    );
 
-    let wrong = format!("postgresql://postgres:wrong@127.0.0.1:{}/postgres", cluster.port());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let wrong = format!(
+        "postgresql://postgres:wrong@127.0.0.1:{}/postgres",
+        cluster.port()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let refused = rt.block_on(tokio_postgres::connect(&wrong, tokio_postgres::NoTls));
-    assert!(refused.is_err(), "TCP must not trust: only the local socket does");
+    assert!(
+        refused.is_err(),
+        "TCP must not trust: only the local socket does"
+    );
 }
 
 #[test]
@@ -61,8 +98,15 @@ fn a_server_that_exits_during_startup_fails_at_once_with_its_log() {
     assert_eq!(err.kind(), ErrorKind::ServerStart);
     let text = err.to_string();
     assert!(text.contains("exited"), "{text}");
-    assert!(text.contains("shared_buffers"), "the log tail names the bad setting: {text}");
-    assert_eq!(std::fs::read_dir(root.join("clones")).unwrap().count(), 0, "a failed start leaves nothing");
+    assert!(
+        text.contains("shared_buffers"),
+        "the log tail names the bad setting: {text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("clones")).unwrap().count(),
+        0,
+        "a failed start leaves nothing"
+    );
 }
 
 #[test]
@@ -74,7 +118,11 @@ fn a_start_that_times_out_stops_the_server() {
         .start()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ServerStart);
-    assert!(err.to_string().contains("did not accept connections within"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("did not accept connections within"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(root.join("clones")).unwrap().count(), 0);
 }
 
@@ -86,11 +134,22 @@ fn keep_stops_cleanly_and_the_cluster_starts_again() {
     let dir = cluster.keep().unwrap();
     assert!(!process_runs(pid));
     let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap();
-    assert!(log.contains("database system is shut down"), "keep() is a clean shutdown:\n{log}");
+    assert!(
+        log.contains("database system is shut down"),
+        "keep() is a clean shutdown:\n{log}"
+    );
 
     let server = Server::start(dir.join("data"), &ServerOptions::new()).unwrap();
     assert!(server.log_path().ends_with("data.log"));
-    let url = format!("postgresql://postgres@{}:{}/postgres", server.socket_dir().display().to_string().replace('/', "%2F"), server.port());
+    let url = format!(
+        "postgresql://postgres@{}:{}/postgres",
+        server
+            .socket_dir()
+            .display()
+            .to_string()
+            .replace('/', "%2F"),
+        server.port()
+    );
     assert_eq!(query_text(&url, "select 'again'"), "again");
     server.stop().unwrap();
     assert!(dir.exists(), "a kept cluster is the user's to remove");
@@ -99,7 +158,10 @@ fn keep_stops_cleanly_and_the_cluster_starts_again() {
 
 #[test]
 fn close_reports_success_and_removes_everything() {
-    let cluster = TempCluster::builder().root(support::unique_root("close")).start().unwrap();
+    let cluster = TempCluster::builder()
+        .root(support::unique_root("close"))
+        .start()
+        .unwrap();
     let dir = cluster.dir().to_path_buf();
     cluster.close().unwrap();
     assert!(!dir.exists());

@@ -22,12 +22,21 @@ fn server_dies_within_two_seconds_of_a_sigkilled_owner_and_the_next_run_reaps_it
 
     helper.kill().unwrap(); // SIGKILL: no destructor, no cleanup code runs
     helper.wait().unwrap();
-    assert!(wait_until_gone(pid, Duration::from_secs(2)), "postgres {pid} outlived its SIGKILLed owner by 2 s");
+    assert!(
+        wait_until_gone(pid, Duration::from_secs(2)),
+        "postgres {pid} outlived its SIGKILLed owner by 2 s"
+    );
 
     let dir = std::path::PathBuf::from(dir);
-    assert!(dir.exists(), "nothing could remove the files of a SIGKILLed process");
+    assert!(
+        dir.exists(),
+        "nothing could remove the files of a SIGKILLed process"
+    );
     let next = TempCluster::builder().root(&root).start().unwrap();
-    assert!(!dir.exists(), "the next use of the root reaps the dead owner's clone");
+    assert!(
+        !dir.exists(),
+        "the next use of the root reaps the dead owner's clone"
+    );
     assert!(next.dir().exists());
 }
 
@@ -35,10 +44,18 @@ fn server_dies_within_two_seconds_of_a_sigkilled_owner_and_the_next_run_reaps_it
 fn servers_started_on_short_lived_threads_keep_running() {
     // cargo test runs each test on its own thread; the parent-death signal must not fire when the
     // thread that asked for the server ends.
-    let cluster = std::thread::spawn(|| TempCluster::builder().root(support::unique_root("thread")).start().unwrap())
-        .join()
-        .unwrap();
+    let cluster = std::thread::spawn(|| {
+        TempCluster::builder()
+            .root(support::unique_root("thread"))
+            .start()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(process_runs(cluster.server().pid()));
-    assert_eq!(support::query_text(&cluster.connection_string(), "select 'alive'"), "alive");
+    assert_eq!(
+        support::query_text(&cluster.connection_string(), "select 'alive'"),
+        "alive"
+    );
 }

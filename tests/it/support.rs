@@ -39,9 +39,16 @@ pub fn helper(task: &str) -> Command {
 
 pub fn helper_from(exe: &Path, task: &str) -> Command {
     let mut cmd = Command::new(exe);
-    cmd.args(["helpers::entry", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-        .env("PGCLONE_IT_HELPER", task)
-        .stdin(Stdio::null());
+    cmd.args([
+        "helpers::entry",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env("PGCLONE_IT_HELPER", task)
+    .stdin(Stdio::null());
     cmd
 }
 
@@ -53,7 +60,12 @@ pub fn helper_result(mut cmd: Command) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .map(str::to_string)
-        .unwrap_or_else(|| panic!("helper reported nothing; stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr)))
+        .unwrap_or_else(|| {
+            panic!(
+                "helper reported nothing; stdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
 }
 
 /// Reads a running helper's stdout until it reports; returns the report.
@@ -76,7 +88,9 @@ pub fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
 /// Whether a process runs (a zombie, waiting for its reaper, does not count).
 pub fn process_runs(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -102,9 +116,14 @@ pub fn uid_of(pid: u32) -> u32 {
 
 /// Connects with tokio-postgres and runs one query returning a single text value.
 pub fn query_text(url: &str, sql: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         let connection = tokio::spawn(connection);
         let value: String = client.query_one(sql, &[]).await.unwrap().get(0);
         drop(client);
@@ -115,9 +134,14 @@ pub fn query_text(url: &str, sql: &str) -> String {
 
 /// Connects with tokio-postgres and runs statements that return nothing.
 pub fn execute(url: &str, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         let connection = tokio::spawn(connection);
         client.batch_execute(sql).await.unwrap();
         drop(client);

@@ -8,7 +8,10 @@ use crate::support::{self, helper_result, is_root, uid_of};
 
 #[test]
 fn the_server_runs_as_the_run_as_user_when_root_and_as_the_caller_otherwise() {
-    let cluster = TempCluster::builder().root(support::unique_root("uid")).start().unwrap();
+    let cluster = TempCluster::builder()
+        .root(support::unique_root("uid"))
+        .start()
+        .unwrap();
     let expected = match pgclone::run_as_user().unwrap() {
         Some(user) => {
             assert!(is_root(), "a run-as user only when root");
@@ -16,18 +19,35 @@ fn the_server_runs_as_the_run_as_user_when_root_and_as_the_caller_otherwise() {
         }
         None => rustix::process::getuid().as_raw(),
     };
-    assert_ne!(uid_of(cluster.server().pid()), 0, "postgres never runs as root");
+    assert_ne!(
+        uid_of(cluster.server().pid()),
+        0,
+        "postgres never runs as root"
+    );
     assert_eq!(uid_of(cluster.server().pid()), expected);
-    assert_eq!(std::fs::metadata(cluster.data_dir()).unwrap().uid(), expected, "the data directory belongs to the server's user");
-    assert_eq!(support::query_text(&cluster.connection_string(), "select current_user::text"), "postgres");
+    assert_eq!(
+        std::fs::metadata(cluster.data_dir()).unwrap().uid(),
+        expected,
+        "the data directory belongs to the server's user"
+    );
+    assert_eq!(
+        support::query_text(&cluster.connection_string(), "select current_user::text"),
+        "postgres"
+    );
 }
 
 #[test]
 fn the_non_root_path_works_for_an_unprivileged_caller() {
     if !is_root() {
         // We are the unprivileged caller: the cluster runs as ourselves.
-        let cluster = TempCluster::builder().root(support::unique_root("nonroot")).start().unwrap();
-        assert_eq!(uid_of(cluster.server().pid()), rustix::process::getuid().as_raw());
+        let cluster = TempCluster::builder()
+            .root(support::unique_root("nonroot"))
+            .start()
+            .unwrap();
+        assert_eq!(
+            uid_of(cluster.server().pid()),
+            rustix::process::getuid().as_raw()
+        );
         return;
     }
     // Run this suite's own check as the run-as user: copy the test binary where that user can
@@ -38,7 +58,9 @@ fn the_non_root_path_works_for_an_unprivileged_caller() {
     let exe = root.join("it-helper");
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     let mut cmd = support::helper_from(&exe, "start_and_query");
-    cmd.env("PGCLONE_DIR", root.join("clusters")).env("HOME", &root).current_dir(&root);
+    cmd.env("PGCLONE_DIR", root.join("clusters"))
+        .env("HOME", &root)
+        .current_dir(&root);
     support::as_user(&mut cmd, user.uid(), user.gid());
     let result = helper_result(cmd);
     assert_eq!(result, format!("OK uid={} query=1", user.uid()));
