@@ -45,3 +45,8 @@ pub use temp_cluster::{TempCluster, TempClusterBuilder, Timings};
 pub fn run_as_user() -> Result<Option<RunAs>> {
     RunAs::for_current_user(config::Config::from_env()?.run_as.as_deref())
 }
+
+/// The README's examples, compiled and checked as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
