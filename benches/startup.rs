@@ -19,8 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bins = cluster.binaries().clone();
     let dir = cluster.keep()?; // a cleanly stopped, small cluster to start again and again
     let data = dir.join("data");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    println!("PostgreSQL {} in {}, {iterations} iterations", bins.version(), bins.bin_dir().display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "PostgreSQL {} in {}, {iterations} iterations",
+        bins.version(),
+        bins.bin_dir().display()
+    );
 
     let mut ready = Vec::new();
     let mut first_query = Vec::new();
@@ -30,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ready.push(started.elapsed());
         let url = format!(
             "postgresql://postgres@{}:{}/postgres",
-            server.socket_dir().display().to_string().replace('/', "%2F"),
+            server
+                .socket_dir()
+                .display()
+                .to_string()
+                .replace('/', "%2F"),
             server.port()
         );
         rt.block_on(async {
@@ -45,12 +55,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("pgclone: spawn -> ready", &mut ready);
     report("pgclone: spawn -> first query", &mut first_query);
 
+    let socket_dir = tempfile::Builder::new()
+        .prefix("pgclone-bench")
+        .tempdir_in("/tmp")?;
+    if let Some(user) = pgclone::run_as_user()? {
+        std::os::unix::fs::chown(socket_dir.path(), Some(user.uid()), Some(user.gid()))?;
+    }
+    let options = format!("-k {} -c listen_addresses=''", socket_dir.path().display());
+    let log = dir.join("pg_ctl.log");
+    let start: &[&std::ffi::OsStr] = &[
+        "start".as_ref(),
+        "-w".as_ref(),
+        "-o".as_ref(),
+        options.as_ref(),
+        "-l".as_ref(),
+        log.as_ref(),
+    ];
     let mut pg_ctl = Vec::new();
     for _ in 0..iterations.min(10) {
         let started = Instant::now();
-        run_pg_ctl(&bins.program("pg_ctl"), &data, &["start", "-w", "-l"], Some(&dir.join("pg_ctl.log")))?;
+        run_pg_ctl(&bins.program("pg_ctl"), &data, start)?;
         pg_ctl.push(started.elapsed());
-        run_pg_ctl(&bins.program("pg_ctl"), &data, &["stop", "-m", "fast", "-w"], None)?;
+        run_pg_ctl(
+            &bins.program("pg_ctl"),
+            &data,
+            &[
+                "stop".as_ref(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+            ],
+        )?;
     }
     report("pg_ctl -w start (reference)", &mut pg_ctl);
     std::fs::remove_dir_all(&dir)?;
@@ -58,16 +93,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Runs pg_ctl, as the run-as user when this process is root (pg_ctl refuses root).
-fn run_pg_ctl(pg_ctl: &Path, data: &Path, args: &[&str], log: Option<&Path>) -> Result<(), Box<dyn std::error::Error>> {
-    let socket_dir = tempfile::Builder::new().prefix("pgclone-bench").tempdir_in("/tmp")?;
+fn run_pg_ctl(
+    pg_ctl: &Path,
+    data: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut cmd = Command::new(pg_ctl);
     cmd.arg("-D").arg(data).args(args);
-    if let Some(log) = log {
-        cmd.arg(log);
-        cmd.arg("-o").arg(format!("-k {} -c listen_addresses=''", socket_dir.path().display()));
-    }
     if let Some(user) = pgclone::run_as_user()? {
-        std::os::unix::fs::chown(socket_dir.path(), Some(user.uid()), Some(user.gid()))?;
         cmd.uid(user.uid()).gid(user.gid()).current_dir("/");
     }
     let status = cmd.stdout(std::process::Stdio::null()).status()?;
@@ -79,6 +112,12 @@ fn run_pg_ctl(pg_ctl: &Path, data: &Path, args: &[&str], log: Option<&Path>) -> 
 
 fn report(what: &str, samples: &mut [Duration]) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
-    println!("{what:<32} p50 {:>7.1} ms   p95 {:>7.1} ms   (n={})", at(0.5), at(0.95), samples.len());
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "{what:<32} p50 {:>7.1} ms   p95 {:>7.1} ms   (n={})",
+        at(0.5),
+        at(0.95),
+        samples.len()
+    );
 }
