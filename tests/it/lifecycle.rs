@@ -166,3 +166,18 @@ fn close_reports_success_and_removes_everything() {
     cluster.close().unwrap();
     assert!(!dir.exists());
 }
+
+#[test]
+fn a_panicking_test_still_stops_its_server_and_removes_its_files() {
+    let root = support::unique_root("panic");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let outcome = std::panic::catch_unwind(|| {
+        let cluster = TempCluster::builder().root(&root).start().unwrap();
+        sender.send((cluster.server().pid(), cluster.dir().to_path_buf())).unwrap();
+        panic!("the test fails while holding the cluster");
+    });
+    assert!(outcome.is_err());
+    let (pid, dir) = receiver.recv().unwrap();
+    assert!(!process_runs(pid), "the server stopped during unwinding");
+    assert!(!dir.exists(), "the files were removed during unwinding");
+}
