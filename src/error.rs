@@ -36,6 +36,14 @@ pub enum ErrorKind {
     ServerStart,
     /// The server did not stop.
     ServerStop,
+    /// The source cluster is not in the state the operation needs (running vs stopped).
+    SourceState,
+    /// The clone's target exists and is not empty.
+    TargetNotEmpty,
+    /// The target is on another file system than the source, and copying was not allowed.
+    CrossFilesystem,
+    /// Something pgclone does not handle (yet), such as tablespaces.
+    Unsupported,
     /// A file system operation failed.
     Io,
 }

@@ -20,10 +20,12 @@
 //! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR` (see README.md).
 
 mod binaries;
+mod clone;
 mod config;
 mod data_dir;
 mod error;
 mod options;
+mod pg_control;
 mod root;
 mod run_as;
 mod server;
@@ -33,8 +35,10 @@ mod url;
 mod wire;
 
 pub use binaries::{PgBinaries, PgVersion, MIN_MAJOR};
+pub use clone::{clone_stopped_cluster, CloneOptions, CloneReport, CopyMethod};
 pub use error::{Error, ErrorKind, Result};
 pub use options::ServerOptions;
+pub use pg_control::{cluster_state, ClusterState};
 pub use run_as::RunAs;
 pub use server::Server;
 pub use socket_dir::MAX_SOCKET_PATH;

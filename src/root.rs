@@ -112,10 +112,7 @@ pub(crate) fn first_use_in_process(path: &Path) -> bool {
 /// Stops the server a clone directory's data dir may still have, then removes the directory.
 pub(crate) fn remove_clone_dir(dir: &Path) -> Result<()> {
     let data_dir = dir.join("data");
-    if let Some(pid) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse().ok())
-    {
+    if let Some(pid) = server::live_postmaster(&data_dir) {
         server::stop_orphan(pid, &data_dir);
     }
     std::fs::remove_dir_all(dir).doing("remove clone directory", dir)

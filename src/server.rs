@@ -324,23 +324,37 @@ enum Shutdown {
     Kill,
 }
 
+/// The pid of a live postmaster serving `data_dir`, from its `postmaster.pid`.
+pub(crate) fn live_postmaster(data_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    serves(pid, data_dir).then_some(pid)
+}
+
+/// Whether process `pid` is a postgres started with `-D <data_dir>`.
+fn serves(pid: u32, data_dir: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.iter().any(|a| a.ends_with(b"postgres"))
+            && args.contains(&data_dir.as_os_str().as_encoded_bytes())
+    })
+}
+
 /// Asks a server this process does not own (left behind by a killed process) to stop: SIGQUIT,
 /// then SIGKILL. Only signals `pid` if it is a postgres serving `data_dir`.
 pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
-    let serves_it = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.iter().any(|a| a.ends_with(b"postgres"))
-                && args.contains(&data_dir.as_os_str().as_encoded_bytes())
-        })
-    };
     for signal in [Signal::QUIT, Signal::KILL] {
-        if !serves_it(pid) {
+        if !serves(pid, data_dir) {
             return;
         }
         signal_process(pid, signal);
         let deadline = Instant::now() + Duration::from_secs(2);
-        while serves_it(pid) && Instant::now() < deadline {
+        while serves(pid, data_dir) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
     }

@@ -173,7 +173,9 @@ fn a_panicking_test_still_stops_its_server_and_removes_its_files() {
     let (sender, receiver) = std::sync::mpsc::channel();
     let outcome = std::panic::catch_unwind(|| {
         let cluster = TempCluster::builder().root(&root).start().unwrap();
-        sender.send((cluster.server().pid(), cluster.dir().to_path_buf())).unwrap();
+        sender
+            .send((cluster.server().pid(), cluster.dir().to_path_buf()))
+            .unwrap();
         panic!("the test fails while holding the cluster");
     });
     assert!(outcome.is_err());

@@ -5,6 +5,7 @@ mod concurrency;
 mod environment;
 mod helpers;
 mod lifecycle;
+mod offline_clone;
 mod parent_death;
 mod support;
 mod users;

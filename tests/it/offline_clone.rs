@@ -1,0 +1,203 @@
+//! Cloning a cleanly stopped cluster: exclusions, tree, data, methods, and bad input.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use pgclone::{
+    clone_stopped_cluster, CloneOptions, CopyMethod, ErrorKind, Server, ServerOptions, TempCluster,
+};
+
+use crate::support::{self, execute, query_text};
+
+/// A stopped cluster with a logged table, an unlogged one and a replication slot.
+fn stopped_source(root: &Path) -> PathBuf {
+    let cluster = TempCluster::builder().root(root).start().unwrap();
+    execute(
+        &cluster.connection_string(),
+        "create table kept as select g as id from generate_series(1, 1000) g;
+         create unlogged table scratch as select g as id from generate_series(1, 10) g;
+         select pg_create_physical_replication_slot('source_slot', true);",
+    );
+    cluster.keep().unwrap().join("data")
+}
+
+fn url(server: &Server) -> String {
+    format!(
+        "postgresql://postgres@{}:{}/postgres",
+        server
+            .socket_dir()
+            .display()
+            .to_string()
+            .replace('/', "%2F"),
+        server.port()
+    )
+}
+
+/// Every path below `dir` with its size and modification time (to prove nothing changed).
+fn snapshot(dir: &Path) -> BTreeSet<(PathBuf, u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            seen.insert((
+                entry.path().strip_prefix(dir).unwrap().to_path_buf(),
+                meta.len(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+            ));
+        }
+    }
+    seen
+}
+
+fn dirs_of(dir: &Path) -> BTreeSet<PathBuf> {
+    snapshot(dir)
+        .into_iter()
+        .map(|(p, ..)| p)
+        .filter(|p| dir.join(p).is_dir())
+        .collect()
+}
+
+fn reflink_required() -> bool {
+    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn a_stopped_cluster_clones_with_its_data_and_without_runtime_state() {
+    let root = support::unique_root("offline");
+    let source = stopped_source(&root);
+    assert!(
+        source.join("postmaster.opts").exists() && source.join("pg_replslot/source_slot").exists()
+    );
+    let before = snapshot(&source);
+
+    let target = root.join("clone/data");
+    let report = clone_stopped_cluster(&source, &target, &CloneOptions::new()).unwrap();
+    assert!(report.files > 900 && report.bytes > 1 << 20, "{report:?}");
+    assert_eq!(
+        report.files,
+        report
+            .by_method
+            .values()
+            .map(|(files, _)| files)
+            .sum::<u64>()
+    );
+    if reflink_required() {
+        assert_eq!(
+            report.method(),
+            Some(CopyMethod::Reflink),
+            "CI requires reflinks here: {report:?}"
+        );
+        assert_eq!(report.bytes_shared(), report.bytes);
+    } else {
+        assert!(report.method().is_some());
+    }
+
+    assert_eq!(snapshot(&source), before, "the source is only read");
+    let mut source_dirs = dirs_of(&source);
+    assert!(source_dirs.remove(Path::new("pg_replslot/source_slot")));
+    assert_eq!(
+        dirs_of(&target),
+        source_dirs,
+        "the directory tree is the same, but for the slot"
+    );
+    assert!(!target.join("postmaster.opts").exists() && !target.join("postmaster.pid").exists());
+    assert_eq!(
+        std::fs::read_dir(target.join("pg_replslot"))
+            .unwrap()
+            .count(),
+        0,
+        "slots stay behind"
+    );
+
+    let server = Server::start(&target, &ServerOptions::new()).unwrap();
+    assert_eq!(
+        query_text(&url(&server), "select count(*)::text from kept"),
+        "1000"
+    );
+    assert_eq!(
+        query_text(&url(&server), "select count(*)::text from scratch"),
+        "10",
+        "a stopped cluster's unlogged tables are kept"
+    );
+    assert_eq!(
+        query_text(
+            &url(&server),
+            "select count(*)::text from pg_replication_slots"
+        ),
+        "0"
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_target_on_another_file_system_needs_allow_copy_and_is_then_copied() {
+    let root = support::unique_root("crossfs");
+    let source = stopped_source(&root);
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let target = shm.path().join("data");
+
+    let err = clone_stopped_cluster(&source, &target, &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CrossFilesystem, "{err}");
+    assert!(err.to_string().contains("--allow-copy"), "{err}");
+    assert!(!target.exists(), "nothing made");
+
+    let report =
+        clone_stopped_cluster(&source, &target, &CloneOptions::new().allow_copy(true)).unwrap();
+    assert_ne!(
+        report.method(),
+        Some(CopyMethod::Reflink),
+        "tmpfs cannot share extents"
+    );
+    assert_eq!(report.bytes_shared(), 0);
+    let server = Server::start(&target, &ServerOptions::new()).unwrap();
+    assert_eq!(
+        query_text(&url(&server), "select count(*)::text from kept"),
+        "1000"
+    );
+}
+
+#[test]
+fn bad_sources_and_targets_are_refused_and_nothing_changes() {
+    let root = support::unique_root("offline-bad");
+    let source = stopped_source(&root);
+
+    // A non-empty target.
+    let full = root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("precious"), "mine").unwrap();
+    let err = clone_stopped_cluster(&source, &full, &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(full.join("precious")).unwrap(),
+        "mine"
+    );
+
+    // A source that is not a cluster.
+    let err = clone_stopped_cluster(&root.join("full"), &root.join("t1"), &CloneOptions::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotACluster, "{err}");
+    assert!(!root.join("t1").exists());
+
+    // A running source.
+    let server = Server::start(&source, &ServerOptions::new()).unwrap();
+    let err = clone_stopped_cluster(&source, &root.join("t2"), &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceState, "{err}");
+    assert!(
+        err.to_string().contains("is running")
+            && err.to_string().contains(&server.pid().to_string()),
+        "{err}"
+    );
+    assert!(!root.join("t2").exists());
+
+    // A source that was not shut down cleanly.
+    server.stop_immediately().unwrap();
+    let err = clone_stopped_cluster(&source, &root.join("t3"), &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceState, "{err}");
+    assert!(err.to_string().contains("not shut down cleanly"), "{err}");
+    assert!(!root.join("t3").exists());
+}
