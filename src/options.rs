@@ -93,7 +93,8 @@ impl ServerOptions {
             .clone()
             .or_else(|| config.socket_dir.clone())
             .unwrap_or_else(socket_dir::default_parent);
-        if root::first_use_in_process(&socket_parent) {
+        socket_dir::check_parent(&socket_parent)?;
+        if root::first_use_in_process("sockets", &socket_parent) {
             socket_dir::reap_stale(&socket_parent);
         }
         Ok(Resolved {

@@ -65,18 +65,20 @@ impl Root {
             .rand_bytes(10)
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(&clones)
-            .doing("create a clone directory in", &clones)?
-            .keep();
-        let owner = dir.join(OWNER_FILE);
-        std::fs::write(&owner, ProcessId::current().to_string()).doing("write", &owner)?;
+            .doing("create a clone directory in", &clones)?;
+        // Written aside and renamed, so a reaper never reads a half-written record.
+        let record = dir.path().join(".owner.tmp");
+        std::fs::write(&record, ProcessId::current()?.to_string()).doing("write", &record)?;
+        let owner = dir.path().join(OWNER_FILE);
+        std::fs::rename(&record, &owner).doing("write", &owner)?;
         if let Some(user) = run_as {
-            user.chown(&dir)?;
+            user.chown(dir.path())?;
         }
-        Ok(dir)
+        Ok(dir.keep())
     }
 
     fn reap_once_per_process(&self) {
-        if first_use_in_process(&self.path) {
+        if first_use_in_process("clones", &self.path) {
             self.reap_stale_clones();
         }
     }
@@ -100,13 +102,14 @@ impl Root {
     }
 }
 
-/// True the first time this process asks about `path`: reaping is done once per directory.
-pub(crate) fn first_use_in_process(path: &Path) -> bool {
-    static SEEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+/// True the first time this process asks about (`what`, `path`): reaping is done once per
+/// directory and kind of debris.
+pub(crate) fn first_use_in_process(what: &'static str, path: &Path) -> bool {
+    static SEEN: OnceLock<Mutex<HashSet<(&'static str, PathBuf)>>> = OnceLock::new();
     SEEN.get_or_init(Default::default)
         .lock()
         .unwrap()
-        .insert(path.to_path_buf())
+        .insert((what, path.to_path_buf()))
 }
 
 /// Stops the server a clone directory's data dir may still have, then removes the directory.
@@ -119,9 +122,11 @@ pub(crate) fn remove_clone_dir(dir: &Path) -> Result<()> {
 }
 
 fn owner_is_gone(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join(OWNER_FILE)) {
-        Ok(text) => ProcessId::parse(&text).is_none_or(|owner| !owner.is_alive()),
-        Err(_) => std::fs::metadata(dir)
+    let record = std::fs::read_to_string(dir.join(OWNER_FILE)).ok();
+    match record.as_deref().and_then(ProcessId::parse) {
+        Some(owner) => !owner.is_alive(),
+        // No readable record: being created, or debris once older than the grace period.
+        None => std::fs::metadata(dir)
             .and_then(|m| m.modified())
             .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > GRACE),
     }
@@ -151,9 +156,10 @@ fn default_root() -> PathBuf {
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
     {
         Some(target) => target.join("pgclone"),
-        None => {
-            std::env::temp_dir().join(format!("pgclone-{}", rustix::process::getuid().as_raw()))
-        }
+        None => std::env::temp_dir().join(format!(
+            "pgclone-root-{}",
+            rustix::process::getuid().as_raw()
+        )),
     }
 }
 
@@ -165,12 +171,16 @@ pub(crate) struct ProcessId {
 }
 
 impl ProcessId {
-    pub fn current() -> ProcessId {
+    pub fn current() -> Result<ProcessId> {
         let pid = std::process::id();
-        ProcessId {
-            pid,
-            start_time: start_time_of(pid).unwrap_or(0),
-        }
+        let start_time = start_time_of(pid).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                format!("read this process's start time from /proc/{pid}/stat"),
+            )
+            .hint("pgclone needs /proc to record which process owns a clone")
+        })?;
+        Ok(ProcessId { pid, start_time })
     }
 
     pub fn parse(text: &str) -> Option<ProcessId> {
@@ -206,7 +216,7 @@ mod tests {
 
     #[test]
     fn this_process_is_alive_and_a_made_up_one_is_not() {
-        let me = ProcessId::current();
+        let me = ProcessId::current().unwrap();
         assert!(me.is_alive());
         assert_eq!(ProcessId::parse(&me.to_string()), Some(me));
         let ghost = ProcessId {

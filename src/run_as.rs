@@ -76,9 +76,10 @@ impl RunAs {
     }
 
     /// Fails unless this user can reach `path` (search permission on every existing ancestor,
-    /// with the primary group only, as the child gets no supplementary groups).
+    /// and on `path` itself if it is a directory, with the primary group only, as the child gets
+    /// no supplementary groups).
     pub(crate) fn check_can_reach(&self, path: &Path, what: &str) -> Result<()> {
-        for dir in path.ancestors().skip(1) {
+        for dir in path.ancestors().filter(|dir| *dir != path || path.is_dir()) {
             let Ok(meta) = std::fs::metadata(dir) else {
                 continue;
             };
@@ -133,7 +134,14 @@ fn lookup(name: &str) -> Result<Option<RunAs>> {
             buf.len(),
             &mut result,
         );
-        if rc != 0 || result.is_null() {
+        if rc != 0 {
+            let cause = std::io::Error::from_raw_os_error(rc);
+            return Err(Error::new(
+                ErrorKind::RunAsUser,
+                format!("look up user {name:?}: {cause}"),
+            ));
+        }
+        if result.is_null() {
             return Ok(None);
         }
         Ok(Some(RunAs {

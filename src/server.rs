@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub const SUPERUSER: &str = "postgres";
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The port a Unix-socket-only server uses: its socket directory is private, so it never collides.
 const SOCKET_ONLY_PORT: u16 = 5432;
+/// How long initdb may take before it is considered hung.
+const INITDB_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many free TCP ports to try when another process takes the one picked first.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -49,7 +51,13 @@ pub(crate) fn initdb(
     run_as: Option<&RunAs>,
     log_path: &Path,
 ) -> Result<()> {
-    let mut cmd = command(&bins.program("initdb"), run_as, parent_of(data_dir));
+    // initdb only notes SIGQUIT and carries on: it dies with us by SIGKILL.
+    let mut cmd = command(
+        &bins.program("initdb"),
+        run_as,
+        parent_of(data_dir),
+        Signal::KILL,
+    );
     cmd.arg("-D")
         .arg(data_dir)
         .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync"])
@@ -60,9 +68,19 @@ pub(crate) fn initdb(
     }
     let log_start = file_len(log_path);
     redirect_output(&mut cmd, log_path)?;
-    let status = spawn(cmd, "initdb")?
-        .wait()
-        .doing("wait for initdb of", data_dir)?;
+    let mut child = spawn(cmd, "initdb", run_as)?;
+    let Some(status) = wait_for_exit(&mut child, INITDB_TIMEOUT)? else {
+        kill_group(child.id());
+        let _ = child.wait();
+        return Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!(
+                "initdb -D {} did not finish within {INITDB_TIMEOUT:?}{}",
+                data_dir.display(),
+                log_tail(log_path, log_start)
+            ),
+        ));
+    };
     if !status.success() {
         return Err(Error::new(
             ErrorKind::CommandFailed,
@@ -146,10 +164,12 @@ impl Server {
         let (env, options) = (spec.env, spec.options);
         let socket_dir = SocketDir::create(&env.socket_parent, env.run_as.as_ref())?;
         let listen = if options.tcp { "127.0.0.1" } else { "" };
+        // SIGQUIT is an immediate shutdown: postgres stops its backends and frees shared memory.
         let mut cmd = command(
             &env.binaries.program("postgres"),
             env.run_as.as_ref(),
             parent_of(spec.data_dir),
+            Signal::QUIT,
         );
         cmd.arg("-D")
             .arg(spec.data_dir)
@@ -164,7 +184,7 @@ impl Server {
         }
         let log_start = file_len(spec.log_path);
         redirect_output(&mut cmd, spec.log_path)?;
-        let child = spawn(cmd, "postgres")?;
+        let child = spawn(cmd, "postgres", env.run_as.as_ref())?;
         let mut server = Server {
             child,
             socket_dir,
@@ -193,13 +213,6 @@ impl Server {
             }
             match wire::probe(&socket, SUPERUSER, "postgres") {
                 Probe::Ready => return Ok(()),
-                Probe::Refused(why) => {
-                    let _ = self.shutdown(Shutdown::Immediate);
-                    return Err(self.start_error(
-                        &format!("postgres refused the first connection: {why}"),
-                        log_start,
-                    ));
-                }
                 Probe::NotYet(_) if Instant::now() >= deadline => {
                     let _ = self.shutdown(Shutdown::Immediate);
                     return Err(self.start_error(
@@ -289,7 +302,11 @@ impl Server {
             if self.exited()?.is_some() {
                 return Ok(());
             }
-            signal_process(self.child.id(), *signal);
+            if *signal == Signal::KILL {
+                kill_group(self.child.id()); // the backends too: they are in its process group
+            } else {
+                signal_process(self.child.id(), *signal);
+            }
             if wait_for_exit(&mut self.child, *patience)?.is_some() {
                 return Ok(());
             }
@@ -352,7 +369,10 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
         if !serves(pid, data_dir) {
             return;
         }
-        signal_process(pid, signal);
+        match signal {
+            Signal::KILL => kill_group(pid),
+            _ => signal_process(pid, signal),
+        }
         let deadline = Instant::now() + Duration::from_secs(2);
         while serves(pid, data_dir) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
@@ -362,7 +382,7 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
 
 /// A command for a PostgreSQL program: no stdin, its own process group, the run-as user's uid
 /// and gid when the caller is root, and death with this process.
-fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path) -> Command {
+fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path, death_signal: Signal) -> Command {
     let mut cmd = Command::new(program);
     // The working directory must be one the run-as user may enter (not /root, say).
     cmd.current_dir(cwd).stdin(Stdio::null()).process_group(0);
@@ -370,15 +390,15 @@ fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path) -> Command {
         cmd.uid(user.uid()).gid(user.gid());
     }
     let parent = rustix::process::getpid();
-    // SAFETY: the closure runs between fork and exec and only makes two async-signal-safe
-    // system calls. It runs after the uid change, which would otherwise clear the death signal.
+    // SAFETY: the closure runs between fork and exec, allocates nothing and only makes two
+    // async-signal-safe system calls. It runs after the uid change, which would otherwise clear
+    // the death signal.
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::QUIT))?;
+            rustix::process::set_parent_process_death_signal(Some(death_signal))?;
             if rustix::process::getppid() != Some(parent) {
-                return Err(std::io::Error::other(
-                    "pgclone's process exited before its child started",
-                ));
+                // This process died before the death signal was armed: do not outlive it.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -387,9 +407,9 @@ fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path) -> Command {
 }
 
 /// Forks `cmd` on the spawner thread (see the module docs for why).
-fn spawn(cmd: Command, what: &str) -> Result<Child> {
+fn spawn(cmd: Command, what: &str, run_as: Option<&RunAs>) -> Result<Child> {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, incoming) = mpsc::channel::<Request>();
         thread::Builder::new()
@@ -400,19 +420,30 @@ fn spawn(cmd: Command, what: &str) -> Result<Child> {
                 }
             })
             .expect("start the pgclone spawner thread");
-        Mutex::new(requests)
+        requests
     });
     let program = PathBuf::from(cmd.get_program());
+    let cwd = cmd
+        .get_current_dir()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let (reply, answer) = mpsc::channel();
     spawner
-        .lock()
-        .unwrap()
         .send((cmd, reply))
         .expect("the pgclone spawner thread lives as long as the process");
     answer
         .recv()
         .expect("the pgclone spawner thread answers every request")
         .doing(&format!("start {what}"), &program)
+        .map_err(|e| match run_as {
+            // The cause may be the uid change or the working directory, not the program.
+            Some(user) => e.hint(format!(
+                "it runs as user `{}` in {}",
+                user.name(),
+                cwd.display()
+            )),
+            None => e,
+        })
 }
 
 fn redirect_output(cmd: &mut Command, log_path: &Path) -> Result<()> {
@@ -429,6 +460,13 @@ fn redirect_output(cmd: &mut Command, log_path: &Path) -> Result<()> {
 fn signal_process(pid: u32, signal: Signal) {
     if let Some(pid) = Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// SIGKILL to a child's whole process group (it leads its own group: `process_group(0)`).
+fn kill_group(pid: u32) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Private, short directories for the servers' Unix sockets.
 //!
 //! Socket paths are limited to 107 bytes, and cargo target directories can be deep, so each
-//! server gets its own `pgclone-XXXXXXXX` directory under `/tmp` (or `PGCLONE_SOCKET_DIR`). Being
+//! server gets its own `pgclone-sock-XXXXXXXX` directory under `/tmp` (or `PGCLONE_SOCKET_DIR`). Being
 //! private (mode 0700), it cannot collide with another server, whatever the port.
 
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +13,7 @@ use crate::run_as::RunAs;
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the final NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
-const PREFIX: &str = "pgclone-";
+const PREFIX: &str = "pgclone-sock-";
 const RANDOM_CHARS: usize = 8;
 /// The longest socket file name PostgreSQL puts in the directory.
 const LONGEST_SOCKET_NAME: &str = "/.s.PGSQL.65535";
@@ -33,35 +33,40 @@ pub(crate) struct SocketDir {
 
 impl SocketDir {
     pub fn create(parent: &Path, run_as: Option<&RunAs>) -> Result<SocketDir> {
-        let longest =
-            parent.as_os_str().len() + 1 + PREFIX.len() + RANDOM_CHARS + LONGEST_SOCKET_NAME.len();
-        if longest > MAX_SOCKET_PATH {
-            return Err(Error::new(
-                ErrorKind::SocketPathTooLong,
-                format!(
-                    "socket directory parent {} is too long: socket paths in it would take {longest} bytes, \
-                     over the {MAX_SOCKET_PATH}-byte limit of Unix sockets",
-                    parent.display()
-                ),
-            )
-            .hint("set PGCLONE_SOCKET_DIR to a short directory (the default is /tmp)"));
-        }
+        check_parent(parent)?;
         let dir = tempfile::Builder::new()
             .prefix(PREFIX)
             .rand_bytes(RANDOM_CHARS)
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(parent)
             .doing("create a socket directory in", parent)?;
-        let path = dir.keep();
         if let Some(user) = run_as {
-            user.chown(&path)?;
+            user.chown(dir.path())?;
         }
-        Ok(SocketDir { path })
+        Ok(SocketDir { path: dir.keep() })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Fails if socket paths in directories made in `parent` would be too long for the kernel.
+pub(crate) fn check_parent(parent: &Path) -> Result<()> {
+    let longest =
+        parent.as_os_str().len() + 1 + PREFIX.len() + RANDOM_CHARS + LONGEST_SOCKET_NAME.len();
+    if longest > MAX_SOCKET_PATH {
+        return Err(Error::new(
+            ErrorKind::SocketPathTooLong,
+            format!(
+                "socket directory parent {} is too long: socket paths in it would take {longest} bytes, \
+                 over the {MAX_SOCKET_PATH}-byte limit of Unix sockets",
+                parent.display()
+            ),
+        )
+        .hint("set PGCLONE_SOCKET_DIR to a short directory (the default is /tmp)"));
+    }
+    Ok(())
 }
 
 impl Drop for SocketDir {
@@ -70,8 +75,9 @@ impl Drop for SocketDir {
     }
 }
 
-/// Removes socket directories in `parent` that a killed process left: older than a minute and
-/// with no live postmaster named in their lock file. Returns how many it removed.
+/// Removes socket directories in `parent` that a killed process left: older than a minute,
+/// holding nothing but socket and lock files, and with no live postmaster named in their lock
+/// file. Returns how many it removed.
 pub(crate) fn reap_stale(parent: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return 0;
@@ -99,8 +105,15 @@ fn is_stale(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
+    let entries: Vec<_> = entries.flatten().collect();
+    if !entries
+        .iter()
+        .all(|e| e.file_name().to_string_lossy().starts_with(".s.PGSQL."))
+    {
+        return false; // not only sockets and locks: never ours to remove
+    }
     // A lock file's first line is the postmaster's pid.
-    !entries.flatten().any(|entry| {
+    !entries.iter().any(|entry| {
         let name = entry.file_name();
         name.to_string_lossy().ends_with(".lock")
             && std::fs::read_to_string(entry.path())

@@ -206,12 +206,13 @@ impl TempClusterBuilder {
         let run_as = env.run_as.as_ref();
         let root = Root::open(self.root.as_deref().or(config.root.as_deref()), run_as)?;
 
+        let password = data_dir::new_password()?;
         // From here on the value owns the directory: any early return removes it.
         let mut cluster = TempCluster {
             dir: root.new_clone_dir(run_as)?,
             server: None,
             binaries: env.binaries.clone(),
-            password: data_dir::new_password()?,
+            password,
             timings: Timings::default(),
         };
         let data = cluster.data_dir();
@@ -224,7 +225,11 @@ impl TempClusterBuilder {
         std::fs::remove_file(&pwfile).doing("remove", &pwfile)?;
         cluster.timings.initdb = started.elapsed();
 
-        write_private(&data.join(data_dir::PASSWORD_FILE), &cluster.password, None)?;
+        write_private(
+            &data.join(data_dir::PASSWORD_FILE),
+            &cluster.password,
+            run_as,
+        )?;
         data_dir::append_settings(&data, TEST_SETTINGS.iter().copied())?;
 
         let server = Server::start_with(&StartSpec {

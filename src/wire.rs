@@ -21,8 +21,6 @@ pub(crate) enum Probe {
     Ready,
     /// No server yet, or it is not accepting connections yet.
     NotYet(String),
-    /// The server answered with an error that waiting will not fix.
-    Refused(String),
 }
 
 /// Tries one connection to the server listening on `socket` (the `.s.PGSQL.<port>` file).
@@ -36,6 +34,7 @@ pub(crate) fn probe(socket: &Path, user: &str, database: &str) -> Probe {
 fn try_connect(socket: &Path, user: &str, database: &str) -> io::Result<Probe> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(&startup_message(user, database))?;
     loop {
         let (tag, body) = read_message(&mut stream)?;
@@ -47,12 +46,14 @@ fn try_connect(socket: &Path, user: &str, database: &str) -> io::Result<Probe> {
                 let _ = stream.write_all(&[b'X', 0, 0, 0, 4]); // Terminate
                 return Ok(Probe::Ready);
             }
+            // Any other error (no such role or database, authentication) comes from a server
+            // that accepts connections: a cluster pgclone did not make may not know our user.
             b'E' => {
                 let (code, message) = error_fields(&body);
                 return Ok(if code == CANNOT_CONNECT_NOW {
                     Probe::NotYet(message)
                 } else {
-                    Probe::Refused(format!("{message} (SQLSTATE {code})"))
+                    Probe::Ready
                 });
             }
             // ParameterStatus, BackendKeyData, notices: keep reading.

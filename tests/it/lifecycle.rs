@@ -8,14 +8,17 @@ use crate::support::{self, process_runs, query_text};
 
 #[test]
 fn starts_answers_queries_and_leaves_nothing_on_drop() {
-    let cluster = TempCluster::builder()
-        .root(support::unique_root("lifecycle"))
-        .start()
-        .unwrap();
+    let root = support::unique_root("lifecycle");
+    let cluster = TempCluster::builder().root(&root).start().unwrap();
     let (pid, dir, socket_dir) = (
         cluster.server().pid(),
         cluster.dir().to_path_buf(),
         cluster.server().socket_dir().to_path_buf(),
+    );
+    assert_eq!(
+        support::servers_under(&root),
+        vec![pid],
+        "the server is seen running"
     );
     assert!(socket_dir.join(".s.PGSQL.5432").exists());
     let version = query_text(
@@ -34,6 +37,7 @@ fn starts_answers_queries_and_leaves_nothing_on_drop() {
 
     drop(cluster);
     assert!(!process_runs(pid), "the server stops with its guard");
+    assert_eq!(support::servers_under(&root), Vec::<u32>::new());
     assert!(!dir.exists(), "the cluster's files are removed");
     assert!(!socket_dir.exists(), "the socket directory is removed");
 }
@@ -102,6 +106,7 @@ fn a_server_that_exits_during_startup_fails_at_once_with_its_log() {
         text.contains("shared_buffers"),
         "the log tail names the bad setting: {text}"
     );
+    assert_eq!(support::servers_under(&root), Vec::<u32>::new());
     assert_eq!(
         std::fs::read_dir(root.join("clones")).unwrap().count(),
         0,
@@ -122,6 +127,11 @@ fn a_start_that_times_out_stops_the_server() {
         err.to_string()
             .contains("did not accept connections within"),
         "{err}"
+    );
+    assert_eq!(
+        support::servers_under(&root),
+        Vec::<u32>::new(),
+        "the server was stopped"
     );
     assert_eq!(std::fs::read_dir(root.join("clones")).unwrap().count(), 0);
 }

@@ -107,6 +107,23 @@ pub fn wait_until_gone(pid: u32, limit: Duration) -> bool {
     true
 }
 
+/// The pids of postgres processes whose command line names a path below `dir`.
+pub fn servers_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.windows(needle.len()).any(|w| w == needle)
+                    && c.starts_with(b"/")
+                    && process_runs(*pid)
+            })
+        })
+        .collect()
+}
+
 /// The real uid a process runs as.
 pub fn uid_of(pid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
