@@ -36,6 +36,10 @@ pub enum ErrorKind {
     ServerStart,
     /// The server did not stop.
     ServerStop,
+    /// A query pgclone ran on a server failed, or the connection did.
+    Query,
+    /// WAL needed by a clone is missing, recycled or of another cluster.
+    Wal,
     /// The source cluster is not in the state the operation needs (running vs stopped).
     SourceState,
     /// The clone's target exists and is not empty.

@@ -35,7 +35,10 @@ mod url;
 mod wire;
 
 pub use binaries::{PgBinaries, PgVersion, MIN_MAJOR};
-pub use clone::{clone_stopped_cluster, CloneOptions, CloneReport, CopyMethod};
+pub use clone::{
+    clone_cluster, clone_running_cluster, clone_stopped_cluster, CloneEvent, CloneOptions,
+    CloneReport, CopyMethod, Lsn, Step,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use options::ServerOptions;
 pub use pg_control::{cluster_state, ClusterState};

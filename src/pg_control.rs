@@ -45,10 +45,27 @@ impl ClusterState {
     }
 }
 
-/// The state recorded in `<data_dir>/global/pg_control`.
-pub fn cluster_state(data_dir: &Path) -> Result<ClusterState> {
+/// The system identifier recorded in `<data_dir>/global/pg_control` (the first 8 bytes).
+pub(crate) fn system_identifier(data_dir: &Path) -> Result<u64> {
+    let bytes = read(data_dir)?;
+    Ok(u64::from_ne_bytes(bytes[..8].try_into().unwrap()))
+}
+
+fn read(data_dir: &Path) -> Result<Vec<u8>> {
     let path = data_dir.join("global/pg_control");
     let bytes = std::fs::read(&path).doing("read", &path)?;
+    if bytes.len() < 20 {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::NotACluster,
+            format!("{} is too short to be a pg_control file", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The state recorded in `<data_dir>/global/pg_control`.
+pub fn cluster_state(data_dir: &Path) -> Result<ClusterState> {
+    let bytes = read(data_dir)?;
     let Some(raw) = bytes.get(16..20) else {
         return Ok(ClusterState::Unknown(u32::MAX));
     };

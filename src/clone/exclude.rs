@@ -33,17 +33,29 @@ pub(crate) enum Source {
     Stopped,
 }
 
+/// WAL directories kept (empty) in an online clone: its WAL is copied apart, by range.
+const WAL_SUBDIRS: &[&str] = &["pg_wal/archive_status", "pg_wal/summaries"];
+
 /// Whether `name` (an entry of directory `rel_dir`, relative to the data directory) is left out.
 /// `init_forks` holds the relfilenodes of unlogged relations in that directory.
 pub(crate) fn is_excluded(
     rel_dir: &Path,
     name: &OsStr,
+    is_dir: bool,
     source: Source,
     init_forks: &HashSet<String>,
 ) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
+    if source == Source::Running {
+        // WAL comes from the backup's range, and pg_control is copied last (POSTGRES.md 9, 10).
+        let wal_file = rel_dir == Path::new("pg_wal") && !is_dir;
+        let wal_subdir = WAL_SUBDIRS.iter().any(|dir| rel_dir == Path::new(dir));
+        if wal_file || wal_subdir || (rel_dir == Path::new("global") && name == "pg_control") {
+            return true;
+        }
+    }
     if rel_dir.as_os_str().is_empty() && EXCLUDED_TOP_FILES.contains(&name) {
         return true;
     }
@@ -100,7 +112,8 @@ mod tests {
 
     fn excluded(dir: &str, name: &str, source: Source, forks: &[&str]) -> bool {
         let forks = forks.iter().map(|s| s.to_string()).collect();
-        is_excluded(Path::new(dir), OsStr::new(name), source, &forks)
+        let is_dir = !name.contains('.') && name.starts_with("pg_") && dir.is_empty();
+        is_excluded(Path::new(dir), OsStr::new(name), is_dir, source, &forks)
     }
 
     #[test]
@@ -129,6 +142,27 @@ mod tests {
         ] {
             assert!(!excluded(dir, name, Source::Stopped, &[]), "{dir}/{name}");
         }
+    }
+
+    #[test]
+    fn online_clones_leave_wal_and_pg_control_to_their_own_steps() {
+        for (dir, name) in [
+            ("pg_wal", "000000010000000000000001"),
+            ("pg_wal/archive_status", "x.ready"),
+            ("global", "pg_control"),
+        ] {
+            assert!(excluded(dir, name, Source::Running, &[]), "{dir}/{name}");
+            assert!(!excluded(dir, name, Source::Stopped, &[]), "{dir}/{name}");
+        }
+        assert!(!excluded("", "pg_wal", Source::Running, &[]));
+        let forks = HashSet::new();
+        assert!(!is_excluded(
+            Path::new("pg_wal"),
+            OsStr::new("archive_status"),
+            true,
+            Source::Running,
+            &forks
+        ));
     }
 
     #[test]

@@ -1,18 +1,44 @@
-//! Cloning data directories: file by file, copy-on-write where the file system allows.
+//! Cloning data directories, file by file, copy-on-write where the file system allows: a
+//! stopped cluster as it is (offline), a running one through the low-level backup API (online).
 
 mod exclude;
 mod file;
 mod offline;
+mod online;
 mod tree;
+mod wal;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 pub use file::CopyMethod;
 pub use offline::clone_stopped_cluster;
+pub use online::clone_running_cluster;
 pub use tree::CloneReport;
+pub use wal::Lsn;
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::run_as::RunAs;
+use crate::server;
+use tree::{device_of, existing_ancestor};
+
+/// Clones the cluster in `source` into `target`: online if a postmaster serves it, else offline.
+pub fn clone_cluster(source: &Path, target: &Path, options: &CloneOptions) -> Result<CloneReport> {
+    if server::live_postmaster(source).is_some() {
+        clone_running_cluster(source, target, options)
+    } else {
+        clone_stopped_cluster(source, target, options)
+    }
+}
 
 /// How a clone may be made.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CloneOptions {
     pub(crate) allow_copy: bool,
+    pub(crate) standby: bool,
+    pub(crate) user: Option<String>,
+    pub(crate) progress: Progress,
 }
 
 impl CloneOptions {
@@ -24,5 +50,171 @@ impl CloneOptions {
     pub fn allow_copy(mut self, allow: bool) -> Self {
         self.allow_copy = allow;
         self
+    }
+
+    /// Make the clone of a running cluster start as a standby (`standby.signal`): read-only,
+    /// replaying the copied WAL, never promoted by pgclone.
+    pub fn standby(mut self, standby: bool) -> Self {
+        self.standby = standby;
+        self
+    }
+
+    /// The database user to run the backup API as on a running source (default `postgres`);
+    /// it needs trust or peer authentication on the Unix socket.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Called after each step and every few hundred files copied (progress bars, tests).
+    pub fn on_progress(mut self, callback: impl Fn(CloneEvent) + Send + Sync + 'static) -> Self {
+        self.progress = Progress(Some(Arc::new(callback)));
+        self
+    }
+}
+
+impl fmt::Debug for CloneOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloneOptions")
+            .field("allow_copy", &self.allow_copy)
+            .field("standby", &self.standby)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The steps of a clone, in order (an offline clone has only `CopyFiles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// The target holds a placeholder `backup_label` that makes it unstartable until done.
+    Placeholder,
+    /// A temporary physical replication slot holds the source's WAL.
+    Slot,
+    /// `pg_backup_start` returned.
+    BackupStart,
+    /// The data files are copied.
+    CopyFiles,
+    /// `pg_backup_stop` returned.
+    BackupStop,
+    /// The backup's WAL is copied and checked.
+    CopyWal,
+    /// The real `backup_label` replaced the placeholder.
+    Label,
+    /// The clone's configuration no longer points at the source's archive, primary or port.
+    Config,
+    /// `pg_control` is copied: the clone is complete.
+    ControlFile,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Placeholder => "placeholder label",
+            Step::Slot => "replication slot",
+            Step::BackupStart => "pg_backup_start",
+            Step::CopyFiles => "copy files",
+            Step::BackupStop => "pg_backup_stop",
+            Step::CopyWal => "copy WAL",
+            Step::Label => "backup_label",
+            Step::Config => "configuration",
+            Step::ControlFile => "pg_control",
+        })
+    }
+}
+
+/// What a progress callback hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloneEvent {
+    /// A step finished.
+    Done(Step),
+    /// Files and bytes copied so far.
+    Copied { files: u64, bytes: u64 },
+}
+
+/// The optional progress callback.
+#[derive(Clone, Default)]
+pub(crate) struct Progress(Option<Arc<dyn Fn(CloneEvent) + Send + Sync>>);
+
+impl Progress {
+    pub fn done(&self, step: Step) {
+        if let Some(callback) = &self.0 {
+            callback(CloneEvent::Done(step));
+        }
+    }
+
+    pub fn copied(&self, files: u64, bytes: u64) {
+        if let Some(callback) = &self.0 {
+            callback(CloneEvent::Copied { files, bytes });
+        }
+    }
+}
+
+/// Fails if the target holds anything; returns whether it exists.
+fn check_target(target: &Path) -> Result<bool> {
+    match std::fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
+        Ok(false) => Err(Error::new(
+            ErrorKind::TargetNotEmpty,
+            format!("target {} is not empty", target.display()),
+        )
+        .hint("clone into a new or empty directory")),
+        Ok(true) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("read target directory", target, e)),
+    }
+}
+
+/// Fails if the target is on another file system than the source and copying is not allowed.
+fn check_file_systems(source: &Path, target: &Path, options: &CloneOptions) -> Result<()> {
+    let same_fs = device_of(source)? == device_of(&existing_ancestor(target))?;
+    if same_fs || options.allow_copy {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::CrossFilesystem,
+        format!(
+            "target {} is on another file system than source {}: every byte would be copied, not shared",
+            target.display(),
+            source.display()
+        ),
+    )
+    .hint("put the target beside the source, or allow copying (`--allow-copy`)"))
+}
+
+/// Creates the target (if needed) with the source's mode, owned by the server's user.
+fn make_target(source: &Path, target: &Path, owner: Option<&RunAs>) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !target.exists() {
+        std::fs::create_dir_all(target).doing("create", target)?;
+    }
+    let mode = std::fs::metadata(source).doing("stat", source)?.mode() & 0o7777;
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+        .doing("chmod", target)?;
+    give_to(owner, target)
+}
+
+fn give_to(owner: Option<&RunAs>, path: &Path) -> Result<()> {
+    match owner {
+        Some(user) => user.chown(path),
+        None => Ok(()),
+    }
+}
+
+/// Puts the target back as it was: removed, or emptied if it existed.
+fn undo_target(target: &Path, existed: bool) {
+    if !existed {
+        let _ = std::fs::remove_dir_all(target);
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(target) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::exclude::{self, Source};
 use super::file::{copy_contents, CopyMethod};
+use super::wal::Lsn;
+use super::{Progress, Step};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::run_as::RunAs;
 
@@ -23,6 +25,16 @@ pub struct CloneReport {
     pub dirs: u64,
     /// Entries left out (pid files, temporary files, slot and runtime state, ...).
     pub excluded: u64,
+    /// Files of a running source that were dropped before they could be copied.
+    pub vanished: u64,
+    /// WAL segments copied for a running source's backup.
+    pub wal_segments: u64,
+    /// WAL position where the backup started (running source only).
+    pub start_lsn: Option<Lsn>,
+    /// WAL position where the backup stopped (running source only).
+    pub stop_lsn: Option<Lsn>,
+    /// How long each step took, in order.
+    pub steps: Vec<(Step, Duration)>,
     /// Files and bytes per copy method.
     pub by_method: BTreeMap<CopyMethod, (u64, u64)>,
     /// How long the copy took.
@@ -49,6 +61,7 @@ pub(crate) fn copy_tree(
     target: &Path,
     kind: Source,
     owner: Option<&RunAs>,
+    progress: &Progress,
 ) -> Result<CloneReport> {
     let started = Instant::now();
     let fs = (device_of(source)?, device_of(target)?);
@@ -56,6 +69,7 @@ pub(crate) fn copy_tree(
         kind,
         owner,
         fs,
+        progress,
         report: CloneReport::default(),
     };
     walk.copy_dir(source, target, Path::new(""))?;
@@ -67,8 +81,12 @@ struct Walk<'a> {
     kind: Source,
     owner: Option<&'a RunAs>,
     fs: (u64, u64),
+    progress: &'a Progress,
     report: CloneReport,
 }
+
+/// Progress is reported every this many files.
+const PROGRESS_EVERY: u64 = 256;
 
 impl Walk<'_> {
     fn copy_dir(&mut self, source: &Path, target: &Path, rel: &Path) -> Result<()> {
@@ -85,12 +103,12 @@ impl Walk<'_> {
 
         for entry in entries {
             let name = entry.file_name();
-            if exclude::is_excluded(rel, &name, self.kind, &init_forks) {
+            let (from, to, rel_child) = (entry.path(), target.join(&name), rel.join(&name));
+            let file_type = entry.file_type().doing("stat", &from)?;
+            if exclude::is_excluded(rel, &name, file_type.is_dir(), self.kind, &init_forks) {
                 self.report.excluded += 1;
                 continue;
             }
-            let (from, to, rel_child) = (entry.path(), target.join(&name), rel.join(&name));
-            let file_type = entry.file_type().doing("stat", &from)?;
             if file_type.is_symlink() {
                 self.copy_symlinked(&from, &to, &rel_child)?;
             } else if file_type.is_dir() {
@@ -141,7 +159,14 @@ impl Walk<'_> {
     }
 
     fn copy_file(&mut self, from: &Path, to: &Path) -> Result<()> {
-        let source = File::open(from).doing("open", from)?;
+        let source = match File::open(from) {
+            // A running cluster drops relations while we copy: WAL replay accounts for that.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.kind == Source::Running => {
+                self.report.vanished += 1;
+                return Ok(());
+            }
+            opened => opened.doing("open", from)?,
+        };
         let meta = source.metadata().doing("stat", from)?;
         let target = OpenOptions::new()
             .write(true)
@@ -159,6 +184,9 @@ impl Walk<'_> {
         entry.1 += meta.len();
         self.report.files += 1;
         self.report.bytes += meta.len();
+        if self.report.files % PROGRESS_EVERY == 0 {
+            self.progress.copied(self.report.files, self.report.bytes);
+        }
         Ok(())
     }
 

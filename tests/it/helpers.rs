@@ -39,6 +39,7 @@ fn entry() {
             Ok(b) => format!("OK {}", b.bin_dir().display()),
             Err(e) => format!("ERR {:?} {e}", e.kind()),
         },
+        "clone_until_step" => crate::online_clone::clone_until_step(),
         other => panic!("unknown helper task {other}"),
     };
     self::report(&report);

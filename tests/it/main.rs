@@ -2,10 +2,12 @@
 
 mod bad_input;
 mod concurrency;
+mod consistency;
 mod environment;
 mod helpers;
 mod lifecycle;
 mod offline_clone;
+mod online_clone;
 mod parent_death;
 mod support;
 mod users;

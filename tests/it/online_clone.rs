@@ -1,0 +1,398 @@
+//! Cloning a running cluster through the low-level backup API, started through backup recovery
+//! (after PostgreSQL's own 010_pg_basebackup and 042_low_level_backup).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use pgclone::{
+    clone_running_cluster, CloneEvent, CloneOptions, CopyMethod, ErrorKind, Server, ServerOptions,
+    Step, TempCluster,
+};
+
+use crate::support::{self, execute, query_text};
+
+pub fn server_url(server: &Server) -> String {
+    format!(
+        "postgresql://postgres@{}:{}/postgres",
+        server
+            .socket_dir()
+            .display()
+            .to_string()
+            .replace('/', "%2F"),
+        server.port()
+    )
+}
+
+pub fn reflink_required() -> bool {
+    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
+}
+
+/// The source keeps no slot and no backup session once a clone is over (or its cloner died).
+pub fn assert_source_clean(url: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let slots = query_text(url, "select count(*)::text from pg_replication_slots");
+        let sessions = query_text(
+            url,
+            "select count(*)::text from pg_stat_activity where application_name = 'pgclone clone'",
+        );
+        if (slots.as_str(), sessions.as_str()) == ("0", "0") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "source still has {slots} slot(s) and {sessions} backup session(s)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn source_with_data(root: &Path) -> TempCluster {
+    let source = TempCluster::builder().root(root).start().unwrap();
+    execute(
+        &source.connection_string(),
+        "create table kept as select g as id from generate_series(1, 1000) g;
+         create unlogged table scratch as select g as id from generate_series(1, 10) g;",
+    );
+    source
+}
+
+#[test]
+fn a_running_cluster_clones_and_starts_through_backup_recovery() {
+    let root = support::unique_root("online");
+    let source = source_with_data(&root);
+    let url = source.connection_string();
+    let target = root.join("clone/data");
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let seen = steps.clone();
+    let during_copy = url.clone();
+    let options = CloneOptions::new().on_progress(move |event| {
+        if let CloneEvent::Done(step) = event {
+            seen.lock().unwrap().push(step);
+            if step == Step::BackupStart {
+                // Written inside the copy window: only WAL replay can bring it to the clone.
+                execute(
+                    &during_copy,
+                    "create table during_copy as select g from generate_series(1, 77) g",
+                );
+            }
+        }
+    });
+
+    let report = clone_running_cluster(&source.data_dir(), &target, &options).unwrap();
+    let all_steps = vec![
+        Step::Placeholder,
+        Step::Slot,
+        Step::BackupStart,
+        Step::CopyFiles,
+        Step::BackupStop,
+        Step::CopyWal,
+        Step::Label,
+        Step::Config,
+        Step::ControlFile,
+    ];
+    assert_eq!(*steps.lock().unwrap(), all_steps);
+    assert_eq!(
+        report.steps.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        all_steps
+    );
+    let (start, stop) = (report.start_lsn.unwrap(), report.stop_lsn.unwrap());
+    assert!(start < stop, "{start} < {stop}");
+    assert!(report.wal_segments >= 1);
+    if reflink_required() {
+        assert_eq!(report.method(), Some(CopyMethod::Reflink), "{report:?}");
+    }
+    assert_source_clean(&url);
+
+    let label = std::fs::read_to_string(target.join("backup_label")).unwrap();
+    assert!(
+        label.contains(&format!("START WAL LOCATION: {start}")),
+        "{label}"
+    );
+    assert!(!target.join("postmaster.pid").exists());
+    assert_eq!(
+        std::fs::read_dir(target.join("pg_replslot"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let auto_conf = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto_conf.contains("archive_mode = off") && auto_conf.contains("restore_command = ''"),
+        "{auto_conf}"
+    );
+
+    let clone = Server::start(&target, &ServerOptions::new()).unwrap();
+    let clone_url = server_url(&clone);
+    assert_eq!(
+        query_text(&clone_url, "select count(*)::text from kept"),
+        "1000"
+    );
+    assert_eq!(
+        query_text(&clone_url, "select count(*)::text from during_copy"),
+        "77",
+        "a table created during the copy is in the clone"
+    );
+    assert_eq!(
+        query_text(&clone_url, "select count(*)::text from scratch"),
+        "0",
+        "unlogged tables start empty after an online clone"
+    );
+    assert_eq!(
+        query_text(&clone_url, "select pg_is_in_recovery()::text"),
+        "false"
+    );
+    let log = std::fs::read_to_string(clone.log_path()).unwrap();
+    assert!(
+        log.contains("redo") && log.contains("backup"),
+        "started through backup recovery:\n{log}"
+    );
+
+    execute(&clone_url, "insert into kept values (0)");
+    assert_eq!(
+        query_text(&url, "select count(*)::text from kept"),
+        "1000",
+        "the clone is independent of its source"
+    );
+}
+
+#[test]
+fn a_standby_clone_stays_read_only_and_cannot_itself_be_cloned_online() {
+    let root = support::unique_root("standby");
+    let source = source_with_data(&root);
+    let target = root.join("standby/data");
+    clone_running_cluster(
+        &source.data_dir(),
+        &target,
+        &CloneOptions::new().standby(true),
+    )
+    .unwrap();
+    assert!(target.join("standby.signal").exists());
+    let standby = Server::start(&target, &ServerOptions::new()).unwrap();
+    let url = server_url(&standby);
+    assert_eq!(query_text(&url, "select pg_is_in_recovery()::text"), "true");
+    assert_eq!(query_text(&url, "select count(*)::text from kept"), "1000");
+
+    let err =
+        clone_running_cluster(&target, &root.join("of-standby"), &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("is a standby"), "{err}");
+    assert!(!root.join("of-standby").exists());
+}
+
+#[test]
+fn bad_sources_and_targets_are_refused_and_the_source_keeps_no_slot_or_backup() {
+    let root = support::unique_root("online-bad");
+    let source = source_with_data(&root);
+    let url = source.connection_string();
+
+    // Non-empty target.
+    let full = root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("precious"), "mine").unwrap();
+    let err = clone_running_cluster(&source.data_dir(), &full, &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(full.join("precious")).unwrap(),
+        "mine"
+    );
+
+    // Another file system without allow_copy.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let err = clone_running_cluster(
+        &source.data_dir(),
+        &shm.path().join("data"),
+        &CloneOptions::new(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CrossFilesystem, "{err}");
+
+    // A source that is not running.
+    let stopped = TempCluster::builder()
+        .root(&root)
+        .start()
+        .unwrap()
+        .keep()
+        .unwrap()
+        .join("data");
+    let err = clone_running_cluster(&stopped, &root.join("t1"), &CloneOptions::new()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceState, "{err}");
+    assert!(err.to_string().contains("is not running"), "{err}");
+    assert!(!root.join("t1").exists());
+
+    // A tablespace created during the copy.
+    let location = root.join("tablespace");
+    std::fs::create_dir_all(&location).unwrap();
+    if let Some(user) = pgclone::run_as_user().unwrap() {
+        std::os::unix::fs::chown(&location, Some(user.uid()), Some(user.gid())).unwrap();
+    }
+    let during = url.clone();
+    let sql = format!(
+        "create tablespace during_copy location '{}'",
+        location.display()
+    );
+    let options = CloneOptions::new().on_progress(move |event| {
+        if event == CloneEvent::Done(Step::BackupStart) {
+            execute(&during, &sql);
+        }
+    });
+    let err = clone_running_cluster(&source.data_dir(), &root.join("t2"), &options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.to_string().contains("tablespace") && err.to_string().contains("write into the source"),
+        "{err}"
+    );
+    assert!(!root.join("t2").exists());
+    assert_source_clean(&url);
+
+    // A source with a tablespace.
+    let err = clone_running_cluster(&source.data_dir(), &root.join("t3"), &CloneOptions::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(!root.join("t3").exists());
+    assert_eq!(
+        query_text(&url, "select count(*)::text from kept"),
+        "1000",
+        "the source's data is unchanged"
+    );
+}
+
+#[test]
+fn wal_level_minimal_is_refused_clearly() {
+    let root = support::unique_root("minimal");
+    let source = TempCluster::builder()
+        .root(&root)
+        .with(|o| {
+            o.setting("wal_level", "minimal")
+                .setting("max_wal_senders", "0")
+        })
+        .start()
+        .unwrap();
+    let err = clone_running_cluster(&source.data_dir(), &root.join("t"), &CloneOptions::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SourceState, "{err}");
+    assert!(
+        err.to_string().contains("wal_level = minimal")
+            && err.to_string().contains("wal_level = replica"),
+        "{err}"
+    );
+    assert!(!root.join("t").exists());
+}
+
+#[test]
+fn wal_the_source_removed_during_the_copy_is_a_clear_error() {
+    let root = support::unique_root("lostwal");
+    let source = TempCluster::builder()
+        .root(&root)
+        .with(|o| {
+            o.setting("max_slot_wal_keep_size", "1MB")
+                .setting("max_wal_size", "32MB")
+                .setting("min_wal_size", "32MB")
+        })
+        .start()
+        .unwrap();
+    let url = source.connection_string();
+    let during = url.clone();
+    let options = CloneOptions::new().on_progress(move |event| {
+        if event == CloneEvent::Done(Step::BackupStart) {
+            // Enough WAL and checkpoints for the source to invalidate the slot and recycle segments.
+            for _ in 0..4 {
+                execute(&during, "create table if not exists filler(x text); insert into filler select repeat('x', 1000) from generate_series(1, 20000); checkpoint;");
+            }
+        }
+    });
+    let err = clone_running_cluster(&source.data_dir(), &root.join("t"), &options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Wal, "{err}");
+    assert!(
+        err.to_string().contains("max_slot_wal_keep_size"),
+        "says what to do: {err}"
+    );
+    assert!(!root.join("t").exists());
+    assert_source_clean(&url);
+}
+
+/// Where the SIGKILL test's helper stops: each step of the procedure.
+const KILL_STEPS: &[&str] = &[
+    "Placeholder",
+    "Slot",
+    "BackupStart",
+    "CopyFiles",
+    "BackupStop",
+    "CopyWal",
+    "Label",
+    "Config",
+];
+
+#[test]
+fn a_cloner_killed_at_any_step_leaves_the_source_clean_and_the_target_unstartable() {
+    let root = support::unique_root("killclone");
+    let source = source_with_data(&root);
+    let url = source.connection_string();
+    for step in KILL_STEPS {
+        let target = root.join(format!("target-{step}"));
+        let mut helper = support::helper("clone_until_step")
+            .env("PGCLONE_IT_SOURCE", source.data_dir())
+            .env("PGCLONE_IT_TARGET", &target)
+            .env("PGCLONE_IT_STEP", step)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert_eq!(support::wait_for_report(&mut helper), format!("AT {step}"));
+        helper.kill().unwrap();
+        helper.wait().unwrap();
+
+        assert_source_clean(&url);
+        assert_eq!(query_text(&url, "select count(*)::text from kept"), "1000");
+        // Before the real label, even a pg_control put in by hand does not make the half-made
+        // clone startable: the placeholder label stops PostgreSQL. After it, pg_control (copied
+        // last) is missing.
+        let before_label = KILL_STEPS.iter().position(|s| s == step)
+            < KILL_STEPS.iter().position(|s| *s == "Label");
+        let control = target.join("global/pg_control");
+        if before_label && target.join("global").exists() {
+            std::fs::copy(source.data_dir().join("global/pg_control"), &control).unwrap();
+            if let Some(user) = pgclone::run_as_user().unwrap() {
+                std::os::unix::fs::chown(&control, Some(user.uid()), Some(user.gid())).unwrap();
+            }
+        }
+        let started = Server::start(
+            &target,
+            &ServerOptions::new().start_timeout(std::time::Duration::from_secs(20)),
+        );
+        assert!(started.is_err(), "a clone killed after {step} started");
+        let label = std::fs::read_to_string(target.join("backup_label")).unwrap_or_default();
+        if before_label {
+            assert!(
+                label.starts_with("pgclone: this clone is incomplete"),
+                "after {step}: {label}"
+            );
+            let err = started.unwrap_err().to_string();
+            assert!(
+                !target.join("global").exists() || err.contains("backup_label"),
+                "after {step}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+/// Runs in a helper process: clone until the named step is done, report, wait to be killed.
+pub fn clone_until_step() -> String {
+    let source = PathBuf::from(std::env::var("PGCLONE_IT_SOURCE").unwrap());
+    let target = PathBuf::from(std::env::var("PGCLONE_IT_TARGET").unwrap());
+    let stop_at = std::env::var("PGCLONE_IT_STEP").unwrap();
+    let options = CloneOptions::new().on_progress(move |event| {
+        if let CloneEvent::Done(step) = event {
+            if format!("{step:?}") == stop_at {
+                println!("RESULT AT {step:?}");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    });
+    match clone_running_cluster(&source, &target, &options) {
+        Ok(_) => "DONE without stopping".to_string(),
+        Err(e) => format!("ERR {e}"),
+    }
+}
