@@ -24,6 +24,8 @@ mod clone;
 mod config;
 mod data_dir;
 mod error;
+mod fs_probe;
+mod gc;
 mod options;
 mod pg_control;
 mod root;
@@ -40,6 +42,8 @@ pub use clone::{
     CloneReport, CopyMethod, Lsn, Step,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
+pub use gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
 pub use options::ServerOptions;
 pub use pg_control::{cluster_state, ClusterState};
 pub use run_as::RunAs;

@@ -21,6 +21,7 @@ pub struct ServerOptions {
     pub(crate) settings: Vec<(String, String)>,
     pub(crate) start_timeout: Duration,
     pub(crate) log_file: Option<PathBuf>,
+    pub(crate) detached: bool,
 }
 
 impl Default for ServerOptions {
@@ -32,6 +33,7 @@ impl Default for ServerOptions {
             settings: Vec::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
             log_file: None,
+            detached: false,
         }
     }
 }
@@ -75,6 +77,13 @@ impl ServerOptions {
     /// Where the server's output goes (default: `<data dir>.log` beside the data directory).
     pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.log_file = Some(path.into());
+        self
+    }
+
+    /// Start a server that outlives this process: no parent-death signal, its own session.
+    /// Call [`Server::detach`](crate::Server::detach) on it to keep it running past its value.
+    pub fn detached(mut self, detached: bool) -> Self {
+        self.detached = detached;
         self
     }
 

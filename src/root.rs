@@ -17,6 +17,8 @@ use crate::run_as::RunAs;
 use crate::server;
 
 const CLONES: &str = "clones";
+/// Records of clones made outside the root (the CLI's), while they are being made.
+const UNFINISHED: &str = "unfinished";
 const OWNER_FILE: &str = "owner";
 /// Marks a clone the user asked to keep: never reaped automatically.
 pub const KEEP_FILE: &str = "keep";
@@ -57,6 +59,10 @@ impl Root {
         Ok(root)
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Creates `<root>/clones/<id>/` owned by this process (and by `run_as`, who runs its server).
     pub fn new_clone_dir(&self, run_as: Option<&RunAs>) -> Result<PathBuf> {
         let clones = self.path.join(CLONES);
@@ -79,24 +85,75 @@ impl Root {
 
     fn reap_once_per_process(&self) {
         if first_use_in_process("clones", &self.path) {
-            self.reap_stale_clones();
+            self.reap_stale_clones(false);
         }
     }
 
-    /// Stops the servers of, and removes, clones whose owner process is gone. Returns the
-    /// directories removed.
-    pub fn reap_stale_clones(&self) -> Vec<PathBuf> {
+    /// Stops the servers of, and removes, clones whose owner process is gone (and, with
+    /// `include_kept`, the ones users kept). Returns the directories removed.
+    pub fn reap_stale_clones(&self, include_kept: bool) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(self.path.join(CLONES)) else {
             return Vec::new();
         };
         let mut reaped = Vec::new();
         for dir in entries.flatten().map(|e| e.path()) {
-            if dir.join(KEEP_FILE).exists() || !owner_is_gone(&dir) {
+            // A kept clone is stopped and the user's: it goes when asked, whoever made it.
+            let remove = match dir.join(KEEP_FILE).exists() {
+                true => include_kept,
+                false => owner_is_gone(&dir),
+            };
+            if !remove {
                 continue;
             }
             if remove_clone_dir(&dir).is_ok() {
                 reaped.push(dir);
             }
+        }
+        reaped
+    }
+
+    /// Records that this process is making a clone at `target` (outside the root); returns the
+    /// record, to remove once the clone is finished or undone.
+    pub fn record_unfinished(&self, target: &Path) -> Result<PathBuf> {
+        let dir = self.path.join(UNFINISHED);
+        create_shared_dir(&dir)?;
+        let record = tempfile::Builder::new()
+            .prefix("clone-")
+            .tempfile_in(&dir)
+            .doing("create a record in", &dir)?;
+        let text = format!("{}\n{}\n", ProcessId::current()?, target.display());
+        std::fs::write(record.path(), text).doing("write", record.path())?;
+        record
+            .keep()
+            .map(|(_, path)| path)
+            .map_err(|e| Error::io("keep", &dir, e.error))
+    }
+
+    /// Removes the targets of clones whose maker died before finishing them: only targets that
+    /// a clone cannot start from (placeholder `backup_label`, or no `pg_control` yet).
+    pub fn reap_unfinished_clones(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.path.join(UNFINISHED)) else {
+            return Vec::new();
+        };
+        let mut reaped = Vec::new();
+        for record in entries.flatten().map(|e| e.path()) {
+            let text = std::fs::read_to_string(&record).unwrap_or_default();
+            let mut lines = text.lines();
+            let Some(owner) = lines.next().and_then(ProcessId::parse) else {
+                continue;
+            };
+            if owner.is_alive() {
+                continue;
+            }
+            if let Some(target) = lines.next().map(PathBuf::from) {
+                if target.exists()
+                    && is_unfinished_clone(&target)
+                    && std::fs::remove_dir_all(&target).is_ok()
+                {
+                    reaped.push(target);
+                }
+            }
+            let _ = std::fs::remove_file(&record);
         }
         reaped
     }
@@ -110,6 +167,12 @@ pub(crate) fn first_use_in_process(what: &'static str, path: &Path) -> bool {
         .lock()
         .unwrap()
         .insert((what, path.to_path_buf()))
+}
+
+/// A data directory no server can start from: a clone whose last steps never ran.
+fn is_unfinished_clone(data_dir: &Path) -> bool {
+    let label = std::fs::read_to_string(data_dir.join("backup_label")).unwrap_or_default();
+    label == crate::clone::PLACEHOLDER_LABEL || !data_dir.join("global/pg_control").exists()
 }
 
 /// Stops the server a clone directory's data dir may still have, then removes the directory.

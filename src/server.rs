@@ -56,7 +56,7 @@ pub(crate) fn initdb(
         &bins.program("initdb"),
         run_as,
         parent_of(data_dir),
-        Signal::KILL,
+        Some(Signal::KILL),
     );
     cmd.arg("-D")
         .arg(data_dir)
@@ -114,6 +114,7 @@ pub struct Server {
     data_dir: PathBuf,
     log_path: PathBuf,
     ready_after: Duration,
+    detached: bool,
 }
 
 impl Server {
@@ -169,7 +170,7 @@ impl Server {
             &env.binaries.program("postgres"),
             env.run_as.as_ref(),
             parent_of(spec.data_dir),
-            Signal::QUIT,
+            (!options.detached).then_some(Signal::QUIT),
         );
         cmd.arg("-D")
             .arg(spec.data_dir)
@@ -193,6 +194,7 @@ impl Server {
             data_dir: spec.data_dir.to_path_buf(),
             log_path: spec.log_path.to_path_buf(),
             ready_after: Duration::ZERO,
+            detached: false,
         };
         server.wait_until_ready(options.start_timeout, log_start)?;
         server.ready_after = started.elapsed();
@@ -276,6 +278,15 @@ impl Server {
         self.child.id()
     }
 
+    /// Lets the server run on after this value and this process are gone; returns its pid.
+    /// Meant for servers started with [`ServerOptions::detached`]: others die with this process
+    /// anyway. Stop it later with `pg_ctl stop -D <data dir>`, or SIGINT to the pid.
+    pub fn detach(mut self) -> u32 {
+        self.detached = true;
+        self.socket_dir.keep();
+        self.child.id()
+    }
+
     /// From spawning `postgres` to the first successful connection.
     pub fn ready_after(&self) -> Duration {
         self.ready_after
@@ -330,7 +341,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.shutdown(Shutdown::Immediate);
+        if !self.detached {
+            let _ = self.shutdown(Shutdown::Immediate);
+        }
     }
 }
 
@@ -382,13 +395,29 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
 
 /// A command for a PostgreSQL program: no stdin, its own process group, the run-as user's uid
 /// and gid when the caller is root, and death with this process.
-fn command(program: &Path, run_as: Option<&RunAs>, cwd: &Path, death_signal: Signal) -> Command {
+///
+/// `death_signal: None` detaches the child instead: its own session, no death signal, so it
+/// outlives this process (`pgclone clone --start`).
+fn command(
+    program: &Path,
+    run_as: Option<&RunAs>,
+    cwd: &Path,
+    death_signal: Option<Signal>,
+) -> Command {
     let mut cmd = Command::new(program);
     // The working directory must be one the run-as user may enter (not /root, say).
-    cmd.current_dir(cwd).stdin(Stdio::null()).process_group(0);
+    cmd.current_dir(cwd).stdin(Stdio::null());
     if let Some(user) = run_as {
         cmd.uid(user.uid()).gid(user.gid());
     }
+    let Some(death_signal) = death_signal else {
+        // SAFETY: setsid is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+        }
+        return cmd;
+    };
+    cmd.process_group(0);
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs between fork and exec, allocates nothing and only makes two
     // async-signal-safe system calls. It runs after the uid change, which would otherwise clear

@@ -29,6 +29,7 @@ pub(crate) fn default_parent() -> PathBuf {
 #[derive(Debug)]
 pub(crate) struct SocketDir {
     path: PathBuf,
+    kept: bool,
 }
 
 impl SocketDir {
@@ -43,11 +44,19 @@ impl SocketDir {
         if let Some(user) = run_as {
             user.chown(dir.path())?;
         }
-        Ok(SocketDir { path: dir.keep() })
+        Ok(SocketDir {
+            path: dir.keep(),
+            kept: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Leaves the directory in place on drop (its server outlives us).
+    pub fn keep(&mut self) {
+        self.kept = true;
     }
 }
 
@@ -71,7 +80,9 @@ pub(crate) fn check_parent(parent: &Path) -> Result<()> {
 
 impl Drop for SocketDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        if !self.kept {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

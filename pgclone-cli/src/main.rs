@@ -1,14 +1,20 @@
-//! The `pgclone` command.
+//! The `pgclone` command: clone a running or stopped cluster by hand, diagnose the setup,
+//! collect what killed processes left behind.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use pgclone::{CloneEvent, CloneOptions, CloneReport, Server, ServerOptions};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
     name = "pgclone",
     version,
-    about = "Clone PostgreSQL clusters for tests, and diagnose the setup"
+    about = "Copy-on-write clones of PostgreSQL clusters"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -17,14 +23,71 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the PostgreSQL binaries found and the user that will run them.
-    Doctor,
+    /// Clone the cluster in SRC into DST: through the backup API if it runs, as it is if stopped.
+    Clone {
+        /// The source data directory.
+        src: PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        dst: PathBuf,
+        /// Start the clone (through backup recovery) and leave it running.
+        #[arg(long)]
+        start: bool,
+        /// Make the clone a read-only standby (standby.signal).
+        #[arg(long)]
+        standby: bool,
+        /// Allow DST on another file system than SRC (every byte is copied, none shared).
+        #[arg(long)]
+        allow_copy: bool,
+        /// The database user that runs the backup API on a running source.
+        #[arg(long, default_value = "postgres")]
+        user: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The pgclone directory where unfinished clones are recorded for `gc`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show the PostgreSQL binaries, the user that runs them, and what DIR's file system can do.
+    Doctor {
+        /// The directory clones would go to (default: the pgclone directory).
+        dir: Option<PathBuf>,
+    },
+    /// Remove what killed processes left: clones of dead owners, unfinished clones, sockets.
+    Gc {
+        /// Also remove the clones kept on purpose (PGCLONE_KEEP, keep()).
+        #[arg(long)]
+        kept: bool,
+        /// The pgclone directory (default: PGCLONE_DIR, else the default root).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Doctor => doctor(),
+    let result = match Cli::parse().command {
+        Command::Clone {
+            src,
+            dst,
+            start,
+            standby,
+            allow_copy,
+            user,
+            json,
+            dir,
+        } => clone(
+            &src,
+            &dst,
+            start,
+            CloneOptions::new()
+                .standby(standby)
+                .allow_copy(allow_copy)
+                .user(user),
+            json,
+            dir,
+        ),
+        Command::Doctor { dir } => doctor(dir),
+        Command::Gc { kept, dir } => gc(kept, dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,20 +98,183 @@ fn main() -> ExitCode {
     }
 }
 
-fn doctor() -> pgclone::Result<()> {
+fn clone(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    start: bool,
+    options: CloneOptions,
+    json: bool,
+    dir: Option<PathBuf>,
+) -> pgclone::Result<()> {
+    let _record = pgclone::UnfinishedClone::begin(dir.as_deref(), dst)?;
+    let options = if std::io::stderr().is_terminal() {
+        options.on_progress(show_progress)
+    } else {
+        options
+    };
+    let report = pgclone::clone_cluster(src, dst, &options)?;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    let started = if start {
+        let server = Server::start(dst, &ServerOptions::new().detached(true))?;
+        let info = (
+            server.socket_dir().to_path_buf(),
+            server.port(),
+            server.ready_after(),
+        );
+        Some((server.detach(), info))
+    } else {
+        None
+    };
+    if json {
+        let steps: Vec<_> = report
+            .steps
+            .iter()
+            .map(|(step, d)| json!({"step": step.to_string(), "ms": ms(*d)}))
+            .collect();
+        let mut out = json!({
+            "source": src, "target": dst,
+            "method": report.method().map(|m| m.to_string()),
+            "files": report.files, "bytes": report.bytes, "bytes_shared": report.bytes_shared(),
+            "dirs": report.dirs, "excluded": report.excluded, "wal_segments": report.wal_segments,
+            "start_lsn": report.start_lsn.map(|l| l.to_string()), "stop_lsn": report.stop_lsn.map(|l| l.to_string()),
+            "steps": steps, "ms": ms(report.elapsed),
+        });
+        if let Some((pid, (socket_dir, port, ready_after))) = &started {
+            out["server"] = json!({"pid": pid, "socket_dir": socket_dir, "port": port, "ready_ms": ms(*ready_after)});
+        }
+        println!("{out:#}");
+        return Ok(());
+    }
+    print_report(src, dst, &report);
+    if let Some((pid, (socket_dir, port, ready_after))) = started {
+        println!(
+            "started     pid {pid}, ready after {:.1} ms (backup recovery)",
+            ms(ready_after)
+        );
+        println!("connect     psql -h {} -p {port}", socket_dir.display());
+        println!(
+            "stop        pg_ctl stop -D {}   (or kill -INT {pid})",
+            dst.display()
+        );
+    }
+    Ok(())
+}
+
+fn print_report(src: &std::path::Path, dst: &std::path::Path, report: &CloneReport) {
+    let method = report
+        .method()
+        .map_or("none".to_string(), |m| m.to_string());
+    println!("cloned      {} -> {}", src.display(), dst.display());
+    println!("method      {method}");
+    println!(
+        "files       {} ({}), {} shared, {} directories, {} left out",
+        report.files,
+        mib(report.bytes),
+        mib(report.bytes_shared()),
+        report.dirs,
+        report.excluded
+    );
+    if let (Some(start), Some(stop)) = (report.start_lsn, report.stop_lsn) {
+        println!(
+            "backup      start LSN {start}, stop LSN {stop}, {} WAL segment(s)",
+            report.wal_segments
+        );
+    }
+    for (step, duration) in &report.steps {
+        println!("  {:<18} {:>9.1} ms", step.to_string(), ms(*duration));
+    }
+    println!("total       {:.1} ms", ms(report.elapsed));
+}
+
+/// One status line on the terminal, rewritten in place.
+fn show_progress(event: CloneEvent) {
+    let line = match event {
+        CloneEvent::Done(step) => format!("done: {step}"),
+        CloneEvent::Copied { files, bytes } => format!("copying: {files} files, {}", mib(bytes)),
+        _ => return,
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{line}");
+    let _ = err.flush();
+}
+
+fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
     let binaries = pgclone::PgBinaries::find()?;
     println!(
-        "postgres:  {} in {}",
+        "postgres         {} in {}",
         binaries.version(),
         binaries.bin_dir().display()
     );
     match pgclone::run_as_user()? {
         Some(user) => println!(
-            "run as:    {} (uid {}), because this process is root",
+            "run as           {} (uid {}), because this process is root",
             user.name(),
             user.uid()
         ),
-        None => println!("run as:    this user"),
+        None => println!("run as           this user"),
     }
+    let dir = match dir {
+        Some(dir) => dir,
+        None => pgclone::pgclone_dir()?,
+    };
+    let fs = pgclone::probe_file_system(&dir)?;
+    println!("directory        {} ({})", dir.display(), fs.fs_type);
+    println!(
+        "FICLONE          {}",
+        fs.reflink.as_ref().map_or_else(
+            |e| format!("no: {e}"),
+            |()| "yes: reflinks share extents".into()
+        )
+    );
+    println!(
+        "copy_file_range  {}",
+        match &fs.copy_file_range {
+            Ok(true) => "yes, and it shares extents".to_string(),
+            Ok(false) => "yes, but it copies the bytes".to_string(),
+            Err(e) => format!("no: {e}"),
+        }
+    );
+    let why = if fs.shares_extents() {
+        format!(
+            "{} shares extents: a clone costs no space and little time",
+            fs.fs_type
+        )
+    } else {
+        format!("{} cannot share extents: every clone copies every byte (XFS with reflink=1 or btrfs can)", fs.fs_type)
+    };
+    println!("cluster mode     {} ({why})", fs.best_method());
+    let database = match (binaries.version().major() >= 18, fs.copy_file_range == Ok(true)) {
+        (true, true) => "CREATE DATABASE ... STRATEGY FILE_COPY with file_copy_method = clone: shares extents".to_string(),
+        (true, false) => "CREATE DATABASE ... STRATEGY FILE_COPY with file_copy_method = clone: the kernel copies (no extents shared here)".to_string(),
+        (false, _) => format!("CREATE DATABASE ... STRATEGY FILE_COPY: PostgreSQL {} copies files (file_copy_method = clone needs 18)", binaries.version().major()),
+    };
+    println!("database mode    {database}");
     Ok(())
+}
+
+fn gc(kept: bool, dir: Option<PathBuf>) -> pgclone::Result<()> {
+    let report = pgclone::collect_garbage(dir.as_deref(), kept)?;
+    for clone in &report.clones {
+        println!("removed clone      {}", clone.display());
+    }
+    for target in &report.unfinished {
+        println!("removed unfinished {}", target.display());
+    }
+    println!(
+        "{} clone(s), {} unfinished clone(s), {} socket director(ies) removed",
+        report.clones.len(),
+        report.unfinished.len(),
+        report.socket_dirs
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }

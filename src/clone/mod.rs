@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub use file::CopyMethod;
 pub use offline::clone_stopped_cluster;
 pub use online::clone_running_cluster;
+pub(crate) use online::PLACEHOLDER_LABEL;
 pub use tree::CloneReport;
 pub use wal::Lsn;
 
@@ -52,8 +53,8 @@ impl CloneOptions {
         self
     }
 
-    /// Make the clone of a running cluster start as a standby (`standby.signal`): read-only,
-    /// replaying the copied WAL, never promoted by pgclone.
+    /// Make the clone start as a standby (`standby.signal`): read-only, replaying the WAL it
+    /// has, never promoted by pgclone.
     pub fn standby(mut self, standby: bool) -> Self {
         self.standby = standby;
         self
@@ -199,6 +200,47 @@ fn give_to(owner: Option<&RunAs>, path: &Path) -> Result<()> {
         Some(user) => user.chown(path),
         None => Ok(()),
     }
+}
+
+/// Points a clone's configuration away from its source: it must not archive into the source's
+/// archive, follow its primary, restore from its archive, or take its port (POSTGRES.md 12).
+/// `standby` makes it start as a read-only standby.
+fn write_clone_config(target: &Path, standby: bool, owner: Option<&RunAs>) -> Result<()> {
+    let port = portpicker::pick_unused_port().unwrap_or(5432);
+    let settings = [
+        ("archive_mode", "off".to_string()),
+        ("archive_command", "''".to_string()),
+        ("primary_conninfo", "''".to_string()),
+        ("primary_slot_name", "''".to_string()),
+        ("restore_command", "''".to_string()),
+        ("external_pid_file", "''".to_string()),
+        ("port", port.to_string()),
+    ];
+    let path = target.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str("# pgclone: this clone must not reach its source's archive, primary or port\n");
+    for (name, value) in settings {
+        text.push_str(&format!("{name} = {value}\n"));
+    }
+    write_file(&path, text.as_bytes(), owner)?;
+    if standby {
+        write_file(&target.join("standby.signal"), b"", owner)?;
+    }
+    Ok(())
+}
+
+/// Writes a whole file (mode 0600) through a temporary name and a rename, so it is never half
+/// there.
+fn write_file(path: &Path, contents: &[u8], owner: Option<&RunAs>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".pgclone-tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    std::fs::write(&temporary, contents).doing("write", &temporary)?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .doing("chmod", &temporary)?;
+    give_to(owner, &temporary)?;
+    std::fs::rename(&temporary, path).doing("write", path)
 }
 
 /// Puts the target back as it was: removed, or emptied if it existed.

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use super::exclude::Source;
 use super::tree::{copy_tree, CloneReport};
-use super::{check_file_systems, check_target, make_target, undo_target, CloneOptions, Step};
+use super::{
+    check_file_systems, check_target, make_target, undo_target, write_clone_config, CloneOptions,
+    Step,
+};
 use crate::config::Config;
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, Result};
@@ -47,6 +50,11 @@ pub fn clone_stopped_cluster(
             })?;
             report.steps.push((Step::CopyFiles, started.elapsed()));
             options.progress.done(Step::CopyFiles);
+            let config_started = std::time::Instant::now();
+            write_clone_config(target, options.standby, run_as.as_ref())?;
+            report.steps.push((Step::Config, config_started.elapsed()));
+            options.progress.done(Step::Config);
+            report.elapsed = started.elapsed();
             Ok(report)
         });
     if result.is_err() {

@@ -20,7 +20,8 @@ use super::file::copy_contents;
 use super::tree::{copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
 use super::{
-    check_file_systems, check_target, give_to, make_target, undo_target, CloneOptions, Step,
+    check_file_systems, check_target, give_to, make_target, undo_target, write_clone_config,
+    write_file, CloneOptions, Step,
 };
 use crate::config::Config;
 use crate::data_dir;
@@ -84,9 +85,10 @@ struct OnlineClone<'a> {
 impl OnlineClone<'_> {
     fn run(&mut self, socket: &Path) -> Result<()> {
         make_target(self.source, self.target, self.owner)?;
-        self.write_file(
+        write_file(
             &self.target.join("backup_label"),
             PLACEHOLDER_LABEL.as_bytes(),
+            self.owner,
         )?;
         self.done(Step::Placeholder);
 
@@ -153,13 +155,21 @@ impl OnlineClone<'_> {
         self.done(Step::CopyWal);
 
         // Byte for byte what pg_backup_stop returned; replaces the placeholder in one rename.
-        self.write_file(&self.target.join("backup_label"), label_file.as_bytes())?;
+        write_file(
+            &self.target.join("backup_label"),
+            label_file.as_bytes(),
+            self.owner,
+        )?;
         if !map_file.is_empty() {
-            self.write_file(&self.target.join("tablespace_map"), map_file.as_bytes())?;
+            write_file(
+                &self.target.join("tablespace_map"),
+                map_file.as_bytes(),
+                self.owner,
+            )?;
         }
         self.done(Step::Label);
 
-        self.write_config()?;
+        write_clone_config(self.target, self.options.standby, self.owner)?;
         self.done(Step::Config);
 
         self.copy_control_file()?;
@@ -262,34 +272,6 @@ impl OnlineClone<'_> {
         Ok(())
     }
 
-    /// The clone must not archive into the source's archive, follow its primary, restore from
-    /// its archive, or take its port (POSTGRES.md 12).
-    fn write_config(&self) -> Result<()> {
-        let port = portpicker::pick_unused_port().unwrap_or(5432);
-        let settings = [
-            ("archive_mode", "off".to_string()),
-            ("primary_conninfo", "''".to_string()),
-            ("primary_slot_name", "''".to_string()),
-            ("restore_command", "''".to_string()),
-            ("archive_command", "''".to_string()),
-            ("external_pid_file", "''".to_string()),
-            ("port", port.to_string()),
-        ];
-        let path = self.target.join("postgresql.auto.conf");
-        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-        text.push_str(
-            "# pgclone: this clone must not reach its source's archive, primary or port\n",
-        );
-        for (name, value) in settings {
-            text.push_str(&format!("{name} = {value}\n"));
-        }
-        self.write_file(&path, text.as_bytes())?;
-        if self.options.standby {
-            self.write_file(&self.target.join("standby.signal"), b"")?;
-        }
-        Ok(())
-    }
-
     fn copy_control_file(&mut self) -> Result<()> {
         let (from, to) = (
             self.source.join("global/pg_control"),
@@ -317,19 +299,6 @@ impl OnlineClone<'_> {
         self.report.files += 1;
         self.report.bytes += len;
         Ok(())
-    }
-
-    /// Writes a whole file through a temporary name and a rename, so it is never half there.
-    fn write_file(&self, path: &Path, contents: &[u8]) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".pgclone-tmp");
-        let temporary = PathBuf::from(temporary);
-        std::fs::write(&temporary, contents).doing("write", &temporary)?;
-        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
-            .doing("chmod", &temporary)?;
-        give_to(self.owner, &temporary)?;
-        std::fs::rename(&temporary, path).doing("write", path)
     }
 
     fn merge(&mut self, copied: CloneReport) {

@@ -334,6 +334,7 @@ fn a_cloner_killed_at_any_step_leaves_the_source_clean_and_the_target_unstartabl
             .env("PGCLONE_IT_SOURCE", source.data_dir())
             .env("PGCLONE_IT_TARGET", &target)
             .env("PGCLONE_IT_STEP", step)
+            .env("PGCLONE_DIR", &root)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -372,7 +373,13 @@ fn a_cloner_killed_at_any_step_leaves_the_source_clean_and_the_target_unstartabl
                 "after {step}: {err}"
             );
         }
-        std::fs::remove_dir_all(&target).unwrap();
+        let garbage = pgclone::collect_garbage(Some(&root), false).unwrap();
+        assert_eq!(
+            garbage.unfinished,
+            vec![target.clone()],
+            "gc removes the unfinished clone after {step}"
+        );
+        assert!(!target.exists());
     }
 }
 
@@ -381,6 +388,7 @@ pub fn clone_until_step() -> String {
     let source = PathBuf::from(std::env::var("PGCLONE_IT_SOURCE").unwrap());
     let target = PathBuf::from(std::env::var("PGCLONE_IT_TARGET").unwrap());
     let stop_at = std::env::var("PGCLONE_IT_STEP").unwrap();
+    let _record = pgclone::UnfinishedClone::begin(None, &target).unwrap(); // as `pgclone clone` does
     let options = CloneOptions::new().on_progress(move |event| {
         if let CloneEvent::Done(step) = event {
             if format!("{step:?}") == stop_at {

@@ -1,0 +1,273 @@
+//! The `pgclone` command, end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pgclone::TempCluster;
+
+fn pgclone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn reflink_required() -> bool {
+    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
+}
+
+/// A root of its own under PGCLONE_DIR (CI points it at XFS or ext4).
+fn test_root(name: &str) -> PathBuf {
+    let base = std::env::var_os("PGCLONE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pgclone"));
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("cli-{name}-"))
+        .tempdir_in(base)
+        .unwrap()
+        .keep();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn query(socket_dir: &str, port: u64, sql: &str) -> String {
+    let url = format!(
+        "postgresql://postgres@{}:{port}/postgres",
+        socket_dir.replace('/', "%2F")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client.simple_query(sql).await.unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_default()
+    })
+}
+
+fn running_source(root: &Path) -> TempCluster {
+    let source = TempCluster::builder().root(root).start().unwrap();
+    let server = source.server();
+    query(
+        &server.socket_dir().display().to_string(),
+        server.port() as u64,
+        "create table t as select 42 as answer",
+    );
+    source
+}
+
+fn process_runs(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn clone_of_a_running_cluster_with_start_leaves_a_running_clone_and_reports_as_json() {
+    let root = test_root("start");
+    let source = running_source(&root);
+    let target = root.join("clone");
+    let data = source.data_dir();
+    let output = pgclone(&[
+        "clone",
+        data.to_str().unwrap(),
+        target.to_str().unwrap(),
+        "--start",
+        "--json",
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(report["files"].as_u64().unwrap() > 100, "{report}");
+    assert!(
+        report["start_lsn"].as_str().unwrap().contains('/'),
+        "{report}"
+    );
+    assert!(report["wal_segments"].as_u64().unwrap() >= 1);
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.first(), Some(&"placeholder label"));
+    assert_eq!(steps.last(), Some(&"pg_control"));
+    if reflink_required() {
+        assert_eq!(report["method"], "reflink", "{report}");
+        assert_eq!(report["bytes_shared"], report["bytes"], "{report}");
+    }
+
+    // The clone outlives the command that started it.
+    let server = &report["server"];
+    let pid = server["pid"].as_u64().unwrap();
+    assert!(process_runs(pid));
+    let socket_dir = server["socket_dir"].as_str().unwrap();
+    let port = server["port"].as_u64().unwrap();
+    assert_eq!(query(socket_dir, port, "select answer::text from t"), "42");
+
+    // Stopped as the command said: SIGINT (fast shutdown).
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while process_runs(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!process_runs(pid));
+    assert_eq!(
+        std::fs::read_dir(root.join("unfinished")).unwrap().count(),
+        0,
+        "finished clones leave no record"
+    );
+}
+
+#[test]
+fn clone_of_a_stopped_cluster_prints_method_files_and_steps() {
+    let root = test_root("stopped");
+    let data = running_source(&root).keep().unwrap().join("data");
+    let target = root.join("clone");
+    let output = pgclone(&[
+        "clone",
+        data.to_str().unwrap(),
+        target.to_str().unwrap(),
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for expected in [
+        "cloned ",
+        "method ",
+        "files ",
+        "shared",
+        "copy files",
+        "total ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("start LSN"),
+        "an offline clone has no backup:\n{text}"
+    );
+    assert!(target.join("global/pg_control").exists());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_a_failure_exit() {
+    let root = test_root("bad");
+    let source = running_source(&root);
+    let data = source.data_dir();
+
+    let full = root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("x"), "").unwrap();
+    let output = pgclone(&[
+        "clone",
+        data.to_str().unwrap(),
+        full.to_str().unwrap(),
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("is not empty"),
+        "{}",
+        stderr(&output)
+    );
+
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let elsewhere = shm.path().join("clone");
+    let output = pgclone(&[
+        "clone",
+        data.to_str().unwrap(),
+        elsewhere.to_str().unwrap(),
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("--allow-copy"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!elsewhere.exists());
+
+    let output = pgclone(&[
+        "clone",
+        "/nonexistent",
+        root.join("t").to_str().unwrap(),
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("not a PostgreSQL data directory"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn doctor_names_binaries_file_system_and_methods() {
+    let root = test_root("doctor");
+    let output = pgclone(&["doctor", root.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for expected in [
+        "postgres ",
+        "directory ",
+        "FICLONE ",
+        "copy_file_range ",
+        "cluster mode ",
+        "database mode ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    if reflink_required() {
+        assert!(text.contains("cluster mode     reflink"), "{text}");
+    }
+}
+
+#[test]
+fn gc_removes_kept_clones_only_when_asked() {
+    let root = test_root("gc");
+    let kept = TempCluster::builder()
+        .root(&root)
+        .start()
+        .unwrap()
+        .keep()
+        .unwrap();
+    let output = pgclone(&["gc", "--dir", root.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(kept.exists(), "a kept clone survives a plain gc");
+    let output = pgclone(&["gc", "--kept", "--dir", root.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("removed clone"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(!kept.exists());
+}

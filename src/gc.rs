@@ -1,0 +1,72 @@
+//! Garbage collection: what killed processes left behind, and what users kept.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::root::Root;
+use crate::run_as::RunAs;
+use crate::socket_dir;
+
+/// What [`collect_garbage`] removed.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    /// Clone directories whose owner process is gone (or that were kept, when asked).
+    pub clones: Vec<PathBuf>,
+    /// Targets of clones whose maker died half way (`pgclone clone` killed).
+    pub unfinished: Vec<PathBuf>,
+    /// Stale socket directories.
+    pub socket_dirs: usize,
+}
+
+/// Removes, under the pgclone directory `root` (default: `PGCLONE_DIR` or the default root),
+/// the clones of dead processes (stopping their servers), unfinished clones, and stale socket
+/// directories; with `include_kept`, also the clones users kept (`PGCLONE_KEEP`, `keep()`).
+pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcReport> {
+    let config = Config::from_env()?;
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    let root = Root::open(root.or(config.root.as_deref()), run_as.as_ref())?;
+    let socket_parent = config.socket_dir.unwrap_or_else(socket_dir::default_parent);
+    Ok(GcReport {
+        clones: root.reap_stale_clones(include_kept),
+        unfinished: root.reap_unfinished_clones(),
+        socket_dirs: socket_dir::reap_stale(&socket_parent),
+    })
+}
+
+/// The pgclone directory this process uses (`PGCLONE_DIR`, else `<cargo target dir>/pgclone`,
+/// else `<tmp>/pgclone-root-<uid>`), created if needed.
+pub fn pgclone_dir() -> Result<PathBuf> {
+    let config = Config::from_env()?;
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    Ok(Root::open(config.root.as_deref(), run_as.as_ref())?
+        .path()
+        .to_path_buf())
+}
+
+/// A clone being made outside the pgclone directory, recorded in it until this value drops, so
+/// that [`collect_garbage`] removes the target if this process dies before finishing it.
+#[derive(Debug)]
+pub struct UnfinishedClone {
+    record: PathBuf,
+}
+
+impl UnfinishedClone {
+    /// Records the clone at `target` in the pgclone directory `root` (default as in
+    /// [`collect_garbage`]).
+    pub fn begin(root: Option<&Path>, target: &Path) -> Result<UnfinishedClone> {
+        let config = Config::from_env()?;
+        let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+        let root = Root::open(root.or(config.root.as_deref()), run_as.as_ref())?;
+        let target = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
+        Ok(UnfinishedClone {
+            record: root.record_unfinished(&target)?,
+        })
+    }
+}
+
+impl Drop for UnfinishedClone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
