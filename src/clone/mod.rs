@@ -40,6 +40,7 @@ pub struct CloneOptions {
     pub(crate) standby: bool,
     pub(crate) user: Option<String>,
     pub(crate) progress: Progress,
+    pub(crate) threads: Option<usize>,
 }
 
 impl CloneOptions {
@@ -65,6 +66,18 @@ impl CloneOptions {
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self
+    }
+
+    /// How many threads copy files (default: the available cores, at most 4). Cloning is one
+    /// system call per file, so many small files go faster in parallel (see `benches/clone.rs`).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    pub(crate) fn copy_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
     }
 
     /// Called after each step and every few hundred files copied (progress bars, tests).

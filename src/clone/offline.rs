@@ -39,6 +39,7 @@ pub fn clone_stopped_cluster(
                 Source::Stopped,
                 run_as.as_ref(),
                 &options.progress,
+                options.copy_threads(),
             )
         })
         .and_then(|mut report| {

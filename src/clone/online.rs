@@ -127,6 +127,7 @@ impl OnlineClone<'_> {
             Source::Running,
             self.owner,
             &self.options.progress,
+            self.options.copy_threads(),
         )?;
         self.merge(copied);
         check_tablespaces(self.source).map_err(|e| {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::exclude::{self, Source};
@@ -55,41 +57,53 @@ impl CloneReport {
     }
 }
 
-/// Copies the tree below `source` into the (existing, empty) directory `target`.
+/// Copies the tree below `source` into the (existing, empty) directory `target`: first the
+/// walk (directories created, exclusions applied, files listed), then the files, on `threads`
+/// threads (cloning is per-file system calls, so many small files go faster in parallel).
 pub(crate) fn copy_tree(
     source: &Path,
     target: &Path,
     kind: Source,
     owner: Option<&RunAs>,
     progress: &Progress,
+    threads: usize,
 ) -> Result<CloneReport> {
     let started = Instant::now();
-    let fs = (device_of(source)?, device_of(target)?);
     let mut walk = Walk {
         kind,
         owner,
-        fs,
-        progress,
+        files: Vec::new(),
         report: CloneReport::default(),
     };
-    walk.copy_dir(source, target, Path::new(""))?;
-    walk.report.elapsed = started.elapsed();
-    Ok(walk.report)
+    walk.walk_dir(source, target, Path::new(""))?;
+    let copier = FileCopier {
+        kind,
+        owner,
+        fs: (device_of(source)?, device_of(target)?),
+        progress,
+        files_done: AtomicU64::new(0),
+        bytes_done: AtomicU64::new(0),
+    };
+    let tally = copier.copy_all(&walk.files, threads)?;
+    let mut report = walk.report;
+    report.files = tally.files;
+    report.bytes = tally.bytes;
+    report.vanished = tally.vanished;
+    report.by_method = tally.by_method;
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
+/// The walk: creates the directories, lists the files to copy.
 struct Walk<'a> {
     kind: Source,
     owner: Option<&'a RunAs>,
-    fs: (u64, u64),
-    progress: &'a Progress,
+    files: Vec<(PathBuf, PathBuf)>,
     report: CloneReport,
 }
 
-/// Progress is reported every this many files.
-const PROGRESS_EVERY: u64 = 256;
-
 impl Walk<'_> {
-    fn copy_dir(&mut self, source: &Path, target: &Path, rel: &Path) -> Result<()> {
+    fn walk_dir(&mut self, source: &Path, target: &Path, rel: &Path) -> Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(source)
             .doing("list", source)?
             .collect::<std::io::Result<_>>()
@@ -110,12 +124,12 @@ impl Walk<'_> {
                 continue;
             }
             if file_type.is_symlink() {
-                self.copy_symlinked(&from, &to, &rel_child)?;
+                self.walk_symlinked(&from, &to, &rel_child)?;
             } else if file_type.is_dir() {
                 self.make_dir(&from, &to)?;
-                self.copy_dir(&from, &to, &rel_child)?;
+                self.walk_dir(&from, &to, &rel_child)?;
             } else if file_type.is_file() {
-                self.copy_file(&from, &to)?;
+                self.files.push((from, to));
             }
             // Sockets and fifos have no place in a data directory: leave them out.
         }
@@ -124,10 +138,10 @@ impl Walk<'_> {
 
     /// `pg_wal` may be a symlink (`initdb -X`): the clone gets a real directory with its
     /// contents. A tablespace link would make the clone write into the source's tablespace.
-    fn copy_symlinked(&mut self, from: &Path, to: &Path, rel: &Path) -> Result<()> {
+    fn walk_symlinked(&mut self, from: &Path, to: &Path, rel: &Path) -> Result<()> {
         if rel == Path::new("pg_wal") {
             self.make_dir(from, to)?;
-            return self.copy_dir(from, to, rel);
+            return self.walk_dir(from, to, rel);
         }
         let target = std::fs::read_link(from).unwrap_or_default();
         let what = if rel.starts_with("pg_tblspc") {
@@ -153,16 +167,92 @@ impl Walk<'_> {
             .create(to)
             .doing("create directory", to)?;
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).doing("chmod", to)?;
-        self.give_to_owner(to)?;
+        if let Some(user) = self.owner {
+            user.chown(to)?;
+        }
         self.report.dirs += 1;
         Ok(())
     }
+}
 
-    fn copy_file(&mut self, from: &Path, to: &Path) -> Result<()> {
+/// Progress is reported every this many files.
+const PROGRESS_EVERY: u64 = 256;
+
+/// What some files' copies came to.
+#[derive(Default)]
+struct Tally {
+    files: u64,
+    bytes: u64,
+    vanished: u64,
+    by_method: BTreeMap<CopyMethod, (u64, u64)>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.vanished += other.vanished;
+        for (method, (files, bytes)) in other.by_method {
+            let entry = self.by_method.entry(method).or_default();
+            entry.0 += files;
+            entry.1 += bytes;
+        }
+    }
+}
+
+/// Copies listed files, shared by the copying threads.
+struct FileCopier<'a> {
+    kind: Source,
+    owner: Option<&'a RunAs>,
+    fs: (u64, u64),
+    progress: &'a Progress,
+    files_done: AtomicU64,
+    bytes_done: AtomicU64,
+}
+
+impl FileCopier<'_> {
+    /// Copies all files, each thread taking the next one; the first error stops them all.
+    fn copy_all(&self, files: &[(PathBuf, PathBuf)], threads: usize) -> Result<Tally> {
+        let next = AtomicUsize::new(0);
+        let failed = Mutex::new(None);
+        let work = || {
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((from, to)) = files.get(i) else {
+                    break;
+                };
+                if let Err(e) = self.copy_one(from, to, &mut tally) {
+                    failed.lock().unwrap().get_or_insert(e);
+                    next.store(files.len(), Ordering::Relaxed); // stop the others
+                    break;
+                }
+            }
+            tally
+        };
+        let threads = threads.clamp(1, files.len().max(1));
+        let mut total = Tally::default();
+        if threads == 1 {
+            total = work();
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+                for worker in workers {
+                    total.add(worker.join().expect("a copying thread panicked"));
+                }
+            });
+        }
+        match failed.into_inner().unwrap() {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    fn copy_one(&self, from: &Path, to: &Path, tally: &mut Tally) -> Result<()> {
         let source = match File::open(from) {
             // A running cluster drops relations while we copy: WAL replay accounts for that.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.kind == Source::Running => {
-                self.report.vanished += 1;
+                tally.vanished += 1;
                 return Ok(());
             }
             opened => opened.doing("open", from)?,
@@ -178,23 +268,20 @@ impl Walk<'_> {
         target
             .set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
             .doing("chmod", to)?;
-        self.give_to_owner(to)?;
-        let entry = self.report.by_method.entry(method).or_default();
+        if let Some(user) = self.owner {
+            user.chown(to)?;
+        }
+        let entry = tally.by_method.entry(method).or_default();
         entry.0 += 1;
         entry.1 += meta.len();
-        self.report.files += 1;
-        self.report.bytes += meta.len();
-        if self.report.files % PROGRESS_EVERY == 0 {
-            self.progress.copied(self.report.files, self.report.bytes);
+        tally.files += 1;
+        tally.bytes += meta.len();
+        let files = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = self.bytes_done.fetch_add(meta.len(), Ordering::Relaxed) + meta.len();
+        if files % PROGRESS_EVERY == 0 {
+            self.progress.copied(files, bytes);
         }
         Ok(())
-    }
-
-    fn give_to_owner(&self, path: &Path) -> Result<()> {
-        match self.owner {
-            Some(user) => user.chown(path),
-            None => Ok(()),
-        }
     }
 }
 
