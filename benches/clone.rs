@@ -254,7 +254,7 @@ fn basebackup_ms(
         .status()?;
     let elapsed = started.elapsed();
     std::fs::remove_dir_all(target).ok();
-    Ok(status.success().then(|| elapsed.as_secs_f64() * 1000.0))
+    Ok(status.success().then_some(elapsed.as_secs_f64() * 1000.0))
 }
 
 fn psql(cluster: &TempCluster, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
