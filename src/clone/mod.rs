@@ -226,7 +226,9 @@ fn write_clone_config(target: &Path, standby: bool, owner: Option<&RunAs>) -> Re
         ("primary_conninfo", "''".to_string()),
         ("primary_slot_name", "''".to_string()),
         ("restore_command", "''".to_string()),
-        ("external_pid_file", "''".to_string()),
+        // Relative to the clone's own data directory: never the source's pid file (Debian sets
+        // one in /var/run/postgresql), and valid on every version ('' is a path before 15).
+        ("external_pid_file", "'postmaster.external.pid'".to_string()),
         ("port", port.to_string()),
     ];
     let path = target.join("postgresql.auto.conf");
