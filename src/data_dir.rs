@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::binaries::PgBinaries;
+use crate::options::Resolved;
+use crate::run_as::RunAs;
+use crate::server;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 
 /// Settings for disposable test clusters, written into `postgresql.conf` by `initdb` time.
@@ -19,6 +22,37 @@ pub const TEST_SETTINGS: &[(&str, &str)] = &[
 
 /// Where pgclone keeps the superuser's password (for TCP clients) inside a cluster it made.
 pub const PASSWORD_FILE: &str = "pgclone.password";
+
+/// Creates a cluster in `data_dir` (which must not exist; its parent belongs to the server's
+/// user) with `initdb`, the superuser `password`, the test settings and then `settings`.
+pub(crate) fn create(
+    env: &Resolved,
+    data_dir: &Path,
+    log_path: &Path,
+    password: &str,
+    settings: &[(String, String)],
+) -> Result<()> {
+    let run_as = env.run_as.as_ref();
+    let pwfile = data_dir.with_extension("pwfile");
+    write_private(&pwfile, password, run_as)?;
+    let created = server::initdb(&env.binaries, data_dir, &pwfile, run_as, log_path);
+    std::fs::remove_file(&pwfile).doing("remove", &pwfile)?;
+    created?;
+    write_private(&data_dir.join(PASSWORD_FILE), password, run_as)?;
+    let extra = settings.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    append_settings(data_dir, TEST_SETTINGS.iter().copied().chain(extra))
+}
+
+/// Writes a file only its owner may read (the run-as user's when given).
+fn write_private(path: &Path, contents: &str, owner: Option<&RunAs>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).doing("write", path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).doing("chmod", path)?;
+    if let Some(user) = owner {
+        user.chown(path)?;
+    }
+    Ok(())
+}
 
 /// Fails unless `data_dir` is a PostgreSQL data directory whose major matches `bins`.
 pub fn check(data_dir: &Path, bins: &PgBinaries) -> Result<()> {

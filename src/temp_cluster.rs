@@ -1,17 +1,15 @@
 //! A throwaway cluster: `initdb` into `<root>/clones/<id>/`, started, removed on drop.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::binaries::PgBinaries;
 use crate::config::Config;
-use crate::data_dir::{self, TEST_SETTINGS};
+use crate::data_dir;
 use crate::error::{IoContext, Result};
 use crate::options::ServerOptions;
 use crate::root::{self, Root, KEEP_FILE};
-use crate::run_as::RunAs;
-use crate::server::{self, Server, StartSpec, SUPERUSER};
+use crate::server::{Server, StartSpec, SUPERUSER};
 use crate::url::{connection_url, Endpoint};
 
 /// How long each step of making a [`TempCluster`] took.
@@ -219,18 +217,8 @@ impl TempClusterBuilder {
         let log_path = cluster.dir.join("postgres.log");
 
         let started = Instant::now();
-        let pwfile = cluster.dir.join("pwfile");
-        write_private(&pwfile, &cluster.password, run_as)?;
-        server::initdb(&cluster.binaries, &data, &pwfile, run_as, &log_path)?;
-        std::fs::remove_file(&pwfile).doing("remove", &pwfile)?;
+        data_dir::create(&env, &data, &log_path, &cluster.password, &[])?;
         cluster.timings.initdb = started.elapsed();
-
-        write_private(
-            &data.join(data_dir::PASSWORD_FILE),
-            &cluster.password,
-            run_as,
-        )?;
-        data_dir::append_settings(&data, TEST_SETTINGS.iter().copied())?;
 
         let server = Server::start_with(&StartSpec {
             env: &env,
@@ -244,12 +232,3 @@ impl TempClusterBuilder {
     }
 }
 
-/// Writes a file only its owner may read (the run-as user's when given).
-fn write_private(path: &Path, contents: &str, owner: Option<&RunAs>) -> Result<()> {
-    std::fs::write(path, contents).doing("write", path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).doing("chmod", path)?;
-    if let Some(user) = owner {
-        user.chown(path)?;
-    }
-    Ok(())
-}
