@@ -7,6 +7,10 @@
 //! | `PGCLONE_DIR` | where clusters live (default: `<cargo target dir>/pgclone`) |
 //! | `PGCLONE_RUN_AS` | the user that runs PostgreSQL when pgclone runs as root (default: `postgres`, else `nobody`) |
 //! | `PGCLONE_SOCKET_DIR` | where the short private socket directories are made (default: `/tmp`) |
+//! | `PGCLONE_KEEP` | `failed`: keep a failing test's clone; `always`: keep every clone (default: none) |
+//! | `PGCLONE_REBUILD` | `1`: rebuild goldens once in this run even if cached |
+//! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
+//! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
 //!
 //! An empty value counts as unset.
 
@@ -22,6 +26,19 @@ pub(crate) struct Config {
     pub root: Option<PathBuf>,
     pub run_as: Option<String>,
     pub socket_dir: Option<PathBuf>,
+    pub keep: Keep,
+    pub rebuild: bool,
+    pub manifest_dir: Option<PathBuf>,
+    pub run_id: Option<String>,
+}
+
+/// `PGCLONE_KEEP`: which clones outlive their test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Keep {
+    #[default]
+    Never,
+    Failed,
+    Always,
 }
 
 impl Config {
@@ -36,7 +53,22 @@ impl Config {
                 .hint("set it to a major such as 15 or 18, or unset it to use the newest installed")
             })?),
         };
+        let keep = match var("PGCLONE_KEEP").as_deref() {
+            None | Some("never") | Some("0") => Keep::Never,
+            Some("failed") => Keep::Failed,
+            Some("always") | Some("1") => Keep::Always,
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("PGCLONE_KEEP={other:?} is not one of never, failed, always"),
+                ))
+            }
+        };
         Ok(Config {
+            keep,
+            rebuild: var("PGCLONE_REBUILD").is_some_and(|v| v != "0"),
+            manifest_dir: var("CARGO_MANIFEST_DIR").map(PathBuf::from),
+            run_id: var("NEXTEST_RUN_ID"),
             pg_bin: var("PGCLONE_PG_BIN").map(PathBuf::from),
             pg_version,
             root: var("PGCLONE_DIR").map(PathBuf::from),

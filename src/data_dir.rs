@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::binaries::PgBinaries;
+use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::options::Resolved;
 use crate::run_as::RunAs;
 use crate::server;
-use crate::error::{Error, ErrorKind, IoContext, Result};
 
 /// Settings for disposable test clusters, written into `postgresql.conf` by `initdb` time.
 /// Durability is pointless for a clone that is thrown away (POSTGRES.md 17).

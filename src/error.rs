@@ -48,6 +48,8 @@ pub enum ErrorKind {
     CrossFilesystem,
     /// Something pgclone does not handle (yet), such as tablespaces.
     Unsupported,
+    /// A golden's recipe is wrong (a missing file) or building it failed (a migration).
+    Golden,
     /// A file system operation failed.
     Io,
 }

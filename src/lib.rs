@@ -24,8 +24,12 @@ mod clone;
 mod config;
 mod data_dir;
 mod error;
+mod exit;
 mod fs_probe;
 mod gc;
+mod golden;
+mod harness;
+mod lock;
 mod options;
 mod pg_control;
 mod root;
@@ -33,6 +37,8 @@ mod run_as;
 mod server;
 mod socket_dir;
 mod temp_cluster;
+mod template;
+mod test_db;
 mod url;
 mod wire;
 
@@ -44,18 +50,28 @@ pub use clone::{
 pub use error::{Error, ErrorKind, Result};
 pub use fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
 pub use gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
+pub use golden::{BoxError, Golden};
 pub use options::ServerOptions;
 pub use pg_control::{cluster_state, ClusterState};
 pub use run_as::RunAs;
 pub use server::Server;
 pub use socket_dir::MAX_SOCKET_PATH;
 pub use temp_cluster::{TempCluster, TempClusterBuilder, Timings};
+pub use test_db::{Method, Mode, TestDb, TestDbBuilder};
 
 /// The user PostgreSQL runs as when this process is root (`PGCLONE_RUN_AS`, default `postgres`,
 /// else `nobody`); `None` when this process is not root and runs PostgreSQL itself.
 pub fn run_as_user() -> Result<Option<RunAs>> {
     RunAs::for_current_user(config::Config::from_env()?.run_as.as_deref())
 }
+
+/// What `#[pgclone::test]` expands to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::harness::{run_async, run_sync, TestOutcome, TestSpec};
+}
+
+pub use pgclone_macros::test;
 
 /// The README's examples, compiled and checked as doctests.
 #[doc = include_str!("../README.md")]

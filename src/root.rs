@@ -17,6 +17,8 @@ use crate::run_as::RunAs;
 use crate::server;
 
 const CLONES: &str = "clones";
+/// Clone directories on their way out, deleted by a background thread (or the next run).
+const TRASH: &str = "trash";
 /// Records of clones made outside the root (the CLI's), while they are being made.
 const UNFINISHED: &str = "unfinished";
 const OWNER_FILE: &str = "owner";
@@ -92,11 +94,12 @@ impl Root {
     /// Stops the servers of, and removes, clones whose owner process is gone (and, with
     /// `include_kept`, the ones users kept). Returns the directories removed.
     pub fn reap_stale_clones(&self, include_kept: bool) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.path.join(CLONES)) else {
-            return Vec::new();
-        };
+        let dirs = [CLONES, TRASH]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(self.path.join(sub)).ok())
+            .flat_map(|entries| entries.flatten().map(|e| e.path()));
         let mut reaped = Vec::new();
-        for dir in entries.flatten().map(|e| e.path()) {
+        for dir in dirs {
             // A kept clone is stopped and the user's: it goes when asked, whoever made it.
             let remove = match dir.join(KEEP_FILE).exists() {
                 true => include_kept,
@@ -159,6 +162,52 @@ impl Root {
     }
 }
 
+/// Removes a clone directory whose server is stopped without making the caller wait: it is
+/// renamed into `<root>/trash/` at once and deleted by a background thread. What the thread has
+/// not deleted when the process exits is deleted at exit, or reaped by the next run.
+pub(crate) fn discard(dir: &Path) -> Result<()> {
+    let Some(root) = dir.parent().and_then(Path::parent) else {
+        return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);
+    };
+    let trash = root.join(TRASH);
+    create_shared_dir(&trash)?;
+    let moved = trash.join(dir.file_name().unwrap_or_default());
+    if std::fs::rename(dir, &moved).is_err() {
+        return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);
+    }
+    deleter().lock().unwrap().push(moved);
+    Ok(())
+}
+
+/// Deletes what `discard` queued (a thread drains it; exit drains the rest).
+fn deleter() -> &'static Mutex<Vec<PathBuf>> {
+    static QUEUE: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("pgclone-deleter".into())
+            .spawn(|| loop {
+                let next = deleter().lock().unwrap().pop();
+                match next {
+                    Some(dir) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    None => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            })
+            .expect("start the pgclone deleter thread");
+        crate::exit::at_exit(empty_trash);
+        Mutex::new(Vec::new())
+    })
+}
+
+/// Deletes every queued directory now (at process exit).
+fn empty_trash() {
+    let queued = std::mem::take(&mut *deleter().lock().unwrap());
+    for dir in queued {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// True the first time this process asks about (`what`, `path`): reaping is done once per
 /// directory and kind of debris.
 pub(crate) fn first_use_in_process(what: &'static str, path: &Path) -> bool {
@@ -196,7 +245,7 @@ fn owner_is_gone(dir: &Path) -> bool {
 }
 
 /// A directory every user may traverse: the run-as user must reach the clones inside.
-fn create_shared_dir(path: &Path) -> Result<()> {
+pub(crate) fn create_shared_dir(path: &Path) -> Result<()> {
     if !path.is_dir() {
         std::fs::create_dir_all(path).doing("create", path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))

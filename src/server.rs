@@ -38,6 +38,18 @@ pub const SUPERUSER: &str = "postgres";
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The port a Unix-socket-only server uses: its socket directory is private, so it never collides.
 const SOCKET_ONLY_PORT: u16 = 5432;
+/// What every cluster pgclone makes is created with (part of a golden's cache key): UTF8 in the
+/// C locale, no fsync, trust only on the local socket, passwords over TCP.
+pub(crate) const INITDB_ARGS: &[&str] = &[
+    "-U",
+    SUPERUSER,
+    "-E",
+    "UTF8",
+    "--locale=C",
+    "--no-sync",
+    "--auth-local=trust",
+    "--auth-host=scram-sha-256",
+];
 /// How long initdb may take before it is considered hung.
 const INITDB_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many free TCP ports to try when another process takes the one picked first.
@@ -60,8 +72,7 @@ pub(crate) fn initdb(
     );
     cmd.arg("-D")
         .arg(data_dir)
-        .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync"])
-        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .args(INITDB_ARGS)
         .arg(format!("--pwfile={}", pwfile.display()));
     if bins.version().major() >= 14 {
         cmd.arg("--no-instructions");

@@ -226,6 +226,11 @@ impl Drop for Session {
     }
 }
 
+/// A SQL identifier: `"my ""db"""`.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// A SQL string literal: `'it''s'`.
 pub(crate) fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -328,6 +333,7 @@ mod tests {
         .concat();
         assert_eq!(parse_data_row(&row), vec![Some("abc".to_string()), None]);
         assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]

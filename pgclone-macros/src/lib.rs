@@ -1,4 +1,31 @@
-//! Procedural macros of pgclone. Use them through the `pgclone` crate.
+//! Procedural macros of pgclone. Use them through the `pgclone` crate (`#[pgclone::test]`).
 //!
-//! `#[pgclone::test]` arrives with the test harness; this crate does no I/O and knows nothing
-//! about PostgreSQL: the attribute expands to one call into the `pgclone` library.
+//! This crate does no I/O and knows nothing about PostgreSQL: the attribute expands to one call
+//! into the `pgclone` library.
+
+mod entry;
+
+/// Runs a test with its own PostgreSQL database, a copy of a golden cluster.
+///
+/// ```ignore
+/// #[pgclone::test(golden = app)]                 // cluster mode: a whole cluster per test
+/// async fn signs_up(db: pgclone::TestDb) { /* db.client() ... */ }
+///
+/// #[pgclone::test(golden = app, mode = "database")]   // a database per test in a shared server
+/// async fn cheap(db: pgclone::TestDb) -> Result<(), Box<dyn std::error::Error>> { Ok(()) }
+///
+/// #[pgclone::test]                               // no golden: an empty cluster
+/// fn sync_test(db: pgclone::TestDb) { let _url = db.connection_string(); }
+/// ```
+///
+/// Arguments: `golden = <path to fn() -> Golden>`, `mode = "cluster" | "database"`, and for async
+/// tests the tokio runtime's `flavor = "current_thread" | "multi_thread"` and `worker_threads = N`.
+/// The function takes one argument, the `TestDb`, and returns `()` or `Result<(), E: Debug>`.
+/// Other attributes (`#[should_panic]`, `#[ignore]`) keep working.
+#[proc_macro_attribute]
+pub fn test(
+    args: proc_macro::TokenStream,
+    item: proc_macro::TokenStream,
+) -> proc_macro::TokenStream {
+    entry::test(args.into(), item.into()).into()
+}

@@ -4,6 +4,7 @@ mod bad_input;
 mod concurrency;
 mod consistency;
 mod environment;
+mod harness_smoke;
 mod helpers;
 mod lifecycle;
 mod offline_clone;

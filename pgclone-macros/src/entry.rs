@@ -1,0 +1,201 @@
+//! The expansion of `#[pgclone::test]`: the user's function, kept as it is under a private name,
+//! and a plain `#[test] fn` that hands it to `pgclone::__private::run_async` (or `run_sync`).
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ExprPath, ItemFn, Lit, Meta, Token};
+
+/// The arguments, checked.
+struct Args {
+    golden: Option<ExprPath>,
+    database_mode: bool,
+    multi_thread: Option<bool>,
+    worker_threads: Option<usize>,
+}
+
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(e) => return with_error(item, e),
+    };
+    match parse_args(args).and_then(|args| expand(&function, args)) {
+        Ok(tokens) => tokens,
+        // Keep the function so that IDEs and other errors still see it.
+        Err(e) => with_error(quote!(#function), e),
+    }
+}
+
+fn parse_args(args: TokenStream) -> syn::Result<Args> {
+    let mut parsed = Args {
+        golden: None,
+        database_mode: false,
+        multi_thread: None,
+        worker_threads: None,
+    };
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
+    for meta in metas {
+        let Meta::NameValue(pair) = &meta else {
+            return Err(syn::Error::new_spanned(
+                meta,
+                "expected `name = value`, e.g. `golden = app`",
+            ));
+        };
+        let name = pair
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        match name.as_str() {
+            "golden" => match &pair.value {
+                Expr::Path(path) => parsed.golden = Some(path.clone()),
+                other => return Err(syn::Error::new_spanned(
+                    other,
+                    "`golden` takes the path of a `fn() -> pgclone::Golden`, e.g. `golden = app`",
+                )),
+            },
+            "mode" => {
+                parsed.database_mode = match string(&pair.value)?.as_str() {
+                    "cluster" => false,
+                    "database" => true,
+                    _ => {
+                        return Err(syn::Error::new_spanned(
+                            &pair.value,
+                            "`mode` is \"cluster\" or \"database\"",
+                        ))
+                    }
+                }
+            }
+            "flavor" => {
+                parsed.multi_thread = Some(match string(&pair.value)?.as_str() {
+                    "current_thread" => false,
+                    "multi_thread" => true,
+                    _ => {
+                        return Err(syn::Error::new_spanned(
+                            &pair.value,
+                            "`flavor` is \"current_thread\" or \"multi_thread\"",
+                        ))
+                    }
+                })
+            }
+            "worker_threads" => {
+                let Expr::Lit(ExprLit {
+                    lit: Lit::Int(n), ..
+                }) = &pair.value
+                else {
+                    return Err(syn::Error::new_spanned(
+                        &pair.value,
+                        "`worker_threads` takes a number",
+                    ));
+                };
+                parsed.worker_threads = Some(n.base10_parse()?);
+            }
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &pair.path,
+                    "unknown argument; expected `golden`, `mode`, `flavor` or `worker_threads`",
+                ))
+            }
+        }
+    }
+    if parsed.worker_threads.is_some() && parsed.multi_thread == Some(false) {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`worker_threads` needs `flavor = \"multi_thread\"`",
+        ));
+    }
+    Ok(parsed)
+}
+
+fn string(value: &Expr) -> syn::Result<String> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
+        other => Err(syn::Error::new_spanned(other, "expected a string literal")),
+    }
+}
+
+fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
+    let signature = &function.sig;
+    if let Some(attr) = function.attrs.iter().find(|a| a.path().is_ident("test")) {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "second test attribute: #[pgclone::test] already makes this a test",
+        ));
+    }
+    if signature.inputs.len() != 1 {
+        return Err(syn::Error::new_spanned(
+            &signature.inputs,
+            "a #[pgclone::test] function takes one argument, its database: `db: pgclone::TestDb`",
+        ));
+    }
+    if !signature.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &signature.generics,
+            "a #[pgclone::test] function cannot be generic",
+        ));
+    }
+    let is_async = signature.asyncness.is_some();
+    if !is_async && (args.multi_thread.is_some() || args.worker_threads.is_some()) {
+        return Err(syn::Error::new_spanned(
+            signature.fn_token,
+            "`flavor` and `worker_threads` are for async tests",
+        ));
+    }
+
+    let name = &signature.ident;
+    let visibility = &function.vis;
+    let attrs = &function.attrs;
+    let should_panic = attrs.iter().any(|a| a.path().is_ident("should_panic"));
+    let mut inner = function.clone();
+    inner.sig.ident = syn::Ident::new("__pgclone_test", name.span());
+    inner
+        .attrs
+        .retain(|a| a.path().is_ident("allow") || a.path().is_ident("expect"));
+    inner.vis = syn::Visibility::Inherited;
+
+    let golden = match &args.golden {
+        Some(path) => quote!(::core::option::Option::Some(#path as fn() -> ::pgclone::Golden)),
+        None => quote!(::core::option::Option::None),
+    };
+    let mode = if args.database_mode {
+        quote!(::pgclone::Mode::Database)
+    } else {
+        quote!(::pgclone::Mode::Cluster)
+    };
+    let multi_thread = args.multi_thread.unwrap_or(false);
+    let workers = match args.worker_threads {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let run = if is_async {
+        quote!(run_async)
+    } else {
+        quote!(run_sync)
+    };
+    Ok(quote! {
+        #[::core::prelude::v1::test]
+        #(#attrs)*
+        #visibility fn #name() {
+            #inner
+            ::pgclone::__private::#run(
+                ::pgclone::__private::TestSpec {
+                    name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
+                    golden: #golden,
+                    mode: #mode,
+                    multi_thread: #multi_thread,
+                    worker_threads: #workers,
+                    should_panic: #should_panic,
+                },
+                __pgclone_test,
+            )
+        }
+    })
+}
+
+fn with_error(tokens: TokenStream, error: syn::Error) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#tokens #error)
+}

@@ -1,0 +1,374 @@
+//! Building a golden once, under a file lock, and finding it again.
+//!
+//! Layout: `<root>/golden/<name>-<key>/` holds `data/` (stopped cleanly, synced), `postgres.log`
+//! and `READY` (written last: a directory without it is not a golden). `<root>/golden/<name>.lock`
+//! is held exclusively while building (and removing older versions), and shared while cloning.
+//! `<root>/golden/builds.log` records every build.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::recipe::{self, Step};
+use super::Golden;
+use crate::clone::{clone_stopped_cluster, CloneOptions, CloneReport};
+use crate::config::Config;
+use crate::data_dir;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::lock::FileLock;
+use crate::options::{Resolved, ServerOptions};
+use crate::root::{self, ProcessId, Root};
+use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::url::{connection_url, Endpoint};
+use crate::wire::quote_ident;
+
+/// A built golden, ready to be cloned.
+#[derive(Debug)]
+pub(crate) struct BuiltGolden {
+    /// The database that holds the fixture.
+    pub dbname: String,
+    pub data_dir: PathBuf,
+    pub root: Root,
+    pub env: Resolved,
+    lock_path: PathBuf,
+}
+
+impl BuiltGolden {
+    /// Clones the golden into `target` (a shared lock keeps a rebuild from removing it meanwhile).
+    pub fn clone_into(&self, target: &Path) -> Result<CloneReport> {
+        let _shared = FileLock::shared(&self.lock_path, Duration::from_secs(1), || {
+            eprintln!("pgclone: waiting for golden {:?} to be built", self.dbname)
+        })?;
+        clone_stopped_cluster(
+            &self.data_dir,
+            target,
+            &CloneOptions::new().allow_copy(true),
+        )
+    }
+}
+
+/// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now.
+pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
+    let config = Config::from_env()?;
+    let env = ServerOptions::new().resolve(&config)?;
+    let base = match &config.manifest_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().doing("find the current directory", Path::new("."))?,
+    };
+    let recipe = recipe::resolve(golden, &env.binaries, &base)?;
+    let root = Root::open(config.root.as_deref(), env.run_as.as_ref())?;
+
+    type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
+    static BUILT: OnceLock<Cells> = OnceLock::new();
+    let cell = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(format!(
+            "{}\0{}\0{}",
+            root.path().display(),
+            golden.name,
+            recipe.key
+        ))
+        .or_default()
+        .clone();
+    let built = cell
+        .get_or_try_init(|| build_or_reuse(golden, recipe, root, env, &config))
+        .await?;
+    Ok(built.clone())
+}
+
+async fn build_or_reuse(
+    golden: &Golden,
+    recipe: recipe::Recipe,
+    root: Root,
+    env: Resolved,
+    config: &Config,
+) -> Result<Arc<BuiltGolden>> {
+    let golden_dir = root.path().join("golden");
+    root::create_shared_dir(&golden_dir)?;
+    let dir = golden_dir.join(format!("{}-{}", golden.name, recipe.key));
+    let run = match &config.run_id {
+        Some(id) => format!("nextest run {id}"),
+        None => format!("process {}", ProcessId::current()?),
+    };
+    let built = Arc::new(BuiltGolden {
+        dbname: golden.name.clone(),
+        data_dir: dir.join("data"),
+        root,
+        env,
+        lock_path: golden_dir.join(format!("{}.lock", golden.name)),
+    });
+    if is_ready(&dir, config.rebuild, &run) {
+        return Ok(built);
+    }
+
+    let (lock_path, name) = (built.lock_path.clone(), golden.name.clone());
+    let _lock = blocking(move || {
+        FileLock::exclusive(&lock_path, Duration::from_secs(1), || {
+            eprintln!("pgclone: waiting for another process to build golden {name:?}")
+        })
+    })
+    .await?;
+    if is_ready(&dir, config.rebuild, &run) {
+        return Ok(built); // built by the process we waited for
+    }
+    build(golden, recipe.steps, &built.env, &dir, &run).await?;
+    remove_other_versions(&golden_dir, &golden.name, &dir);
+    Ok(built)
+}
+
+/// Whether `dir` holds a finished golden usable now (with `PGCLONE_REBUILD`, only one built
+/// in this run).
+fn is_ready(dir: &Path, rebuild: bool, run: &str) -> bool {
+    let Ok(ready) = std::fs::read_to_string(dir.join("READY")) else {
+        return false;
+    };
+    dir.join("data/global/pg_control").exists() && (!rebuild || ready.lines().any(|l| l == run))
+}
+
+async fn build(
+    golden: &Golden,
+    steps: Vec<Step>,
+    env: &Resolved,
+    dir: &Path,
+    run: &str,
+) -> Result<()> {
+    let started = Instant::now();
+    let name = golden.name.clone();
+    eprintln!("pgclone: building golden {name:?} in {}", dir.display());
+    let building = dir.with_extension("building");
+    let _ = std::fs::remove_dir_all(&building); // debris of a build that died (we hold the lock)
+    std::fs::create_dir_all(&building).doing("create", &building)?;
+    if let Some(user) = &env.run_as {
+        user.chown(&building)?;
+    }
+
+    let (data, log) = (building.join("data"), building.join("postgres.log"));
+    let result = async {
+        let password = data_dir::new_password()?;
+        let (env2, data2, log2, settings) = (
+            env.clone(),
+            data.clone(),
+            log.clone(),
+            golden.settings.clone(),
+        );
+        blocking(move || data_dir::create(&env2, &data2, &log2, &password, &settings)).await?;
+        let (env2, data2, log2) = (env.clone(), data.clone(), log.clone());
+        let server = blocking(move || {
+            Server::start_with(&StartSpec {
+                env: &env2,
+                options: &ServerOptions::default(),
+                data_dir: &data2,
+                log_path: &log2,
+            })
+        })
+        .await?;
+        let applied = apply(&server, &name, steps).await;
+        let stopped = blocking(move || server.stop()).await;
+        applied.and(stopped)
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&building); // a failed build leaves nothing usable
+        return Err(e);
+    }
+
+    sync_file_system(&building)?; // later reflinks need no write-back (POSTGRES.md 16)
+    if dir.exists() {
+        let old = dir.with_extension(format!("old-{}", std::process::id()));
+        std::fs::rename(dir, &old).doing("move aside", dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(&building, dir).doing("move into place", dir)?;
+    let ready = dir.join("READY");
+    std::fs::write(dir.join("READY.tmp"), format!("{run}\n")).doing("write", &ready)?;
+    std::fs::rename(dir.join("READY.tmp"), &ready).doing("write", &ready)?;
+    record_build(dir, &name, started.elapsed());
+    eprintln!(
+        "pgclone: built golden {name:?} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs the recipe's steps in the golden database, then a checkpoint.
+async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
+    let url = |db: &str| {
+        connection_url(
+            Endpoint::Socket(server.socket_dir()),
+            server.port(),
+            SUPERUSER,
+            None,
+            db,
+        )
+    };
+    if name != "postgres" {
+        let admin = connect(&url("postgres")).await?;
+        admin
+            .batch_execute(&format!("create database {}", quote_ident(name)))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Golden,
+                    format!("golden {name:?}: create database: {e}"),
+                )
+            })?;
+    }
+    let client = connect(&url(name)).await?;
+    for step in steps {
+        match step {
+            Step::Sql { origin, text } => {
+                client
+                    .batch_execute(&text)
+                    .await
+                    .map_err(|e| step_error(name, &origin, &text, &e))?;
+            }
+            Step::Hook(hook) => {
+                let hook_client = connect(&url(name)).await?;
+                hook(hook_client).await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Golden,
+                        format!("golden {name:?}: the setup hook failed: {e}"),
+                    )
+                })?;
+            }
+        }
+    }
+    client.batch_execute("checkpoint").await.map_err(|e| {
+        Error::new(
+            ErrorKind::Golden,
+            format!("golden {name:?}: checkpoint: {e}"),
+        )
+    })
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Query, format!("connect to {url}: {e}")))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// "golden "app": migration migrations/0002.sql failed at line 3: <message>\n  in: <statement>"
+fn step_error(name: &str, origin: &str, text: &str, error: &tokio_postgres::Error) -> Error {
+    let Some(db) = error.as_db_error() else {
+        return Error::new(
+            ErrorKind::Golden,
+            format!("golden {name:?}: {origin} failed: {error}"),
+        );
+    };
+    let mut message = format!("golden {name:?}: {origin} failed");
+    if let Some(tokio_postgres::error::ErrorPosition::Original(position)) = db.position() {
+        let (line, statement) = statement_at(text, *position as usize);
+        message.push_str(&format!(
+            " at line {line}: {} (SQLSTATE {})\n  in: {statement}",
+            db.message(),
+            db.code().code()
+        ));
+    } else {
+        message.push_str(&format!(
+            ": {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ));
+    }
+    if let Some(detail) = db.detail() {
+        message.push_str(&format!("\n  detail: {detail}"));
+    }
+    Error::new(ErrorKind::Golden, message)
+        .hint("fix that statement; the golden is rebuilt on the next run")
+}
+
+/// The line number and the statement around a 1-based character position in `text`.
+fn statement_at(text: &str, position: usize) -> (usize, String) {
+    let at = text
+        .char_indices()
+        .nth(position.saturating_sub(1))
+        .map_or(text.len(), |(i, _)| i);
+    let start = text[..at].rfind(';').map_or(0, |i| i + 1);
+    let end = text[at..].find(';').map_or(text.len(), |i| at + i + 1);
+    let line = text[..at].matches('\n').count() + 1;
+    (line, text[start..end].trim().to_string())
+}
+
+/// Removes the goldens of older recipes of this name (we hold the exclusive lock, so nobody
+/// clones them now).
+fn remove_other_versions(golden_dir: &Path, name: &str, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(golden_dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        let file_name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let Some(rest) = file_name.strip_prefix(&format!("{name}-")) else {
+            continue;
+        };
+        let key = rest.split('.').next().unwrap_or_default();
+        let ours = key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        if ours && path != current {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+fn record_build(dir: &Path, name: &str, took: Duration) {
+    let log = dir.parent().unwrap_or(dir).join("builds.log");
+    let when = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let line = format!(
+        "{when} {name} {} pid {} {} ms\n",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        took.as_millis()
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+fn sync_file_system(dir: &Path) -> Result<()> {
+    let file = std::fs::File::open(dir).doing("open", dir)?;
+    rustix::fs::syncfs(&file)
+        .map_err(std::io::Error::from)
+        .doing("sync the file system of", dir)
+}
+
+/// Runs blocking work (process spawning, file copies) off the async runtime's threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("a pgclone worker thread failed: {e}"),
+        )
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_failing_statement() {
+        let text = "create table a(x int);\ninsert into b values (1);\nselect 1;";
+        let position = text.find("b values").unwrap() + 1;
+        assert_eq!(
+            statement_at(text, position),
+            (2, "insert into b values (1);".to_string())
+        );
+    }
+}

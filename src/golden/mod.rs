@@ -1,0 +1,138 @@
+//! Golden clusters: a recipe (migrations, SQL, a Rust setup hook, settings) built once per recipe
+//! and PostgreSQL version, cached on disk in `<root>/golden/<name>-<hash>/`, and cloned per test.
+
+mod build;
+mod recipe;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub(crate) use build::{blocking, ensure_built, BuiltGolden};
+
+/// Errors a setup hook may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type Hook = Arc<
+    dyn Fn(tokio_postgres::Client) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// One part of a recipe, applied in the order the recipe lists them.
+#[derive(Clone)]
+enum Ingredient {
+    Migrations(PathBuf),
+    SqlFile(PathBuf),
+    Sql(String),
+    Setup(Hook),
+}
+
+/// The recipe of a golden cluster: what goes into the database `name` before any test clones it.
+///
+/// Built once (per recipe and PostgreSQL version) under a file lock, whatever the number of test
+/// threads and processes asking; cached on disk across runs; rebuilt when anything in the recipe
+/// changes: the name, the binaries, the settings, a migration file's name or bytes, the SQL, a SQL
+/// file's bytes, or the [`version`](Golden::version) string (the one way to say a setup hook
+/// changed).
+///
+/// ```no_run
+/// use pgclone::Golden;
+///
+/// fn app() -> Golden {
+///     Golden::new("app")
+///         .migrations("migrations")              // *.sql, in lexical order
+///         .sql_file("tests/fixtures/seed.sql")
+///         .sql("insert into plans values (1, 'free')")
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Golden {
+    name: String,
+    ingredients: Vec<Ingredient>,
+    version: Option<String>,
+    settings: Vec<(String, String)>,
+}
+
+impl Golden {
+    /// A recipe for the database `name` (the one that holds the fixture, and that tests connect
+    /// to). Letters, digits, `_` and `-`, at most 48 characters.
+    pub fn new(name: impl Into<String>) -> Golden {
+        Golden {
+            name: name.into(),
+            ingredients: Vec::new(),
+            version: None,
+            settings: Vec::new(),
+        }
+    }
+
+    /// An empty cluster: the `postgres` database and nothing in it.
+    pub fn empty() -> Golden {
+        Golden::new("postgres")
+    }
+
+    /// Applies every `*.sql` file of `dir`, in lexical order of their names, each in one
+    /// transaction. A relative path is taken from `CARGO_MANIFEST_DIR` (the crate being tested).
+    pub fn migrations(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ingredients.push(Ingredient::Migrations(dir.into()));
+        self
+    }
+
+    /// Applies one SQL file (relative paths as for [`migrations`](Golden::migrations)).
+    pub fn sql_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ingredients.push(Ingredient::SqlFile(path.into()));
+        self
+    }
+
+    /// Runs SQL (one or more statements).
+    pub fn sql(mut self, sql: impl Into<String>) -> Self {
+        self.ingredients.push(Ingredient::Sql(sql.into()));
+        self
+    }
+
+    /// Runs Rust code on a client connected to the golden database, in recipe order. pgclone
+    /// cannot see inside a closure: change [`version`](Golden::version) when the hook changes.
+    pub fn setup<F, Fut, E>(mut self, hook: F) -> Self
+    where
+        F: Fn(tokio_postgres::Client) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let hook = Arc::new(hook);
+        self.ingredients
+            .push(Ingredient::Setup(Arc::new(move |client| {
+                let run = hook(client);
+                Box::pin(async move { run.await.map_err(Into::into) })
+            })));
+        self
+    }
+
+    /// A version string that is part of the cache key: bump it when a setup hook changes.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// A server setting for the golden and every clone of it (written into `postgresql.conf`).
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// The database the fixture lives in.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Debug for Golden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Golden")
+            .field("name", &self.name)
+            .field("ingredients", &self.ingredients.len())
+            .field("version", &self.version)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}

@@ -1,0 +1,199 @@
+//! Reading a recipe's files, and the cache key: a hash of everything that decides what the
+//! golden holds. The steps built are exactly the bytes hashed.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{Golden, Hook, Ingredient};
+use crate::binaries::PgBinaries;
+use crate::data_dir::TEST_SETTINGS;
+use crate::error::{Error, ErrorKind, Result};
+use crate::server::INITDB_ARGS;
+
+/// Changed when the way goldens are built changes, so that older caches are not reused.
+const FORMAT: &str = "pgclone golden 1";
+
+/// One step of a build.
+pub(super) enum Step {
+    /// SQL and where it came from (`migration 0001_init.sql`), for error messages.
+    Sql {
+        origin: String,
+        text: String,
+    },
+    Hook(Hook),
+}
+
+/// A recipe read from disk, with its cache key.
+pub(super) struct Recipe {
+    pub key: String,
+    pub steps: Vec<Step>,
+}
+
+/// Reads the recipe's files (relative paths from `base`) and hashes it with the binaries.
+pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result<Recipe> {
+    check_name(&golden.name)?;
+    let mut hash = Hash::default();
+    hash.add(FORMAT);
+    hash.add(&golden.name);
+    hash.add(&bins.version().to_string());
+    hash.add(&bins.bin_dir().to_string_lossy());
+    INITDB_ARGS.iter().for_each(|arg| hash.add(arg));
+    for (name, value) in TEST_SETTINGS {
+        hash.add(name);
+        hash.add(value);
+    }
+    for (name, value) in &golden.settings {
+        hash.add(name);
+        hash.add(value);
+    }
+
+    let mut steps = Vec::new();
+    let mut sql_count = 0;
+    for ingredient in &golden.ingredients {
+        match ingredient {
+            Ingredient::Migrations(dir) => {
+                for file in migration_files(&golden.name, &base.join(dir), base)? {
+                    let text = read(&golden.name, &file, base)?;
+                    hash.add(&file.file_name().unwrap_or_default().to_string_lossy());
+                    hash.add(&text);
+                    let origin = format!("migration {}", display(&file, base));
+                    steps.push(Step::Sql { origin, text });
+                }
+            }
+            Ingredient::SqlFile(path) => {
+                let file = base.join(path);
+                let text = read(&golden.name, &file, base)?;
+                hash.add(&text);
+                steps.push(Step::Sql {
+                    origin: format!("SQL file {}", display(&file, base)),
+                    text,
+                });
+            }
+            Ingredient::Sql(text) => {
+                sql_count += 1;
+                hash.add(text);
+                steps.push(Step::Sql {
+                    origin: format!("sql #{sql_count}"),
+                    text: text.clone(),
+                });
+            }
+            Ingredient::Setup(hook) => {
+                hash.add("setup hook");
+                steps.push(Step::Hook(hook.clone()));
+            }
+        }
+    }
+    hash.add(golden.version.as_deref().unwrap_or(""));
+    Ok(Recipe {
+        key: hash.finish(),
+        steps,
+    })
+}
+
+/// The `*.sql` files of a migrations directory, in lexical order of their names.
+fn migration_files(name: &str, dir: &Path, base: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::new(
+            ErrorKind::Golden,
+            format!(
+                "golden {name:?}: cannot read migrations directory {}: {e}",
+                dir.display()
+            ),
+        )
+        .hint(format!(
+            "relative paths are taken from the crate's directory ({})",
+            base.display()
+        ))
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+fn read(name: &str, file: &Path, base: &Path) -> Result<String> {
+    std::fs::read_to_string(file).map_err(|e| {
+        Error::new(
+            ErrorKind::Golden,
+            format!("golden {name:?}: cannot read {}: {e}", file.display()),
+        )
+        .hint(format!(
+            "relative paths are taken from the crate's directory ({})",
+            base.display()
+        ))
+    })
+}
+
+fn display(file: &Path, base: &Path) -> String {
+    file.strip_prefix(base)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
+
+/// Golden names become database and directory names: keep them plain.
+fn check_name(name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && name.len() <= 48
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Golden,
+        format!("golden name {name:?} is not a plain name"),
+    )
+    .hint("use letters, digits, '_' and '-', at most 48 characters (it names the database and a directory)"))
+}
+
+/// SHA-256 over length-prefixed parts (so that "ab"+"c" and "a"+"bc" differ).
+#[derive(Default)]
+struct Hash(Sha256);
+
+impl Hash {
+    fn add(&mut self, part: &str) {
+        self.0.update((part.len() as u64).to_le_bytes());
+        self.0.update(part.as_bytes());
+    }
+
+    /// The first 64 bits, in hex: plenty to tell recipes of one name apart.
+    fn finish(self) -> String {
+        self.0.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("app_test-1").is_ok());
+        for bad in ["", "a b", "x\"y", "../up", &"n".repeat(49)] {
+            assert_eq!(
+                check_name(bad).unwrap_err().kind(),
+                ErrorKind::Golden,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hash_parts_are_delimited() {
+        let (mut a, mut b) = (Hash::default(), Hash::default());
+        a.add("ab");
+        a.add("c");
+        b.add("a");
+        b.add("bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+}

@@ -1,0 +1,172 @@
+//! Database mode: one template server per process and golden (a clone of the golden), and per
+//! test `CREATE DATABASE <unique> TEMPLATE <golden db> STRATEGY FILE_COPY` — with
+//! `file_copy_method = clone` on PostgreSQL 18, which shares extents where the file system can.
+//!
+//! The template database never has a connection (PostgreSQL refuses to copy one that has): the
+//! admin session sits in another database, and creations are serialized on it. The server dies
+//! with the process; at a normal exit it is stopped and its directory removed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::clone::CopyMethod;
+use crate::error::Result;
+use crate::golden::BuiltGolden;
+use crate::options::ServerOptions;
+use crate::root;
+use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::wire::{quote_ident, Session};
+
+/// A running clone of a golden that hands out databases.
+pub(crate) struct TemplateServer {
+    pub golden: Arc<BuiltGolden>,
+    /// Its clone directory (`<root>/clones/<id>`).
+    pub dir: PathBuf,
+    server: Mutex<Option<Server>>,
+    admin: Mutex<Session>,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub major: u32,
+    /// A user asked to keep a database of it: keep the whole clone at exit.
+    kept: Mutex<bool>,
+}
+
+type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
+
+fn templates() -> &'static Templates {
+    static TEMPLATES: OnceLock<Templates> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        crate::exit::at_exit(stop_all);
+        Default::default()
+    })
+}
+
+/// This process's template server for `golden`, started on first use.
+pub(crate) async fn template_for(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
+    let cell = templates()
+        .lock()
+        .unwrap()
+        .entry(golden.data_dir.clone())
+        .or_default()
+        .clone();
+    let template = cell
+        .get_or_try_init(|| crate::golden::blocking(move || TemplateServer::start(golden)))
+        .await?;
+    Ok(template.clone())
+}
+
+impl TemplateServer {
+    fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
+        let (server, dir, _) = start_clone(&golden)?;
+        // Not the template database: a session there would block CREATE DATABASE.
+        let admin_db = if golden.dbname == "postgres" {
+            "template1"
+        } else {
+            "postgres"
+        };
+        let mut admin = Session::connect(
+            &server.socket_path(),
+            SUPERUSER,
+            admin_db,
+            "pgclone template",
+        )?;
+        let major = golden.env.binaries.version().major();
+        if major >= 18 {
+            admin.query("set file_copy_method = clone")?;
+        }
+        Ok(Arc::new(TemplateServer {
+            socket_dir: server.socket_dir().to_path_buf(),
+            port: server.port(),
+            major,
+            golden,
+            dir,
+            server: Mutex::new(Some(server)),
+            admin: Mutex::new(admin),
+            kept: Mutex::new(false),
+        }))
+    }
+
+    /// Creates a database copied from the golden one; returns its name.
+    pub fn create_database(&self) -> Result<String> {
+        let prefix: String = self.golden.dbname.chars().take(40).collect();
+        let name = format!("{prefix}_{}", &crate::data_dir::new_password()?[..12]);
+        let strategy = if self.major >= 15 {
+            " strategy = file_copy"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "create database {} template {}{strategy}",
+            quote_ident(&name),
+            quote_ident(&self.golden.dbname)
+        );
+        self.admin.lock().unwrap().query(&sql)?;
+        Ok(name)
+    }
+
+    /// Drops a database this template server made, disconnecting its sessions.
+    pub fn drop_database(&self, name: &str) -> Result<()> {
+        let sql = format!("drop database if exists {} with (force)", quote_ident(name));
+        self.admin.lock().unwrap().query(&sql).map(drop)
+    }
+
+    /// Keeps the whole clone (its server stopped cleanly) when the process exits.
+    pub fn keep(&self) {
+        *self.kept.lock().unwrap() = true;
+    }
+}
+
+/// Clones the golden into a new clone directory and starts it: the server, the clone
+/// directory, and how the files were copied.
+pub(crate) fn start_clone(golden: &BuiltGolden) -> Result<(Server, PathBuf, CopyMethod)> {
+    let dir = golden.root.new_clone_dir(golden.env.run_as.as_ref())?;
+    let data = dir.join("data");
+    let started = golden.clone_into(&data).and_then(|report| {
+        let server = Server::start_with(&StartSpec {
+            env: &golden.env,
+            options: &ServerOptions::default(),
+            data_dir: &data,
+            log_path: &dir.join("postgres.log"),
+        })?;
+        Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
+    });
+    match started {
+        Ok((server, method)) => Ok((server, dir, method)),
+        Err(e) => {
+            let _ = root::remove_clone_dir(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// At exit: stop every template server; remove its clone unless a database in it was kept.
+fn stop_all() {
+    let cells: Vec<_> = templates().lock().unwrap().values().cloned().collect();
+    for template in cells.iter().filter_map(|cell| cell.get()) {
+        let kept = *template.kept.lock().unwrap();
+        let server = template.server.lock().unwrap().take();
+        if let Some(server) = server {
+            let _ = if kept {
+                server.stop()
+            } else {
+                server.stop_immediately()
+            };
+        }
+        if kept {
+            let _ = std::fs::write(template.dir.join(root::KEEP_FILE), "");
+        } else {
+            let _ = std::fs::remove_dir_all(&template.dir);
+        }
+    }
+}
+
+impl std::fmt::Debug for TemplateServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateServer")
+            .field("dir", &self.dir)
+            .field("socket_dir", &self.socket_dir)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}

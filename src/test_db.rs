@@ -1,0 +1,439 @@
+//! `TestDb`: a test's own copy of a golden, and the guard that removes it.
+//!
+//! Cluster mode: an offline clone of the golden in `<root>/clones/<id>/`, started on its own
+//! socket. Database mode: a database created from the golden one in this process's template
+//! server. Dropping the guard tears it down (also when the test panics); `PGCLONE_KEEP` keeps it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::clone::{clone_running_cluster, CloneOptions, CopyMethod};
+use crate::config::{Config, Keep};
+use crate::error::{Error, ErrorKind, Result};
+use crate::golden::{blocking, ensure_built, BuiltGolden, Golden};
+use crate::options::ServerOptions;
+use crate::root;
+use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::template::{self, TemplateServer};
+use crate::url::{connection_url, Endpoint};
+
+/// How a test gets its database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// A whole cluster per test: a copy-on-write clone of the golden, on its own server.
+    #[default]
+    Cluster,
+    /// A database per test, created from the golden database in a server shared by the
+    /// process's tests.
+    Database,
+}
+
+/// How a test's copy was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Cluster mode: how the golden's files were copied.
+    Clone(CopyMethod),
+    /// Database mode: `CREATE DATABASE ... STRATEGY FILE_COPY`, with `file_copy_method = clone`
+    /// on PostgreSQL 18.
+    CreateDatabase { clone: bool },
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::Clone(method) => write!(f, "{method}"),
+            Method::CreateDatabase { clone: true } => {
+                f.write_str("CREATE DATABASE STRATEGY FILE_COPY (file_copy_method = clone)")
+            }
+            Method::CreateDatabase { clone: false } => {
+                f.write_str("CREATE DATABASE STRATEGY FILE_COPY")
+            }
+        }
+    }
+}
+
+/// A test's own PostgreSQL database, copied from a [`Golden`], with a connected client.
+///
+/// Dropping it stops the clone's server and removes its files (cluster mode) or drops the
+/// database (database mode), also when the test panics; the files go in the background, so
+/// teardown does not wait for the file system. [`close`](TestDb::close) reports teardown
+/// errors; [`keep`](TestDb::keep) opts out. With `PGCLONE_KEEP=failed`, a failing test's copy is
+/// kept and pgclone prints how to connect to it.
+pub struct TestDb {
+    client: tokio_postgres::Client,
+    dbname: String,
+    socket_dir: PathBuf,
+    port: u16,
+    data_dir: PathBuf,
+    method: Method,
+    golden: Arc<BuiltGolden>,
+    owned: Option<Owned>,
+    harness: Option<HarnessSlot>,
+}
+
+/// What tearing a `TestDb` down releases.
+#[derive(Debug)]
+pub(crate) enum Owned {
+    Cluster {
+        dir: PathBuf,
+        server: Server,
+        dbname: String,
+        golden: Arc<BuiltGolden>,
+    },
+    Database {
+        template: Arc<TemplateServer>,
+        dbname: String,
+    },
+}
+
+/// Where the `#[pgclone::test]` harness collects a dropped `TestDb`'s resources, so that it can
+/// decide after the test (passed, failed) whether to keep them.
+pub(crate) type HarnessSlot = Arc<Mutex<Option<Owned>>>;
+
+/// Options for a [`TestDb`].
+#[derive(Debug)]
+pub struct TestDbBuilder<'a> {
+    golden: &'a Golden,
+    mode: Mode,
+    harness: Option<HarnessSlot>,
+}
+
+impl TestDb {
+    /// A clone of `golden` in cluster mode.
+    pub async fn start(golden: &Golden) -> Result<TestDb> {
+        TestDb::builder(golden).start().await
+    }
+
+    /// Options: the mode.
+    pub fn builder(golden: &Golden) -> TestDbBuilder<'_> {
+        TestDbBuilder {
+            golden,
+            mode: Mode::Cluster,
+            harness: None,
+        }
+    }
+
+    /// The client connected to [`dbname`](TestDb::dbname) in this copy.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+
+    /// A new client connected to this copy (its connection runs on the current tokio runtime).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        connect(&self.connection_string()).await
+    }
+
+    /// A libpq URL of this copy that psql, tokio-postgres, sqlx and diesel accept.
+    pub fn connection_string(&self) -> String {
+        connection_url(
+            Endpoint::Socket(&self.socket_dir),
+            self.port,
+            SUPERUSER,
+            None,
+            &self.dbname,
+        )
+    }
+
+    /// The database to use.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
+    /// The host: the server's Unix socket directory.
+    pub fn host(&self) -> String {
+        self.socket_dir.to_string_lossy().into_owned()
+    }
+
+    /// The port (part of the socket's name).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser the client connects as.
+    pub fn user(&self) -> &str {
+        SUPERUSER
+    }
+
+    /// The data directory serving this copy (database mode: the shared template server's).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// How the copy was made.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// A new, independent `TestDb` holding this one's state at this moment: an online clone of
+    /// this running cluster, started through backup recovery. Cluster mode only.
+    pub async fn fork(&self) -> Result<TestDb> {
+        if let Method::CreateDatabase { .. } = self.method {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "fork() needs cluster mode: a database cannot be copied while the test is connected to it",
+            )
+            .hint("use Mode::Cluster (the default) for tests that fork"));
+        }
+        let (golden, source) = (self.golden.clone(), self.data_dir.clone());
+        let (dir, server, method) = blocking(move || {
+            let dir = golden.root.new_clone_dir(golden.env.run_as.as_ref())?;
+            let data = dir.join("data");
+            let made = clone_running_cluster(&source, &data, &CloneOptions::new().allow_copy(true))
+                .and_then(|report| {
+                    let server = Server::start_with(&StartSpec {
+                        env: &golden.env,
+                        options: &ServerOptions::default(),
+                        data_dir: &data,
+                        log_path: &dir.join("postgres.log"),
+                    })?;
+                    Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
+                });
+            match made {
+                Ok((server, method)) => Ok((dir, server, method)),
+                Err(e) => {
+                    let _ = root::remove_clone_dir(&dir);
+                    Err(e)
+                }
+            }
+        })
+        .await?;
+        TestDb::from_cluster(
+            self.golden.clone(),
+            dir,
+            server,
+            Method::Clone(method),
+            None,
+        )
+        .await
+    }
+
+    /// Opts out of teardown: stops the server cleanly (cluster mode) and leaves the copy on
+    /// disk; returns where it is. `pgclone gc --kept` removes it later.
+    pub fn keep(mut self) -> PathBuf {
+        let owned = self.owned.take();
+        let dir = match &owned {
+            Some(Owned::Cluster { dir, .. }) => dir.clone(),
+            Some(Owned::Database { template, .. }) => template.dir.clone(),
+            None => self.data_dir.clone(),
+        };
+        if let Some(owned) = owned {
+            keep(owned, "kept by keep()");
+        }
+        dir
+    }
+
+    /// Tears down now and reports what failed (`Drop` has to ignore errors).
+    pub async fn close(mut self) -> Result<()> {
+        match self.owned.take() {
+            Some(owned) => blocking(move || tear_down(owned, false)).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn from_cluster(
+        golden: Arc<BuiltGolden>,
+        dir: PathBuf,
+        server: Server,
+        method: Method,
+        harness: Option<HarnessSlot>,
+    ) -> Result<TestDb> {
+        let dbname = golden.dbname.clone();
+        let (socket_dir, port, data_dir) = (
+            server.socket_dir().to_path_buf(),
+            server.port(),
+            dir.join("data"),
+        );
+        let owned = Owned::Cluster {
+            dir,
+            server,
+            dbname: dbname.clone(),
+            golden: golden.clone(),
+        };
+        let url = connection_url(
+            Endpoint::Socket(&socket_dir),
+            port,
+            SUPERUSER,
+            None,
+            &dbname,
+        );
+        let client = match connect(&url).await {
+            Ok(client) => client,
+            Err(e) => {
+                let _ = blocking(move || tear_down(owned, false)).await;
+                return Err(e);
+            }
+        };
+        Ok(TestDb {
+            client,
+            dbname,
+            socket_dir,
+            port,
+            data_dir,
+            method,
+            golden,
+            owned: Some(owned),
+            harness,
+        })
+    }
+}
+
+impl TestDbBuilder<'_> {
+    /// Cluster mode (the default) or database mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub(crate) fn harness(mut self, slot: HarnessSlot) -> Self {
+        self.harness = Some(slot);
+        self
+    }
+
+    /// Builds the golden if needed (once, whatever the number of tests and processes asking),
+    /// then makes this test's copy.
+    pub async fn start(self) -> Result<TestDb> {
+        let golden = ensure_built(self.golden).await?;
+        match self.mode {
+            Mode::Cluster => {
+                let g = golden.clone();
+                let (server, dir, method) = blocking(move || template::start_clone(&g)).await?;
+                TestDb::from_cluster(golden, dir, server, Method::Clone(method), self.harness).await
+            }
+            Mode::Database => {
+                let template = template::template_for(golden.clone()).await?;
+                let t = template.clone();
+                let dbname = blocking(move || t.create_database()).await?;
+                let url = connection_url(
+                    Endpoint::Socket(&template.socket_dir),
+                    template.port,
+                    SUPERUSER,
+                    None,
+                    &dbname,
+                );
+                let owned = Owned::Database {
+                    template: template.clone(),
+                    dbname: dbname.clone(),
+                };
+                let client = match connect(&url).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        let _ = blocking(move || tear_down(owned, false)).await;
+                        return Err(e);
+                    }
+                };
+                Ok(TestDb {
+                    client,
+                    dbname,
+                    socket_dir: template.socket_dir.clone(),
+                    port: template.port,
+                    data_dir: template.dir.join("data"),
+                    method: Method::CreateDatabase {
+                        clone: template.major >= 18,
+                    },
+                    golden,
+                    owned: Some(owned),
+                    harness: self.harness,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(owned) = self.owned.take() else {
+            return;
+        };
+        if let Some(slot) = &self.harness {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(owned);
+            return; // the harness decides once it knows whether the test passed
+        }
+        finish(owned, std::thread::panicking());
+    }
+}
+
+impl fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestDb")
+            .field("dbname", &self.dbname)
+            .field("connection_string", &self.connection_string())
+            .field("data_dir", &self.data_dir)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tears down, or keeps if `PGCLONE_KEEP` says so for a test that `failed`.
+pub(crate) fn finish(owned: Owned, failed: bool) {
+    let policy = Config::from_env().map(|c| c.keep).unwrap_or_default();
+    match policy {
+        Keep::Always => keep(owned, "PGCLONE_KEEP=always"),
+        Keep::Failed if failed => keep(owned, "PGCLONE_KEEP=failed"),
+        _ => {
+            let _ = tear_down(owned, true);
+        }
+    }
+}
+
+/// Stops the clone's server and removes its files (in the background if `background`), or
+/// drops the database.
+fn tear_down(owned: Owned, background: bool) -> Result<()> {
+    match owned {
+        Owned::Cluster { dir, server, .. } => {
+            let stopped = server.stop_immediately();
+            let removed = if background {
+                root::discard(&dir)
+            } else {
+                root::remove_clone_dir(&dir)
+            };
+            stopped.and(removed)
+        }
+        Owned::Database { template, dbname } => template.drop_database(&dbname),
+    }
+}
+
+/// Keeps a copy and tells the user how to reach it again.
+fn keep(owned: Owned, why: &str) {
+    let (dir, dbname, golden) = match owned {
+        Owned::Cluster {
+            dir,
+            server,
+            dbname,
+            golden,
+        } => {
+            let _ = server.stop();
+            let _ = std::fs::write(dir.join(root::KEEP_FILE), "");
+            (dir, dbname, golden)
+        }
+        Owned::Database { template, dbname } => {
+            template.keep(); // the template server is stopped cleanly and kept at exit
+            (template.dir.clone(), dbname, template.golden.clone())
+        }
+    };
+    let data = dir.join("data");
+    let port = portpicker::pick_unused_port().unwrap_or(5432);
+    let pg_ctl = golden.env.binaries.program("pg_ctl");
+    let start = format!(
+        "{} -D {} -l {} -o \"-k /tmp -p {port}\" start",
+        pg_ctl.display(),
+        data.display(),
+        dir.join("postgres.log").display()
+    );
+    let start = match &golden.env.run_as {
+        Some(user) => format!("su {} -s /bin/sh -c '{start}'", user.name()),
+        None => start,
+    };
+    eprintln!(
+        "pgclone: kept this test's database ({why}) in {}\n  start it:   {start}\n  connect:    psql 'postgresql://{SUPERUSER}@%2Ftmp:{port}/{dbname}'\n  remove it:  pgclone gc --kept",
+        dir.display()
+    );
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Query, format!("connect to {url}: {e}")))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
