@@ -7,7 +7,7 @@
 //! directory removed. A clone with a `keep` file is left alone.
 
 use std::collections::HashSet;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -48,6 +48,7 @@ impl Root {
         std::fs::create_dir_all(&path)
             .doing("create the pgclone directory (PGCLONE_DIR)", &path)
             .map_err(unusable)?;
+        check_private(&path).map_err(unusable)?;
         tempfile::tempfile_in(&path)
             .doing("write in the pgclone directory (PGCLONE_DIR)", &path)
             .map_err(unusable)?;
@@ -138,25 +139,41 @@ impl Root {
         let Ok(entries) = std::fs::read_dir(self.path.join(UNFINISHED)) else {
             return Vec::new();
         };
+        let records: Vec<(PathBuf, ProcessId, PathBuf)> = entries
+            .flatten()
+            // Only records this user wrote: another user's record must not steer our deletes.
+            .filter(|entry| {
+                entry
+                    .metadata()
+                    .is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw())
+            })
+            .filter_map(|entry| {
+                let text = std::fs::read_to_string(entry.path()).ok()?;
+                let mut lines = text.lines();
+                let owner = ProcessId::parse(lines.next()?)?;
+                Some((entry.path(), owner, PathBuf::from(lines.next()?)))
+            })
+            .collect();
         let mut reaped = Vec::new();
-        for record in entries.flatten().map(|e| e.path()) {
-            let text = std::fs::read_to_string(&record).unwrap_or_default();
-            let mut lines = text.lines();
-            let Some(owner) = lines.next().and_then(ProcessId::parse) else {
-                continue;
-            };
+        for (record, owner, target) in &records {
             if owner.is_alive() {
                 continue;
             }
-            if let Some(target) = lines.next().map(PathBuf::from) {
-                if target.exists()
-                    && is_unfinished_clone(&target)
-                    && std::fs::remove_dir_all(&target).is_ok()
-                {
-                    reaped.push(target);
-                }
+            // Another, live process may be cloning into the same target now: not ours to touch
+            // (the record stays, for a later gc).
+            if records
+                .iter()
+                .any(|(_, other, t)| t == target && other.is_alive())
+            {
+                continue;
             }
-            let _ = std::fs::remove_file(&record);
+            if target.exists()
+                && is_unfinished_clone(target)
+                && std::fs::remove_dir_all(target).is_ok()
+            {
+                reaped.push(target.clone());
+            }
+            let _ = std::fs::remove_file(record);
         }
         reaped
     }
@@ -218,10 +235,12 @@ pub(crate) fn first_use_in_process(what: &'static str, path: &Path) -> bool {
         .insert((what, path.to_path_buf()))
 }
 
-/// A data directory no server can start from: a clone whose last steps never ran.
+/// A clone no server can start from, because its last steps never ran: the placeholder label,
+/// or a copied `PG_VERSION` without `pg_control` (copied last). Anything else is left alone.
 fn is_unfinished_clone(data_dir: &Path) -> bool {
     let label = std::fs::read_to_string(data_dir.join("backup_label")).unwrap_or_default();
-    label == crate::clone::PLACEHOLDER_LABEL || !data_dir.join("global/pg_control").exists()
+    label == crate::clone::PLACEHOLDER_LABEL
+        || (data_dir.join("PG_VERSION").is_file() && !data_dir.join("global/pg_control").exists())
 }
 
 /// Stops the server a clone directory's data dir may still have, then removes the directory.
@@ -250,6 +269,26 @@ pub(crate) fn create_shared_dir(path: &Path) -> Result<()> {
         std::fs::create_dir_all(path).doing("create", path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
             .doing("chmod", path)?;
+    }
+    Ok(())
+}
+
+/// Refuses a root that other users may write into (or that another user owns): records in it
+/// decide what pgclone deletes and stops.
+fn check_private(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).doing("stat", path)?;
+    let me = rustix::process::geteuid().as_raw();
+    let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+    if (meta.uid() != me && me != 0 && meta.uid() != 0) || writable_by_others {
+        return Err(Error::new(
+            ErrorKind::RootDirUnusable,
+            format!(
+                "the pgclone directory {} belongs to uid {} or is writable by others (mode {:o})",
+                path.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
     }
     Ok(())
 }

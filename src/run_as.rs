@@ -113,6 +113,64 @@ impl RunAs {
     }
 }
 
+/// Runs `work` with the file-system identity of `owner` (when pgclone runs as root), else as is.
+///
+/// The work runs on a thread of its own whose fsuid and fsgid are the user's and whose
+/// supplementary groups are dropped: whatever it creates is the user's, and it can open only
+/// what the user can. Root's privileges never touch paths that user controls, so a symlink the
+/// user plants cannot make pgclone read or write a file elsewhere.
+pub(crate) fn with_identity<T: Send>(
+    owner: Option<&RunAs>,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    let Some(user) = owner else { return work() };
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            user.become_on_this_thread()?;
+            work()
+        });
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+impl RunAs {
+    /// Switches the calling thread's file-system identity to this user, for good (call it on a
+    /// thread that ends with the work). Only this thread changes: these are raw system calls,
+    /// not the libc wrappers that apply to every thread.
+    pub(crate) fn become_on_this_thread(&self) -> Result<()> {
+        // SAFETY: setgroups, setfsgid and setfsuid change only the calling thread's credentials.
+        let groups = unsafe {
+            let groups =
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
+            libc::syscall(libc::SYS_setfsgid, self.gid as libc::c_long);
+            libc::syscall(libc::SYS_setfsuid, self.uid as libc::c_long);
+            groups
+        };
+        // setfsuid/setfsgid return the previous id; asking again (with an invalid id) tells
+        // whether the change took.
+        // SAFETY: as above; -1 changes nothing.
+        let (now_gid, now_uid) = unsafe {
+            (
+                libc::syscall(libc::SYS_setfsgid, -1 as libc::c_long),
+                libc::syscall(libc::SYS_setfsuid, -1 as libc::c_long),
+            )
+        };
+        if groups != 0 || now_gid != self.gid as libc::c_long || now_uid != self.uid as libc::c_long
+        {
+            return Err(Error::new(
+                ErrorKind::RunAsUser,
+                format!(
+                    "could not take the file-system identity of user `{}` (uid {})",
+                    self.name, self.uid
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Looks a user up in the password database.
 fn lookup(name: &str) -> Result<Option<RunAs>> {
     let c_name = CString::new(name).map_err(|_| {

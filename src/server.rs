@@ -374,16 +374,39 @@ pub(crate) fn live_postmaster(data_dir: &Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    serves(pid, data_dir).then_some(pid)
+    // As PostgreSQL itself decides (a live pid in the lock file), plus "it is a postgres": a
+    // reused pid is rare, and treating the cluster as running is the safe mistake.
+    is_postgres(pid).then_some(pid)
 }
 
-/// Whether process `pid` is a postgres started with `-D <data_dir>`.
-fn serves(pid: u32, data_dir: &Path) -> bool {
+/// Whether process `pid` runs a postgres binary.
+fn is_postgres(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.iter().any(|a| a.ends_with(b"postgres"))
-            && args.contains(&data_dir.as_os_str().as_encoded_bytes())
+        cmdline
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|program| program.ends_with(b"postgres"))
     })
+}
+
+/// Whether process `pid` is a postgres serving `data_dir` (before signalling one we did not
+/// start): its working directory is the data directory (the postmaster changes into it), or,
+/// where /proc does not show that, its command line names it.
+fn serves(pid: u32, data_dir: &Path) -> bool {
+    if !is_postgres(pid) {
+        return false;
+    }
+    match (
+        std::fs::read_link(format!("/proc/{pid}/cwd")),
+        data_dir.canonicalize(),
+    ) {
+        (Ok(cwd), Ok(dir)) => cwd == dir,
+        _ => std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == data_dir.as_os_str().as_encoded_bytes())
+        }),
+    }
 }
 
 /// Asks a server this process does not own (left behind by a killed process) to stop: SIGQUIT,

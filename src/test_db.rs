@@ -179,16 +179,19 @@ impl TestDb {
         let (dir, server, method) = blocking(move || {
             let dir = golden.root.new_clone_dir(golden.env.run_as.as_ref())?;
             let data = dir.join("data");
-            let made = clone_running_cluster(&source, &data, &CloneOptions::new().allow_copy(true))
-                .and_then(|report| {
-                    let server = Server::start_with(&StartSpec {
-                        env: &golden.env,
-                        options: &ServerOptions::default(),
-                        data_dir: &data,
-                        log_path: &dir.join("postgres.log"),
-                    })?;
-                    Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
-                });
+            let options = CloneOptions::new()
+                .allow_copy(true)
+                .no_sync(true)
+                .user(SUPERUSER);
+            let made = clone_running_cluster(&source, &data, &options).and_then(|report| {
+                let server = Server::start_with(&StartSpec {
+                    env: &golden.env,
+                    options: &ServerOptions::default(),
+                    data_dir: &data,
+                    log_path: &dir.join("postgres.log"),
+                })?;
+                Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
+            });
             match made {
                 Ok((server, method)) => Ok((dir, server, method)),
                 Err(e) => {

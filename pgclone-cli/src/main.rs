@@ -38,9 +38,10 @@ enum Command {
         /// Allow DST on another file system than SRC (every byte is copied, none shared).
         #[arg(long)]
         allow_copy: bool,
-        /// The database user that runs the backup API on a running source.
-        #[arg(long, default_value = "postgres")]
-        user: String,
+        /// The database user that runs the backup API on a running source (default: as libpq,
+        /// the OS user, and postgres for root).
+        #[arg(long)]
+        user: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -79,10 +80,10 @@ fn main() -> ExitCode {
             &src,
             &dst,
             start,
-            CloneOptions::new()
-                .standby(standby)
-                .allow_copy(allow_copy)
-                .user(user),
+            user.into_iter().fold(
+                CloneOptions::new().standby(standby).allow_copy(allow_copy),
+                CloneOptions::user,
+            ),
             json,
             dir,
         ),

@@ -271,3 +271,29 @@ fn gc_removes_kept_clones_only_when_asked() {
     );
     assert!(!kept.exists());
 }
+
+#[test]
+fn relative_paths_work_and_a_running_source_is_cloned_online() {
+    let root = test_root("relative");
+    let source = running_source(&root);
+    let relative_source = source.data_dir().strip_prefix(&root).unwrap().to_path_buf();
+    let output = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .current_dir(&root)
+        .args([
+            "clone",
+            relative_source.to_str().unwrap(),
+            "clone",
+            "--json",
+            "--dir",
+            root.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(
+        report["start_lsn"].is_string(),
+        "a running source given by a relative path is cloned online: {report}"
+    );
+    assert!(root.join("clone/global/pg_control").exists());
+}

@@ -48,11 +48,15 @@ pub(crate) fn is_excluded(
     let Some(name) = name.to_str() else {
         return false;
     };
+    // pg_control is copied last, by the clone itself: the mark of a finished clone (POSTGRES.md 9).
+    if rel_dir == Path::new("global") && name == "pg_control" {
+        return true;
+    }
     if source == Source::Running {
-        // WAL comes from the backup's range, and pg_control is copied last (POSTGRES.md 9, 10).
+        // WAL comes from the backup's range (POSTGRES.md 10).
         let wal_file = rel_dir == Path::new("pg_wal") && !is_dir;
         let wal_subdir = WAL_SUBDIRS.iter().any(|dir| rel_dir == Path::new(dir));
-        if wal_file || wal_subdir || (rel_dir == Path::new("global") && name == "pg_control") {
+        if wal_file || wal_subdir {
             return true;
         }
     }
@@ -94,7 +98,13 @@ fn is_temp_relation(name: &str) -> bool {
 /// Any fork but the init fork of an unlogged relation: its data is reset from the init fork.
 fn is_unlogged_main_fork(name: &str, init_forks: &HashSet<String>) -> bool {
     let node = relnode_of(name);
-    all_digits(node) && init_forks.contains(node) && !name.ends_with("_init")
+    let fork = name
+        .split('.')
+        .next()
+        .unwrap_or(name)
+        .split_once('_')
+        .map(|(_, fork)| fork);
+    all_digits(node) && init_forks.contains(node) && fork != Some("init")
 }
 
 /// The relfilenode part of `<node>`, `<node>.<segment>`, `<node>_<fork>[.<segment>]`.
@@ -134,7 +144,6 @@ mod tests {
         for (dir, name) in [
             ("", "PG_VERSION"),
             ("base/5", "16384"),
-            ("global", "pg_control"),
             ("", "pg_subtrans"),
             ("", "pg_replslot"),
             ("base/5", "t3x_1"),
@@ -146,10 +155,13 @@ mod tests {
 
     #[test]
     fn online_clones_leave_wal_and_pg_control_to_their_own_steps() {
+        assert!(
+            excluded("global", "pg_control", Source::Stopped, &[]),
+            "always copied last"
+        );
         for (dir, name) in [
             ("pg_wal", "000000010000000000000001"),
             ("pg_wal/archive_status", "x.ready"),
-            ("global", "pg_control"),
         ] {
             assert!(excluded(dir, name, Source::Running, &[]), "{dir}/{name}");
             assert!(!excluded(dir, name, Source::Stopped, &[]), "{dir}/{name}");
@@ -173,6 +185,7 @@ mod tests {
             assert!(!excluded("base/5", name, Source::Stopped, &forks), "{name}");
         }
         assert!(!excluded("base/5", "16390_init", Source::Running, &forks));
+        assert!(!excluded("base/5", "16390_init.1", Source::Running, &forks));
         assert!(!excluded("base/5", "163901", Source::Running, &forks));
         assert_eq!(
             init_forks(["1_init", "2", "x_init"].into_iter()),

@@ -42,31 +42,36 @@ fn memo() -> &'static Mutex<HashMap<FsPair, CopyMethod>> {
 }
 
 /// Copies `from` into the empty file `to` (both open) with the best method that works between
-/// their file systems; returns the method used.
+/// their file systems; returns the method used. A method the file systems cannot do is
+/// remembered for the pair; one that fails for this file only is skipped for this file only.
 pub(crate) fn copy_contents(
     from: &File,
     to: &File,
     len: u64,
     fs: FsPair,
 ) -> std::io::Result<CopyMethod> {
-    let known = memo().lock().unwrap().get(&fs).copied();
-    let mut method = known.unwrap_or(CopyMethod::Reflink);
+    let mut method = memo()
+        .lock()
+        .unwrap()
+        .get(&fs)
+        .copied()
+        .unwrap_or(CopyMethod::Reflink);
     loop {
         match try_method(method, from, to, len) {
-            Ok(()) => {
-                if known != Some(method) {
-                    memo().lock().unwrap().insert(fs, method);
-                }
-                return Ok(method);
-            }
-            Err(e) if method != CopyMethod::Copy && is_unsupported(&e) => {
-                method = if method == CopyMethod::Reflink {
+            Ok(()) => return Ok(method),
+            Err(e) if method == CopyMethod::Copy => return Err(e),
+            Err(e) if !is_unsupported(&e) => return Err(e),
+            Err(e) => {
+                let next = if method == CopyMethod::Reflink {
                     CopyMethod::CopyFileRange
                 } else {
                     CopyMethod::Copy
                 };
+                if file_system_cannot(&e) {
+                    memo().lock().unwrap().insert(fs, next);
+                }
+                method = next;
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -105,9 +110,9 @@ fn try_method(method: CopyMethod, from: &File, to: &File, len: u64) -> std::io::
     }
 }
 
-/// Errors that mean "this file system (pair) cannot do that", not "this file is broken".
+/// Errors after which a simpler method may still work for this file.
 fn is_unsupported(e: &std::io::Error) -> bool {
-    let unsupported = [
+    let fallback = [
         Errno::OPNOTSUPP,
         Errno::XDEV,
         Errno::INVAL,
@@ -117,5 +122,12 @@ fn is_unsupported(e: &std::io::Error) -> bool {
         Errno::PERM,
     ];
     e.raw_os_error()
-        .is_some_and(|code| unsupported.contains(&Errno::from_raw_os_error(code)))
+        .is_some_and(|code| fallback.contains(&Errno::from_raw_os_error(code)))
+}
+
+/// Errors that mean "these file systems cannot do that at all", worth remembering.
+fn file_system_cannot(e: &std::io::Error) -> bool {
+    let whole_fs = [Errno::OPNOTSUPP, Errno::XDEV, Errno::NOSYS, Errno::NOTTY];
+    e.raw_os_error()
+        .is_some_and(|code| whole_fs.contains(&Errno::from_raw_os_error(code)))
 }

@@ -1,5 +1,9 @@
 //! Cloning data directories, file by file, copy-on-write where the file system allows: a
 //! stopped cluster as it is (offline), a running one through the low-level backup API (online).
+//!
+//! Both kinds share a [`Plan`]: checked paths, a target made by the caller and handed to the
+//! server's user, the copy done with that user's file-system identity, `pg_control` copied last,
+//! and the target put back as it was on any failure.
 
 mod exclude;
 mod file;
@@ -9,7 +13,8 @@ mod tree;
 mod wal;
 
 use std::fmt;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use file::CopyMethod;
@@ -19,17 +24,19 @@ pub(crate) use online::PLACEHOLDER_LABEL;
 pub use tree::CloneReport;
 pub use wal::Lsn;
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::run_as::RunAs;
+use crate::run_as::{with_identity, RunAs};
 use crate::server;
 use tree::{device_of, existing_ancestor};
 
 /// Clones the cluster in `source` into `target`: online if a postmaster serves it, else offline.
 pub fn clone_cluster(source: &Path, target: &Path, options: &CloneOptions) -> Result<CloneReport> {
-    if server::live_postmaster(source).is_some() {
-        clone_running_cluster(source, target, options)
+    let source = std::path::absolute(source).doing("resolve", source)?;
+    if server::live_postmaster(&source).is_some() {
+        clone_running_cluster(&source, target, options)
     } else {
-        clone_stopped_cluster(source, target, options)
+        clone_stopped_cluster(&source, target, options)
     }
 }
 
@@ -41,6 +48,7 @@ pub struct CloneOptions {
     pub(crate) user: Option<String>,
     pub(crate) progress: Progress,
     pub(crate) threads: Option<usize>,
+    pub(crate) no_sync: bool,
 }
 
 impl CloneOptions {
@@ -61,8 +69,9 @@ impl CloneOptions {
         self
     }
 
-    /// The database user to run the backup API as on a running source (default `postgres`);
-    /// it needs trust or peer authentication on the Unix socket.
+    /// The database user to run the backup API as on a running source (default: `postgres`
+    /// when pgclone runs as root, else the current OS user, as libpq does); it needs trust or
+    /// peer authentication on the Unix socket.
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self
@@ -75,15 +84,23 @@ impl CloneOptions {
         self
     }
 
-    pub(crate) fn copy_threads(&self) -> usize {
-        self.threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+    /// Skip flushing the clone to disk before its last step. By default it is flushed, so that
+    /// after a host crash a clone is either whole or has no `pg_control`; disposable test clones
+    /// skip it.
+    pub fn no_sync(mut self, no_sync: bool) -> Self {
+        self.no_sync = no_sync;
+        self
     }
 
     /// Called after each step and every few hundred files copied (progress bars, tests).
     pub fn on_progress(mut self, callback: impl Fn(CloneEvent) + Send + Sync + 'static) -> Self {
         self.progress = Progress(Some(Arc::new(callback)));
         self
+    }
+
+    pub(crate) fn copy_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
     }
 }
 
@@ -93,11 +110,13 @@ impl fmt::Debug for CloneOptions {
             .field("allow_copy", &self.allow_copy)
             .field("standby", &self.standby)
             .field("user", &self.user)
+            .field("threads", &self.threads)
+            .field("no_sync", &self.no_sync)
             .finish_non_exhaustive()
     }
 }
 
-/// The steps of a clone, in order (an offline clone has only `CopyFiles`).
+/// The steps of a clone, in order. An offline clone has `CopyFiles`, `Config`, `ControlFile`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {
@@ -165,6 +184,103 @@ impl Progress {
     }
 }
 
+/// A clone's paths, checked: absolute, not inside each other, the target absent or empty, on
+/// the source's file system (unless copying is allowed), the source owned by the user who copies.
+struct Plan {
+    source: PathBuf,
+    target: PathBuf,
+    target_existed: bool,
+    /// When pgclone runs as root: the user whose file-system identity the copy takes.
+    owner: Option<RunAs>,
+}
+
+impl Plan {
+    fn new(source: &Path, target: &Path, options: &CloneOptions) -> Result<Plan> {
+        let source = std::path::absolute(source).doing("resolve", source)?;
+        let target = std::path::absolute(target).doing("resolve", target)?;
+        crate::data_dir::major_of(&source)?;
+        check_not_nested(&source, &target)?;
+        let target_existed = check_target(&target)?;
+        check_file_systems(&source, &target, options)?;
+        let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
+        if let Some(user) = &owner {
+            let source_uid = std::fs::metadata(&source).doing("stat", &source)?.uid();
+            if source_uid != user.uid() {
+                return Err(Error::new(
+                    ErrorKind::RunAsUser,
+                    format!(
+                        "source {} belongs to uid {source_uid}, but pgclone, running as root, copies as user `{}` \
+                         (uid {}) so that it never follows paths another user controls",
+                        source.display(),
+                        user.name(),
+                        user.uid()
+                    ),
+                )
+                .hint("set PGCLONE_RUN_AS to the user that owns the source cluster"));
+            }
+        }
+        Ok(Plan {
+            source,
+            target,
+            target_existed,
+            owner,
+        })
+    }
+
+    /// Creates the target (as the caller, then hands it to the copying user), runs `copy` with
+    /// that user's file-system identity, and puts the target back as it was if anything fails.
+    fn run<T: Send>(&self, copy: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let result = self
+            .make_target()
+            .and_then(|()| with_identity(self.owner.as_ref(), copy));
+        if result.is_err() {
+            undo_target(&self.target, self.target_existed);
+        }
+        result
+    }
+
+    fn make_target(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if !self.target_existed {
+            std::fs::create_dir_all(&self.target).doing("create", &self.target)?;
+        }
+        let mode = std::fs::metadata(&self.source)
+            .doing("stat", &self.source)?
+            .mode()
+            & 0o7777;
+        std::fs::set_permissions(&self.target, std::fs::Permissions::from_mode(mode))
+            .doing("chmod", &self.target)?;
+        match &self.owner {
+            Some(user) => user.chown(&self.target),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Refuses a target inside the source (the copy would copy itself into the source) or a source
+/// inside the target.
+fn check_not_nested(source: &Path, target: &Path) -> Result<()> {
+    let source = source.canonicalize().doing("resolve", source)?;
+    let existing = existing_ancestor(target);
+    let rest = target.strip_prefix(&existing).unwrap_or(Path::new(""));
+    let target = existing
+        .canonicalize()
+        .doing("resolve", &existing)?
+        .join(rest);
+    if target.starts_with(&source) || source.starts_with(&target) {
+        return Err(Error::new(
+            ErrorKind::TargetNotEmpty,
+            format!(
+                "target {} and source {} are inside one another",
+                target.display(),
+                source.display()
+            ),
+        )
+        .hint("clone into a directory outside the source"));
+    }
+    Ok(())
+}
+
 /// Fails if the target holds anything; returns whether it exists.
 fn check_target(target: &Path) -> Result<bool> {
     match std::fs::read_dir(target).map(|mut entries| entries.next().is_none()) {
@@ -196,66 +312,89 @@ fn check_file_systems(source: &Path, target: &Path, options: &CloneOptions) -> R
     .hint("put the target beside the source, or allow copying (`--allow-copy`)"))
 }
 
-/// Creates the target (if needed) with the source's mode, owned by the server's user.
-fn make_target(source: &Path, target: &Path, owner: Option<&RunAs>) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if !target.exists() {
-        std::fs::create_dir_all(target).doing("create", target)?;
-    }
-    let mode = std::fs::metadata(source).doing("stat", source)?.mode() & 0o7777;
-    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
-        .doing("chmod", target)?;
-    give_to(owner, target)
-}
-
-fn give_to(owner: Option<&RunAs>, path: &Path) -> Result<()> {
-    match owner {
-        Some(user) => user.chown(path),
-        None => Ok(()),
-    }
-}
-
 /// Points a clone's configuration away from its source: it must not archive into the source's
-/// archive, follow its primary, restore from its archive, or take its port (POSTGRES.md 12).
-/// `standby` makes it start as a read-only standby.
-fn write_clone_config(target: &Path, standby: bool, owner: Option<&RunAs>) -> Result<()> {
-    let port = portpicker::pick_unused_port().unwrap_or(5432);
+/// archive, follow its primary, restore from its archive, wait for its standbys, or take its port
+/// or pid file (POSTGRES.md 12). `standby` makes it start as a read-only standby.
+fn write_clone_config(target: &Path, standby: bool) -> Result<()> {
+    let port = portpicker::pick_unused_port().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Io,
+            "no free TCP port to give the clone (it must not take its source's)",
+        )
+    })?;
     let settings = [
         ("archive_mode", "off".to_string()),
         ("archive_command", "''".to_string()),
         ("primary_conninfo", "''".to_string()),
         ("primary_slot_name", "''".to_string()),
         ("restore_command", "''".to_string()),
+        ("archive_cleanup_command", "''".to_string()),
+        ("recovery_end_command", "''".to_string()),
+        ("synchronous_standby_names", "''".to_string()),
         // Relative to the clone's own data directory: never the source's pid file (Debian sets
         // one in /var/run/postgresql), and valid on every version ('' is a path before 15).
         ("external_pid_file", "'postmaster.external.pid'".to_string()),
         ("port", port.to_string()),
     ];
     let path = target.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.push_str("# pgclone: this clone must not reach its source's archive, primary or port\n");
+    let mut text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        read => read.doing("read", &path)?,
+    };
+    text.push_str(
+        "# pgclone: this clone must not reach its source's archive, primary, standbys or port\n",
+    );
     for (name, value) in settings {
         text.push_str(&format!("{name} = {value}\n"));
     }
-    write_file(&path, text.as_bytes(), owner)?;
+    write_file(&path, text.as_bytes())?;
     if standby {
-        write_file(&target.join("standby.signal"), b"", owner)?;
+        write_file(&target.join("standby.signal"), b"")?;
     }
     Ok(())
 }
 
-/// Writes a whole file (mode 0600) through a temporary name and a rename, so it is never half
-/// there.
-fn write_file(path: &Path, contents: &[u8], owner: Option<&RunAs>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+/// Writes a whole file (mode 0600) through a fresh temporary name and a rename, so it is never
+/// half there and never written through a symlink.
+fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".pgclone-tmp");
-    let temporary = std::path::PathBuf::from(temporary);
-    std::fs::write(&temporary, contents).doing("write", &temporary)?;
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
-        .doing("chmod", &temporary)?;
-    give_to(owner, &temporary)?;
+    let temporary = PathBuf::from(temporary);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(contents))
+        .doing("write", &temporary)?;
     std::fs::rename(&temporary, path).doing("write", path)
+}
+
+/// Flushes what was copied, then copies `global/pg_control` and flushes it: after a host crash
+/// a clone is whole or has no `pg_control` (POSTGRES.md 9). `sync: false` skips the flushes.
+fn finish_with_control_file(source: &Path, target: &Path, sync: bool) -> Result<(CopyMethod, u64)> {
+    if sync {
+        let dir = std::fs::File::open(target).doing("open", target)?;
+        rustix::fs::syncfs(&dir)
+            .map_err(std::io::Error::from)
+            .doing("sync", target)?;
+    }
+    let (from, to) = (
+        source.join("global/pg_control"),
+        target.join("global/pg_control"),
+    );
+    let copied = tree::copy_file(&from, &to, (device_of(source)?, device_of(target)?))?;
+    if sync {
+        for path in [to.as_path(), to.parent().unwrap_or(target)] {
+            std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .doing("sync", path)?;
+        }
+    }
+    Ok(copied)
 }
 
 /// Puts the target back as it was: removed, or emptied if it existed.

@@ -1,20 +1,15 @@
 //! Cloning a cleanly stopped cluster (POSTGRES.md 15): check it is shut down and no postmaster
-//! owns it, copy the tree (WAL included: the checkpoint record lives there), check again.
+//! owns it, copy the tree (WAL included: the checkpoint record lives there) without
+//! `pg_control`, check that the source's `pg_control` did not change meanwhile, then copy it.
 
 use std::path::Path;
 use std::time::Instant;
 
 use super::exclude::Source;
 use super::tree::{copy_tree, CloneReport};
-use super::{
-    check_file_systems, check_target, make_target, undo_target, write_clone_config, CloneOptions,
-    Step,
-};
-use crate::config::Config;
-use crate::data_dir;
-use crate::error::{Error, ErrorKind, Result};
+use super::{finish_with_control_file, write_clone_config, CloneOptions, Plan, Step};
+use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::pg_control::cluster_state;
-use crate::run_as::RunAs;
 use crate::server;
 
 /// Clones the stopped cluster in `source` into `target` (absent or an empty directory). The
@@ -24,44 +19,64 @@ pub fn clone_stopped_cluster(
     target: &Path,
     options: &CloneOptions,
 ) -> Result<CloneReport> {
-    data_dir::major_of(source)?;
-    check_stopped(source)?;
-    let target_existed = check_target(target)?;
-    check_file_systems(source, target, options)?;
-    let run_as = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
+    let plan = Plan::new(source, target, options)?;
+    check_stopped(&plan.source)?;
+    let control_path = plan.source.join("global/pg_control");
+    let control = std::fs::read(&control_path).doing("read", &control_path)?;
 
-    let started = Instant::now();
-    let result = make_target(source, target, run_as.as_ref())
-        .and_then(|()| {
-            copy_tree(
-                source,
-                target,
-                Source::Stopped,
-                run_as.as_ref(),
-                &options.progress,
-                options.copy_threads(),
+    plan.run(|| {
+        let started = Instant::now();
+        let mut report = copy_tree(
+            &plan.source,
+            &plan.target,
+            Source::Stopped,
+            plan.owner.as_ref(),
+            &options.progress,
+            options.copy_threads(),
+        )?;
+        report.elapsed = std::time::Duration::ZERO; // counted per step below
+                                                    // Started (and maybe stopped again) during the copy: the files may be torn.
+        let changed = check_stopped(&plan.source)
+            .err()
+            .map(|e| e.to_string())
+            .or_else(|| {
+                let now = std::fs::read(&control_path).ok();
+                (now.as_deref() != Some(control.as_slice()))
+                    .then(|| "its pg_control changed".to_string())
+            });
+        if let Some(why) = changed {
+            return Err(Error::new(
+                ErrorKind::SourceState,
+                format!(
+                    "source {} changed during the copy ({why}), so the clone would be torn",
+                    plan.source.display()
+                ),
             )
-        })
-        .and_then(|mut report| {
-            check_stopped(source).map_err(|e| {
-                Error::new(
-                    ErrorKind::SourceState,
-                    format!("the source changed during the copy, so the clone may be torn: {e}"),
-                )
-            })?;
-            report.steps.push((Step::CopyFiles, started.elapsed()));
-            options.progress.done(Step::CopyFiles);
-            let config_started = std::time::Instant::now();
-            write_clone_config(target, options.standby, run_as.as_ref())?;
-            report.steps.push((Step::Config, config_started.elapsed()));
-            options.progress.done(Step::Config);
-            report.elapsed = started.elapsed();
-            Ok(report)
-        });
-    if result.is_err() {
-        undo_target(target, target_existed);
-    }
-    result
+            .hint("stop the source for the whole copy, or clone it while it runs"));
+        }
+        step(&mut report, options, Step::CopyFiles, started);
+
+        let started = Instant::now();
+        write_clone_config(&plan.target, options.standby)?;
+        step(&mut report, options, Step::Config, started);
+
+        let started = Instant::now();
+        let (method, bytes) =
+            finish_with_control_file(&plan.source, &plan.target, !options.no_sync)?;
+        let entry = report.by_method.entry(method).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+        report.files += 1;
+        report.bytes += bytes;
+        step(&mut report, options, Step::ControlFile, started);
+        Ok(report)
+    })
+}
+
+fn step(report: &mut CloneReport, options: &CloneOptions, step: Step, started: Instant) {
+    report.steps.push((step, started.elapsed()));
+    report.elapsed += started.elapsed();
+    options.progress.done(step);
 }
 
 /// Fails unless the source was shut down cleanly and no postmaster serves it.

@@ -6,9 +6,10 @@
 //!    `pg_backup_start(fast)`; if pgclone dies, the server drops both with the session;
 //! 3. the files, without WAL or `pg_control`; `pg_backup_stop(false)`;
 //! 4. the WAL from the segment holding the start LSN to the one holding the byte before the stop
-//!    LSN (each segment's header checked), plus the timeline history files;
-//! 5. the real `backup_label`, configuration that no longer points at the source's archive,
-//!    primary or port, and `pg_control` last: the mark of a finished clone.
+//!    LSN (each segment's header checked), the timeline history files, then a check that the
+//!    slot still held all of it;
+//! 5. the real `backup_label`, configuration that no longer points at the source, and
+//!    `pg_control` last: the mark of a finished clone.
 //!
 //! The source is only read; it keeps no slot and no backup once the session ends.
 
@@ -16,18 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::exclude::Source;
-use super::file::copy_contents;
-use super::tree::{copy_tree, device_of, CloneReport};
+use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
 use super::{
-    check_file_systems, check_target, give_to, make_target, undo_target, write_clone_config,
-    write_file, CloneOptions, Step,
+    finish_with_control_file, write_clone_config, write_file, CloneOptions, CopyMethod, Plan, Step,
 };
-use crate::config::Config;
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::pg_control;
-use crate::run_as::RunAs;
 use crate::server;
 use crate::wire::{quote_literal, Session};
 
@@ -41,68 +38,61 @@ pub fn clone_running_cluster(
     target: &Path,
     options: &CloneOptions,
 ) -> Result<CloneReport> {
-    let source = std::path::absolute(source).doing("resolve", source)?;
-    let major = data_dir::major_of(&source)?;
-    let Some(pid) = server::live_postmaster(&source) else {
+    let plan = Plan::new(source, target, options)?;
+    let major = data_dir::major_of(&plan.source)?;
+    let Some(pid) = server::live_postmaster(&plan.source) else {
         return Err(Error::new(
             ErrorKind::SourceState,
-            format!("source {} is not running", source.display()),
+            format!("source {} is not running", plan.source.display()),
         )
         .hint("clone a stopped cluster offline, or start it first"));
     };
-    let socket = source_socket(&source, pid)?;
-    check_tablespaces(&source)?;
-    let target_existed = check_target(target)?;
-    check_file_systems(&source, target, options)?;
-    let run_as = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
-
-    let mut clone = OnlineClone {
-        source: &source,
-        target,
-        major,
-        options,
-        owner: run_as.as_ref(),
-        report: CloneReport::default(),
-        step_started: Instant::now(),
+    let socket = source_socket(&plan.source, pid)?;
+    check_tablespaces(&plan.source)?;
+    let user = match &options.user {
+        Some(user) => user.clone(),
+        None => default_user(),
     };
-    let result = clone.run(&socket);
-    if result.is_err() {
-        undo_target(target, target_existed);
-    }
-    result.map(|()| clone.report)
+    plan.run(|| {
+        let mut clone = OnlineClone {
+            plan: &plan,
+            major,
+            options,
+            report: CloneReport::default(),
+            step_started: Instant::now(),
+        };
+        let mut session = clone.start(&socket, &user)?;
+        let result = clone.back_up(&mut session);
+        if session.is_lost() {
+            return Err(lost_session(result.err()));
+        }
+        result.map(|()| clone.report)
+        // Dropping the session ends it: the temporary slot goes with it.
+    })
 }
 
 struct OnlineClone<'a> {
-    source: &'a Path,
-    target: &'a Path,
+    plan: &'a Plan,
     major: u32,
     options: &'a CloneOptions,
-    owner: Option<&'a RunAs>,
     report: CloneReport,
     step_started: Instant,
 }
 
 impl OnlineClone<'_> {
-    fn run(&mut self, socket: &Path) -> Result<()> {
-        make_target(self.source, self.target, self.owner)?;
+    /// Step 1, and the session for the rest.
+    fn start(&mut self, socket: &Path, user: &str) -> Result<Session> {
         write_file(
-            &self.target.join("backup_label"),
+            &self.plan.target.join("backup_label"),
             PLACEHOLDER_LABEL.as_bytes(),
-            self.owner,
         )?;
         self.done(Step::Placeholder);
-
-        let user = self.options.user.as_deref().unwrap_or(server::SUPERUSER);
-        let mut session = Session::connect(socket, user, "postgres", "pgclone clone")?;
-        let result = self.back_up(&mut session);
-        if session.is_lost() {
-            return Err(lost_session(result.err()));
-        }
-        result
+        Session::connect(socket, user, "postgres", "pgclone clone")
     }
 
     /// Steps 2–5, on the held session.
     fn back_up(&mut self, session: &mut Session) -> Result<()> {
+        let (source, target) = (&self.plan.source, &self.plan.target);
         let segment_size = self.prepare_session(session)?;
         let slot = format!("pgclone_{}", &data_dir::new_password()?[..16]);
         session.query(&format!(
@@ -111,26 +101,26 @@ impl OnlineClone<'_> {
         ))?;
         self.done(Step::Slot);
 
-        let label = quote_literal(&format!("pgclone clone to {}", self.target.display()));
+        // A fixed label: it ends up in backup_label, where a path could only cause trouble.
         let start_sql = if self.major >= 15 {
-            format!("select pg_backup_start({label}, true)")
+            "select pg_backup_start('pgclone', true)"
         } else {
-            format!("select pg_start_backup({label}, true, false)")
+            "select pg_start_backup('pgclone', true, false)"
         };
-        let start = parse_lsn(&session.query_value(&start_sql)?)?;
+        let start = parse_lsn(&session.query_value(start_sql)?)?;
         self.report.start_lsn = Some(start);
         self.done(Step::BackupStart);
 
         let copied = copy_tree(
-            self.source,
-            self.target,
+            source,
+            target,
             Source::Running,
-            self.owner,
+            self.plan.owner.as_ref(),
             &self.options.progress,
             self.options.copy_threads(),
         )?;
         self.merge(copied);
-        check_tablespaces(self.source).map_err(|e| {
+        check_tablespaces(source).map_err(|e| {
             Error::new(
                 ErrorKind::Unsupported,
                 format!("the source changed during the copy: {e}"),
@@ -152,30 +142,24 @@ impl OnlineClone<'_> {
         self.report.stop_lsn = Some(stop);
         self.done(Step::BackupStop);
 
-        self.copy_wal(session, &slot, &label_file, start, stop, segment_size)?;
+        self.copy_wal(&label_file, start, stop, segment_size)?;
+        check_slot(session, &slot)?;
         self.done(Step::CopyWal);
 
         // Byte for byte what pg_backup_stop returned; replaces the placeholder in one rename.
-        write_file(
-            &self.target.join("backup_label"),
-            label_file.as_bytes(),
-            self.owner,
-        )?;
+        write_file(&target.join("backup_label"), label_file.as_bytes())?;
         if !map_file.is_empty() {
-            write_file(
-                &self.target.join("tablespace_map"),
-                map_file.as_bytes(),
-                self.owner,
-            )?;
+            write_file(&target.join("tablespace_map"), map_file.as_bytes())?;
         }
         self.done(Step::Label);
 
-        write_clone_config(self.target, self.options.standby, self.owner)?;
+        write_clone_config(target, self.options.standby)?;
         self.done(Step::Config);
 
-        self.copy_control_file()?;
+        let (method, bytes) = finish_with_control_file(source, target, !self.options.no_sync)?;
+        self.count(method, bytes);
         self.done(Step::ControlFile);
-        Ok(()) // the caller drops the session: the temporary slot goes with it
+        Ok(())
     }
 
     /// Settings for a session that must outlive a long copy; checks the source can be cloned.
@@ -190,7 +174,7 @@ impl OnlineClone<'_> {
                 ErrorKind::Unsupported,
                 format!(
                     "source {} is a standby; pgclone clones primaries only",
-                    self.source.display()
+                    self.plan.source.display()
                 ),
             )
             .hint("clone its primary, or a stopped copy of the standby"));
@@ -200,7 +184,7 @@ impl OnlineClone<'_> {
                 ErrorKind::SourceState,
                 format!(
                     "source {} runs with wal_level = minimal, which allows neither a backup nor a replication slot",
-                    self.source.display()
+                    self.plan.source.display()
                 ),
             )
             .hint("set wal_level = replica in its postgresql.conf and restart it, or stop it and clone it offline"));
@@ -216,34 +200,18 @@ impl OnlineClone<'_> {
     }
 
     /// Copies the backup's WAL segments and the timeline history files, checking each segment.
-    fn copy_wal(
-        &mut self,
-        session: &mut Session,
-        slot: &str,
-        label: &str,
-        start: Lsn,
-        stop: Lsn,
-        segment_size: u64,
-    ) -> Result<()> {
-        let status = session.query_value(&format!(
-            "select coalesce(wal_status, 'unknown') from pg_replication_slots where slot_name = {}",
-            quote_literal(slot)
-        ))?;
-        if status == "lost" {
-            return Err(Error::new(
-                ErrorKind::Wal,
-                "the source removed WAL this clone needs (its replication slot was invalidated, max_slot_wal_keep_size?)",
-            )
-            .hint("clone again, or raise max_slot_wal_keep_size on the source"));
-        }
+    fn copy_wal(&mut self, label: &str, start: Lsn, stop: Lsn, segment_size: u64) -> Result<()> {
         let timeline = wal::label_timeline(label).ok_or_else(|| {
             Error::new(
                 ErrorKind::Wal,
                 format!("backup label has no START TIMELINE line:\n{label}"),
             )
         })?;
-        let system_id = pg_control::system_identifier(self.source)?;
-        let (from_dir, to_dir) = (self.source.join("pg_wal"), self.target.join("pg_wal"));
+        let system_id = pg_control::system_identifier(&self.plan.source)?;
+        let (from_dir, to_dir) = (
+            self.plan.source.join("pg_wal"),
+            self.plan.target.join("pg_wal"),
+        );
         let fs = (device_of(&from_dir)?, device_of(&to_dir)?);
         for segno in wal::backup_segments(start, stop, segment_size) {
             let name = wal::segment_name(timeline, segno, segment_size);
@@ -258,7 +226,8 @@ impl OnlineClone<'_> {
                 )
                 .hint("the source removed it during the copy; clone again"));
             }
-            self.copy_file(&from, &to, fs)?;
+            let (method, bytes) = tree::copy_file(&from, &to, fs)?;
+            self.count(method, bytes);
             wal::check_segment(&to, segno, segment_size, system_id)?;
             self.report.wal_segments += 1;
         }
@@ -267,39 +236,20 @@ impl OnlineClone<'_> {
             .flatten()
         {
             if entry.file_name().to_string_lossy().ends_with(".history") {
-                self.copy_file(&entry.path(), &to_dir.join(entry.file_name()), fs)?;
+                let (method, bytes) =
+                    tree::copy_file(&entry.path(), &to_dir.join(entry.file_name()), fs)?;
+                self.count(method, bytes);
             }
         }
         Ok(())
     }
 
-    fn copy_control_file(&mut self) -> Result<()> {
-        let (from, to) = (
-            self.source.join("global/pg_control"),
-            self.target.join("global/pg_control"),
-        );
-        let fs = (device_of(&from)?, device_of(self.target)?);
-        self.copy_file(&from, &to, fs)
-    }
-
-    fn copy_file(&mut self, from: &Path, to: &Path, fs: (u64, u64)) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let source = std::fs::File::open(from).doing("open", from)?;
-        let len = source.metadata().doing("stat", from)?.len();
-        let target = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .doing("create", to)?;
-        let method = copy_contents(&source, &target, len, fs).doing("copy to", to)?;
-        give_to(self.owner, to)?;
+    fn count(&mut self, method: CopyMethod, bytes: u64) {
         let entry = self.report.by_method.entry(method).or_default();
         entry.0 += 1;
-        entry.1 += len;
+        entry.1 += bytes;
         self.report.files += 1;
-        self.report.bytes += len;
-        Ok(())
+        self.report.bytes += bytes;
     }
 
     fn merge(&mut self, copied: CloneReport) {
@@ -321,6 +271,40 @@ impl OnlineClone<'_> {
         self.report.elapsed += now - self.step_started;
         self.step_started = now;
         self.options.progress.done(step);
+    }
+}
+
+/// After the WAL copy: the slot still held all of it (POSTGRES.md 10).
+fn check_slot(session: &mut Session, slot: &str) -> Result<()> {
+    let status = session.query_value(&format!(
+        "select coalesce(wal_status, 'unknown') from pg_replication_slots where slot_name = {}",
+        quote_literal(slot)
+    ))?;
+    if status == "lost" {
+        return Err(Error::new(
+            ErrorKind::Wal,
+            "the source removed WAL this clone needs (its replication slot was invalidated: max_slot_wal_keep_size)",
+        )
+        .hint("raise max_slot_wal_keep_size on the source (-1: unlimited) and clone again"));
+    }
+    Ok(())
+}
+
+/// libpq's default: the OS user, except that root connects as `postgres`.
+fn default_user() -> String {
+    if rustix::process::geteuid().is_root() {
+        return server::SUPERUSER.to_string();
+    }
+    let uid = rustix::process::getuid().as_raw();
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name at once.
+    unsafe {
+        let entry = libc::getpwuid(uid);
+        if entry.is_null() {
+            return server::SUPERUSER.to_string();
+        }
+        std::ffi::CStr::from_ptr((*entry).pw_name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

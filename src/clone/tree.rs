@@ -60,6 +60,8 @@ impl CloneReport {
 /// Copies the tree below `source` into the (existing, empty) directory `target`: first the
 /// walk (directories created, exclusions applied, files listed), then the files, on `threads`
 /// threads (cloning is per-file system calls, so many small files go faster in parallel).
+/// Call it with the file-system identity of the server's user (`run_as::with_identity`); the
+/// copying threads take `owner`'s identity too, so every file is created as that user.
 pub(crate) fn copy_tree(
     source: &Path,
     target: &Path,
@@ -71,7 +73,6 @@ pub(crate) fn copy_tree(
     let started = Instant::now();
     let mut walk = Walk {
         kind,
-        owner,
         files: Vec::new(),
         report: CloneReport::default(),
     };
@@ -95,19 +96,24 @@ pub(crate) fn copy_tree(
 }
 
 /// The walk: creates the directories, lists the files to copy.
-struct Walk<'a> {
+struct Walk {
     kind: Source,
-    owner: Option<&'a RunAs>,
     files: Vec<(PathBuf, PathBuf)>,
     report: CloneReport,
 }
 
-impl Walk<'_> {
+impl Walk {
     fn walk_dir(&mut self, source: &Path, target: &Path, rel: &Path) -> Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(source)
-            .doing("list", source)?
-            .collect::<std::io::Result<_>>()
-            .doing("list", source)?;
+        let listed = std::fs::read_dir(source)
+            .and_then(|entries| entries.collect::<std::io::Result<Vec<_>>>());
+        let mut entries = match listed {
+            // A running cluster drops databases while we walk: WAL replay accounts for that.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.kind == Source::Running => {
+                self.report.vanished += 1;
+                return Ok(());
+            }
+            listed => listed.doing("list", source)?,
+        };
         entries.sort_by_key(|e| e.file_name());
         let names: Vec<String> = entries
             .iter()
@@ -118,7 +124,14 @@ impl Walk<'_> {
         for entry in entries {
             let name = entry.file_name();
             let (from, to, rel_child) = (entry.path(), target.join(&name), rel.join(&name));
-            let file_type = entry.file_type().doing("stat", &from)?;
+            let file_type = match entry.file_type() {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound && self.kind == Source::Running =>
+                {
+                    continue
+                }
+                file_type => file_type.doing("stat", &from)?,
+            };
             if exclude::is_excluded(rel, &name, file_type.is_dir(), self.kind, &init_forks) {
                 self.report.excluded += 1;
                 continue;
@@ -161,15 +174,12 @@ impl Walk<'_> {
     }
 
     fn make_dir(&mut self, from: &Path, to: &Path) -> Result<()> {
-        let mode = std::fs::metadata(from).doing("stat", from)?.mode() & 0o7777;
+        let mode = std::fs::symlink_metadata(from).doing("stat", from)?.mode() & 0o7777;
         std::fs::DirBuilder::new()
             .mode(mode)
             .create(to)
             .doing("create directory", to)?;
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).doing("chmod", to)?;
-        if let Some(user) = self.owner {
-            user.chown(to)?;
-        }
         self.report.dirs += 1;
         Ok(())
     }
@@ -217,6 +227,12 @@ impl FileCopier<'_> {
         let failed = Mutex::new(None);
         let work = || {
             let mut tally = Tally::default();
+            if let Some(user) = self.owner {
+                if let Err(e) = user.become_on_this_thread() {
+                    failed.lock().unwrap().get_or_insert(e);
+                    return tally;
+                }
+            }
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((from, to)) = files.get(i) else {
@@ -232,7 +248,7 @@ impl FileCopier<'_> {
         };
         let threads = threads.clamp(1, files.len().max(1));
         let mut total = Tally::default();
-        if threads == 1 {
+        if threads == 1 && self.owner.is_none() {
             total = work();
         } else {
             std::thread::scope(|scope| {
@@ -249,7 +265,12 @@ impl FileCopier<'_> {
     }
 
     fn copy_one(&self, from: &Path, to: &Path, tally: &mut Tally) -> Result<()> {
-        let source = match File::open(from) {
+        // O_NOFOLLOW: a symlink swapped in after the walk is an error, not a way out of the tree.
+        let source = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(from)
+        {
             // A running cluster drops relations while we copy: WAL replay accounts for that.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.kind == Source::Running => {
                 tally.vanished += 1;
@@ -258,19 +279,7 @@ impl FileCopier<'_> {
             opened => opened.doing("open", from)?,
         };
         let meta = source.metadata().doing("stat", from)?;
-        let target = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .doing("create", to)?;
-        let method = copy_contents(&source, &target, meta.len(), self.fs).doing("copy to", to)?;
-        target
-            .set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .doing("chmod", to)?;
-        if let Some(user) = self.owner {
-            user.chown(to)?;
-        }
+        let method = copy_open_file(&source, meta.len(), meta.mode(), to, self.fs)?;
         let entry = tally.by_method.entry(method).or_default();
         entry.0 += 1;
         entry.1 += meta.len();
@@ -283,6 +292,43 @@ impl FileCopier<'_> {
         }
         Ok(())
     }
+}
+
+/// Copies one file (WAL, pg_control) the cheapest way; returns the method and the size. Call it
+/// with the server user's file-system identity, as `copy_tree`.
+pub(crate) fn copy_file(from: &Path, to: &Path, fs: (u64, u64)) -> Result<(CopyMethod, u64)> {
+    let source = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(from)
+        .doing("open", from)?;
+    let meta = source.metadata().doing("stat", from)?;
+    Ok((
+        copy_open_file(&source, meta.len(), meta.mode(), to, fs)?,
+        meta.len(),
+    ))
+}
+
+/// Creates `to` (never through a symlink) with `mode` and copies `source` into it.
+fn copy_open_file(
+    source: &File,
+    len: u64,
+    mode: u32,
+    to: &Path,
+    fs: (u64, u64),
+) -> Result<CopyMethod> {
+    let target = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(to)
+        .doing("create", to)?;
+    let method = copy_contents(source, &target, len, fs).doing("copy to", to)?;
+    target
+        .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+        .doing("chmod", to)?;
+    Ok(method)
 }
 
 pub(crate) fn device_of(path: &Path) -> Result<u64> {

@@ -66,7 +66,16 @@ pub(crate) fn check_segment(
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut header))
         .doing("read WAL segment", path)?;
+    const XLP_LONG_HEADER: u16 = 0x0002;
     let word = |at: usize| u64::from_ne_bytes(header[at..at + 8].try_into().unwrap());
+    let info = u16::from_ne_bytes([header[2], header[3]]);
+    let header_segment_size = u32::from_ne_bytes(header[32..36].try_into().unwrap()) as u64;
+    if info & XLP_LONG_HEADER == 0 || header_segment_size != segment_size {
+        return Err(Error::new(
+            ErrorKind::Wal,
+            format!("{} does not start like a WAL segment of this cluster (no long page header for {segment_size}-byte segments)", path.display()),
+        ));
+    }
     let (page_address, segment_system_id) = (word(8), word(24));
     let expected = segno * segment_size;
     if page_address != expected {
@@ -112,5 +121,40 @@ mod tests {
         assert_eq!(backup_segments(Lsn(0x2000028), Lsn(0x4000000), mb16), 2..=3);
         assert_eq!(backup_segments(Lsn(0x2000028), Lsn(0x2000100), mb16), 2..=2);
         assert_eq!(label_timeline("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n"), Some(1));
+    }
+
+    /// A segment's first 40 bytes: magic, info, timeline, page address, ..., system id, size.
+    fn segment(page_address: u64, system_id: u64, info: u16, size: u32) -> tempfile::NamedTempFile {
+        let mut header = vec![0u8; 8192];
+        header[0..2].copy_from_slice(&0xD110u16.to_ne_bytes());
+        header[2..4].copy_from_slice(&info.to_ne_bytes());
+        header[8..16].copy_from_slice(&page_address.to_ne_bytes());
+        header[24..32].copy_from_slice(&system_id.to_ne_bytes());
+        header[32..36].copy_from_slice(&size.to_ne_bytes());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), header).unwrap();
+        file
+    }
+
+    #[test]
+    fn segment_headers_are_checked() {
+        let size = 16 << 20;
+        let good = segment(3 * size as u64, 42, 0x0002, size);
+        check_segment(good.path(), 3, size as u64, 42).unwrap();
+        let recycled = segment(size as u64, 42, 0x0002, size);
+        assert!(check_segment(recycled.path(), 3, size as u64, 42)
+            .unwrap_err()
+            .to_string()
+            .contains("recycled"));
+        let foreign = segment(3 * size as u64, 7, 0x0002, size);
+        assert!(check_segment(foreign.path(), 3, size as u64, 42)
+            .unwrap_err()
+            .to_string()
+            .contains("another cluster"));
+        let short_header = segment(3 * size as u64, 42, 0, size);
+        assert!(check_segment(short_header.path(), 3, size as u64, 42).is_err());
+        let zeroed = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(zeroed.path(), vec![0u8; 8192]).unwrap();
+        assert!(check_segment(zeroed.path(), 3, size as u64, 42).is_err());
     }
 }

@@ -41,11 +41,9 @@ impl BuiltGolden {
         let _shared = FileLock::shared(&self.lock_path, Duration::from_secs(1), || {
             eprintln!("pgclone: waiting for golden {:?} to be built", self.dbname)
         })?;
-        clone_stopped_cluster(
-            &self.data_dir,
-            target,
-            &CloneOptions::new().allow_copy(true),
-        )
+        // Test clones are disposable: no flush (a host crash loses them anyway).
+        let options = CloneOptions::new().allow_copy(true).no_sync(true);
+        clone_stopped_cluster(&self.data_dir, target, &options)
     }
 }
 

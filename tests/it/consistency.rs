@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pgclone::{
-    clone_running_cluster, CloneOptions, PgBinaries, Server, ServerOptions, TempCluster,
+    clone_running_cluster, CloneEvent, CloneOptions, PgBinaries, Server, ServerOptions, Step,
+    TempCluster,
 };
 
 use crate::online_clone::{assert_source_clean, server_url};
@@ -74,7 +75,14 @@ fn clones_taken_under_pgbench_load_with_checkpoints_are_consistent() {
     let mut last_history = 0u64;
     for i in 0..6 {
         let target = root.join(format!("clone-{i}"));
-        clone_running_cluster(&source.data_dir(), &target, &CloneOptions::new()).unwrap();
+        // A checkpoint inside the copy window, on top of the ones running all along.
+        let during = url.clone();
+        let options = CloneOptions::new().on_progress(move |event| {
+            if event == CloneEvent::Done(Step::BackupStart) {
+                execute(&during, "checkpoint");
+            }
+        });
+        clone_running_cluster(&source.data_dir(), &target, &options).unwrap();
         let clone = Server::start(&target, &ServerOptions::new()).unwrap();
         let clone_url = server_url(&clone);
         let sums = query_text(

@@ -40,6 +40,7 @@ fn entry() {
             Err(e) => format!("ERR {:?} {e}", e.kind()),
         },
         "clone_until_step" => crate::online_clone::clone_until_step(),
+        "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),
         other => panic!("unknown helper task {other}"),
     };
     self::report(&report);

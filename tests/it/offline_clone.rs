@@ -33,8 +33,9 @@ fn url(server: &Server) -> String {
     )
 }
 
-/// Every path below `dir` with its size and modification time (to prove nothing changed).
-fn snapshot(dir: &Path) -> BTreeSet<(PathBuf, u64, i64)> {
+/// Every path below `dir` with its size, modification time, mode and owner (to prove nothing
+/// changed).
+fn snapshot(dir: &Path) -> BTreeSet<(PathBuf, u64, i64, u32, u32)> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -48,6 +49,8 @@ fn snapshot(dir: &Path) -> BTreeSet<(PathBuf, u64, i64)> {
                 entry.path().strip_prefix(dir).unwrap().to_path_buf(),
                 meta.len(),
                 meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                meta.mode(),
+                meta.uid(),
             ));
         }
     }
@@ -200,4 +203,97 @@ fn bad_sources_and_targets_are_refused_and_nothing_changes() {
     assert_eq!(err.kind(), ErrorKind::SourceState, "{err}");
     assert!(err.to_string().contains("not shut down cleanly"), "{err}");
     assert!(!root.join("t3").exists());
+}
+
+#[test]
+fn an_unreadable_file_fails_the_clone_with_its_name_and_leaves_no_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = support::unique_root("unreadable");
+    let source = stopped_source(&root);
+    let unreadable = source.join("base/1/99999");
+    std::fs::write(&unreadable, "secret").unwrap();
+    std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // As root the copy runs with the server user's identity, so root's file is unreadable too.
+    let target = root.join("clone");
+    let err = clone_stopped_cluster(&source, &target, &CloneOptions::new()).unwrap_err();
+    assert!(err.to_string().contains("base/1/99999"), "{err}");
+    assert!(!target.exists(), "a failed clone leaves nothing");
+}
+
+#[test]
+fn a_cloner_killed_mid_copy_leaves_an_unstartable_target_that_gc_removes() {
+    let root = support::unique_root("offline-kill");
+    let source = stopped_source(&root);
+    let target = root.join("clone");
+    let mut helper = support::helper("offline_clone_until_copying")
+        .env("PGCLONE_IT_SOURCE", &source)
+        .env("PGCLONE_IT_TARGET", &target)
+        .env("PGCLONE_DIR", &root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(support::wait_for_report(&mut helper), "COPYING");
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert!(target.join("PG_VERSION").exists() && !target.join("global/pg_control").exists());
+    assert!(
+        Server::start(&target, &ServerOptions::new()).is_err(),
+        "pg_control comes last: no start"
+    );
+    let garbage = pgclone::collect_garbage(Some(&root), false).unwrap();
+    assert_eq!(garbage.unfinished, vec![target.clone()]);
+    assert!(!target.exists());
+}
+
+/// Runs in a helper process: an offline clone that stops for good once copying is under way.
+pub fn offline_clone_until_copying() -> String {
+    let source = PathBuf::from(std::env::var("PGCLONE_IT_SOURCE").unwrap());
+    let target = PathBuf::from(std::env::var("PGCLONE_IT_TARGET").unwrap());
+    let _record = pgclone::UnfinishedClone::begin(None, &target).unwrap();
+    let options = CloneOptions::new().on_progress(|event| {
+        if matches!(event, pgclone::CloneEvent::Copied { .. }) {
+            println!("RESULT COPYING");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    });
+    match clone_stopped_cluster(&source, &target, &options) {
+        Ok(_) => "DONE without stopping".to_string(),
+        Err(e) => format!("ERR {e}"),
+    }
+}
+
+#[test]
+fn gc_leaves_a_target_alone_while_a_live_process_clones_into_it() {
+    let root = support::unique_root("gc-live");
+    let target = root.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(
+        target.join("backup_label"),
+        "pgclone: this clone is incomplete and must not be started\n",
+    )
+    .unwrap();
+    // A dead maker's record for the target, and a live one (this process).
+    let unfinished = root.join("unfinished");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(
+        unfinished.join("clone-dead"),
+        format!("999999999 1\n{}\n", target.display()),
+    )
+    .unwrap();
+    let live = pgclone::UnfinishedClone::begin(Some(&root), &target).unwrap();
+    assert!(pgclone::collect_garbage(Some(&root), false)
+        .unwrap()
+        .unfinished
+        .is_empty());
+    assert!(target.exists(), "a live process is making it");
+    drop(live);
+    assert_eq!(
+        pgclone::collect_garbage(Some(&root), false)
+            .unwrap()
+            .unfinished,
+        vec![target.clone()]
+    );
+    assert!(!target.exists());
 }

@@ -404,3 +404,68 @@ pub fn clone_until_step() -> String {
         Err(e) => format!("ERR {e}"),
     }
 }
+
+#[test]
+fn a_tablespace_created_after_the_walk_is_caught_before_the_clone_is_finished() {
+    let root = support::unique_root("late-tablespace");
+    let source = source_with_data(&root);
+    let url = source.connection_string();
+    let location = root.join("tablespace");
+    std::fs::create_dir_all(&location).unwrap();
+    if let Some(user) = pgclone::run_as_user().unwrap() {
+        std::os::unix::fs::chown(&location, Some(user.uid()), Some(user.gid())).unwrap();
+    }
+    let created = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (during, flag) = (url.clone(), created.clone());
+    let sql = format!("create tablespace late location '{}'", location.display());
+    // The first progress report comes after the walk listed the files: the new tablespace's
+    // link is not among them, so only the check after the copy can see it.
+    let options = CloneOptions::new().threads(1).on_progress(move |event| {
+        if matches!(event, CloneEvent::Copied { .. })
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            execute(&during, &sql);
+        }
+    });
+    let err = clone_running_cluster(&source.data_dir(), &root.join("t"), &options).unwrap_err();
+    assert!(created.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("changed during the copy"), "{err}");
+    assert!(!root.join("t").exists());
+    assert_source_clean(&url);
+}
+
+#[test]
+fn a_pg_wal_symlink_becomes_a_directory_in_online_and_offline_clones() {
+    let root = support::unique_root("walsymlink");
+    let source = source_with_data(&root);
+    let dir = source.keep().unwrap();
+    let data = dir.join("data");
+    let wal_elsewhere = dir.join("wal-elsewhere");
+    std::fs::rename(data.join("pg_wal"), &wal_elsewhere).unwrap();
+    std::os::unix::fs::symlink(&wal_elsewhere, data.join("pg_wal")).unwrap();
+
+    let offline = root.join("offline");
+    clone_cluster_checked(&data, &offline);
+    let server = Server::start(&data, &ServerOptions::new()).unwrap();
+    let online = root.join("online");
+    clone_cluster_checked(&data, &online);
+    assert_eq!(
+        query_text(&server_url(&server), "select count(*)::text from kept"),
+        "1000"
+    );
+}
+
+fn clone_cluster_checked(source: &Path, target: &Path) {
+    pgclone::clone_cluster(source, target, &CloneOptions::new()).unwrap();
+    let wal = std::fs::symlink_metadata(target.join("pg_wal")).unwrap();
+    assert!(
+        wal.is_dir(),
+        "the clone's pg_wal is its own directory, not the source's"
+    );
+    let clone = Server::start(target, &ServerOptions::new()).unwrap();
+    assert_eq!(
+        query_text(&server_url(&clone), "select count(*)::text from kept"),
+        "1000"
+    );
+}
