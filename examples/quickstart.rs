@@ -1,57 +1,108 @@
-//! The main job: start a throwaway PostgreSQL cluster, run a query, show what happened, clean up.
+//! The main job: build a golden cluster from `examples/migrations/`, hand out copies of it in
+//! cluster mode and in database mode, fork one, and show what happened and how long each took.
 //!
-//! Run it with `cargo run --example quickstart`.
+//! Run it with `cargo run --example quickstart` (twice: the second run reuses the cached golden).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use pgclone::TempCluster;
+use pgclone::{Golden, Mode, TestDb};
+
+fn app() -> Golden {
+    Golden::new("quickstart")
+        .migrations("examples/migrations")
+        .sql("insert into plans values (3, 'team')")
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let total = Instant::now();
-    let cluster = TempCluster::start()?;
-    let binaries = cluster.binaries();
+    let binaries = pgclone::PgBinaries::find()?;
     println!(
-        "postgres    {} from {}",
+        "postgres      {} from {}",
         binaries.version(),
         binaries.bin_dir().display()
     );
-    println!("lives in    {}", cluster.dir().display());
-    println!("socket      {}", cluster.server().socket_path().display());
-    println!("connect     psql '{}'", cluster.connection_string());
-    match pgclone::run_as_user()? {
-        Some(user) => println!("runs as     {} (this process is root)", user.name()),
-        None => println!("runs as     this user"),
-    }
-
-    let query = Instant::now();
-    let (client, connection) =
-        tokio_postgres::connect(&cluster.connection_string(), tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
-    let version: String = client.query_one("select version()", &[]).await?.get(0);
-    let query_time = query.elapsed();
-    println!("server says {version}");
-
-    let timings = cluster.timings();
-    println!("initdb      {:>7.1} ms", ms(timings.initdb));
-    println!("start→ready {:>7.1} ms", ms(timings.start));
-    println!("connect+query {:>5.1} ms", ms(query_time));
-
-    drop(client);
-    let _ = connection.await;
-    let dir = cluster.dir().to_path_buf();
-    let teardown = Instant::now();
-    cluster.close()?;
+    let root = pgclone::pgclone_dir()?;
+    let fs = pgclone::probe_file_system(&root)?;
     println!(
-        "teardown    {:>7.1} ms ({} removed: {})",
-        ms(teardown.elapsed()),
-        dir.display(),
-        !dir.exists()
+        "pgclone dir   {} ({}, {})",
+        root.display(),
+        fs.fs_type,
+        if fs.shares_extents() {
+            "copy-on-write"
+        } else {
+            "no reflinks: clones copy"
+        }
     );
-    println!("total       {:>7.1} ms", ms(total.elapsed()));
+
+    // The first TestDb builds the golden (or finds it cached from an earlier run).
+    let (db, took) = timed(TestDb::start(&app())).await;
+    let db = db?;
+    println!(
+        "\ncluster mode  {:>8.1} ms  first copy, golden included ({})",
+        ms(took),
+        db.method()
+    );
+    let (db2, took) = timed(TestDb::start(&app())).await;
+    let db2 = db2?;
+    println!(
+        "cluster mode  {:>8.1} ms  next copy ({}): {}",
+        ms(took),
+        db2.method(),
+        db2.data_dir().display()
+    );
+    let (n, took) = timed(db2.client().query_one("select count(*) from users", &[])).await;
+    println!(
+        "first query   {:>8.1} ms  {} users in the fixture",
+        ms(took),
+        n?.get::<_, i64>(0)
+    );
+
+    let (database, took) = timed(TestDb::builder(&app()).mode(Mode::Database).start()).await;
+    let database = database?;
+    println!(
+        "database mode {:>8.1} ms  first database, template server included",
+        ms(took)
+    );
+    let (database2, took) = timed(TestDb::builder(&app()).mode(Mode::Database).start()).await;
+    let database2 = database2?;
+    println!(
+        "database mode {:>8.1} ms  next database {} ({})",
+        ms(took),
+        database2.dbname(),
+        database2.method()
+    );
+
+    db2.client()
+        .execute("insert into plans values (4, 'before fork')", &[])
+        .await?;
+    let (fork, took) = timed(db2.fork()).await;
+    let fork = fork?;
+    db2.client()
+        .execute("insert into plans values (5, 'after fork')", &[])
+        .await?;
+    let in_fork: i64 = fork
+        .client()
+        .query_one("select count(*) from plans where id >= 4", &[])
+        .await?
+        .get(0);
+    println!("fork          {:>8.1} ms  online clone through backup recovery; sees {in_fork} of the 2 later rows", ms(took));
+    println!("\nconnect       psql '{}'", db2.connection_string());
+
+    let started = Instant::now();
+    drop((db, db2, fork, database, database2));
+    println!(
+        "teardown      {:>8.1} ms  5 copies (files removed in the background)",
+        ms(started.elapsed())
+    );
     Ok(())
 }
 
-fn ms(d: std::time::Duration) -> f64 {
+async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let value = work.await;
+    (value, started.elapsed())
+}
+
+fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -111,6 +111,15 @@ impl TemplateServer {
         self.admin.lock().unwrap().query(&sql).map(drop)
     }
 
+    /// Drops the database on a background thread, so that a test's teardown does not wait for
+    /// PostgreSQL (the admin session serializes it with creations; at exit the whole server goes).
+    pub fn drop_database_later(self: &Arc<Self>, name: String) {
+        let template = Arc::clone(self);
+        let _ = std::thread::Builder::new()
+            .name("pgclone-drop-database".into())
+            .spawn(move || template.drop_database(&name));
+    }
+
     /// Keeps the whole clone (its server stopped cleanly) when the process exits.
     pub fn keep(&self) {
         *self.kept.lock().unwrap() = true;

@@ -392,6 +392,10 @@ fn tear_down(owned: Owned, background: bool) -> Result<()> {
             };
             stopped.and(removed)
         }
+        Owned::Database { template, dbname } if background => {
+            template.drop_database_later(dbname);
+            Ok(())
+        }
         Owned::Database { template, dbname } => template.drop_database(&dbname),
     }
 }
