@@ -34,8 +34,7 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    /// Opens (creating it if needed) the root at `path`, or the default one. The first open of a
-    /// root in a process reaps what dead processes left there.
+    /// Opens (creating it if needed) the root at `path`, or the default one.
     pub fn open(path: Option<&Path>, run_as: Option<&RunAs>) -> Result<Root> {
         let path = match path {
             Some(path) => std::path::absolute(path).doing("resolve PGCLONE_DIR", path)?,
@@ -57,9 +56,7 @@ impl Root {
         if let Some(user) = run_as {
             user.check_can_reach(&clones, "the pgclone directory")?;
         }
-        let root = Root { path };
-        root.reap_once_per_process();
-        Ok(root)
+        Ok(Root { path })
     }
 
     pub fn path(&self) -> &Path {
@@ -86,7 +83,8 @@ impl Root {
         Ok(dir.keep())
     }
 
-    fn reap_once_per_process(&self) {
+    /// Reaps what dead processes left, the first time this process uses the root.
+    pub fn reap_once_per_process(&self) {
         if first_use_in_process("clones", &self.path) {
             self.reap_stale_clones(false);
         }
@@ -203,12 +201,17 @@ fn deleter() -> &'static Mutex<Vec<PathBuf>> {
         std::thread::Builder::new()
             .name("pgclone-deleter".into())
             .spawn(|| loop {
+                // Held while deleting, so that exit can wait for a deletion under way.
+                let busy = deleting().lock().unwrap_or_else(|e| e.into_inner());
                 let next = deleter().lock().unwrap().pop();
                 match next {
                     Some(dir) => {
                         let _ = std::fs::remove_dir_all(&dir);
                     }
-                    None => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    None => {
+                        drop(busy);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
                 }
             })
             .expect("start the pgclone deleter thread");
@@ -217,8 +220,14 @@ fn deleter() -> &'static Mutex<Vec<PathBuf>> {
     })
 }
 
-/// Deletes every queued directory now (at process exit).
+fn deleting() -> &'static Mutex<()> {
+    static DELETING: Mutex<()> = Mutex::new(());
+    &DELETING
+}
+
+/// At exit: waits for the deletion under way, then deletes every queued directory.
 fn empty_trash() {
+    let _busy = deleting().lock().unwrap_or_else(|e| e.into_inner());
     let queued = std::mem::take(&mut *deleter().lock().unwrap());
     for dir in queued {
         let _ = std::fs::remove_dir_all(&dir);

@@ -78,7 +78,7 @@ pub(crate) fn initdb(
         cmd.arg("--no-instructions");
     }
     let log_start = file_len(log_path);
-    redirect_output(&mut cmd, log_path)?;
+    redirect_output(&mut cmd, log_path, run_as)?;
     let mut child = spawn(cmd, "initdb", run_as)?;
     let Some(status) = wait_for_exit(&mut child, INITDB_TIMEOUT)? else {
         kill_group(child.id());
@@ -195,7 +195,7 @@ impl Server {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
         let log_start = file_len(spec.log_path);
-        redirect_output(&mut cmd, spec.log_path)?;
+        redirect_output(&mut cmd, spec.log_path, env.run_as.as_ref())?;
         let child = spawn(cmd, "postgres", env.run_as.as_ref())?;
         let mut server = Server {
             child,
@@ -509,12 +509,26 @@ fn spawn(cmd: Command, what: &str, run_as: Option<&RunAs>) -> Result<Child> {
         })
 }
 
-fn redirect_output(cmd: &mut Command, log_path: &Path) -> Result<()> {
+/// Sends the program's output to `log_path`, a file that belongs to the user who runs it (so
+/// that it can be restarted by hand, as that user, with the same log). Never through a symlink.
+fn redirect_output(cmd: &mut Command, log_path: &Path, run_as: Option<&RunAs>) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
         .open(log_path)
         .doing("open log file", log_path)?;
+    if let Some(user) = run_as {
+        rustix::fs::fchown(
+            &log,
+            Some(rustix::fs::Uid::from_raw(user.uid())),
+            Some(rustix::fs::Gid::from_raw(user.gid())),
+        )
+        .map_err(std::io::Error::from)
+        .doing("chown log file", log_path)?;
+    }
     let log2 = log.try_clone().doing("open log file", log_path)?;
     cmd.stdout(log).stderr(log2);
     Ok(())

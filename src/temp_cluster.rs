@@ -203,6 +203,7 @@ impl TempClusterBuilder {
         let env = self.options.resolve(&config)?;
         let run_as = env.run_as.as_ref();
         let root = Root::open(self.root.as_deref().or(config.root.as_deref()), run_as)?;
+        root.reap_once_per_process();
 
         let password = data_dir::new_password()?;
         // From here on the value owns the directory: any early return removes it.

@@ -57,6 +57,7 @@ pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
     };
     let recipe = recipe::resolve(golden, &env.binaries, &base)?;
     let root = Root::open(config.root.as_deref(), env.run_as.as_ref())?;
+    root.reap_once_per_process();
 
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
     static BUILT: OnceLock<Cells> = OnceLock::new();

@@ -40,6 +40,9 @@ fn entry() {
             Err(e) => format!("ERR {:?} {e}", e.kind()),
         },
         "clone_until_step" => crate::online_clone::clone_until_step(),
+        "acquire_golden" => crate::harness::acquire_golden(),
+        "hold_testdbs" => crate::harness::hold_testdbs(),
+        "fail_a_test" => crate::harness::fail_a_test(),
         "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),
         other => panic!("unknown helper task {other}"),
     };

@@ -4,7 +4,7 @@ mod bad_input;
 mod concurrency;
 mod consistency;
 mod environment;
-mod harness_smoke;
+mod harness;
 mod helpers;
 mod lifecycle;
 mod offline_clone;

@@ -1,0 +1,323 @@
+//! The test harness: golden builds across processes, failures, keeping, reaping.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use pgclone::{Golden, TestDb};
+
+use crate::support::{self, helper_result, process_runs, wait_for_report, wait_until_gone};
+
+/// A migrations directory of its own, with one table.
+fn migrations(root: &Path) -> PathBuf {
+    let dir = root.join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("0001_t.sql"),
+        "create table t(x int); insert into t select generate_series(1, 7);",
+    )
+    .unwrap();
+    dir
+}
+
+fn builds(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("golden/builds.log")).map_or(0, |log| log.lines().count())
+}
+
+fn goldens(root: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(root.join("golden"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{name}-")))
+        .collect()
+}
+
+fn acquire(root: &Path, dir: &Path) -> std::process::Command {
+    let mut cmd = support::helper("acquire_golden");
+    cmd.env("PGCLONE_DIR", root)
+        .env("PGCLONE_IT_MIGRATIONS", dir)
+        .stdout(Stdio::piped());
+    cmd
+}
+
+#[test]
+fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_recipe_is_reused() {
+    let root = support::unique_root("golden8");
+    let dir = migrations(&root);
+    let helpers: Vec<_> = (0..8)
+        .map(|_| acquire(&root, &dir).spawn().unwrap())
+        .collect();
+    for helper in helpers {
+        let output = helper.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("RESULT OK 7"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(
+        builds(&root),
+        1,
+        "exactly one of 8 processes built the golden"
+    );
+    let first = goldens(&root, "concurrent");
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    assert_eq!(helper_result(acquire(&root, &dir)), "OK 7");
+    assert_eq!(builds(&root), 1, "an unchanged recipe is reused");
+
+    std::fs::write(dir.join("0002_more.sql"), "insert into t values (8);").unwrap();
+    assert_eq!(helper_result(acquire(&root, &dir)), "OK 8");
+    assert_eq!(builds(&root), 2, "a new migration rebuilds");
+    let second = goldens(&root, "concurrent");
+    assert_eq!(
+        second.len(),
+        1,
+        "the older golden of the name is removed: {second:?}"
+    );
+    assert_ne!(first, second);
+
+    let mut rebuild = acquire(&root, &dir);
+    rebuild.env("PGCLONE_REBUILD", "1");
+    assert_eq!(helper_result(rebuild), "OK 8");
+    assert_eq!(
+        builds(&root),
+        3,
+        "PGCLONE_REBUILD=1 rebuilds an unchanged recipe"
+    );
+}
+
+/// Runs in a helper process: a TestDb of the golden "concurrent", the count of rows in `t`.
+pub fn acquire_golden() -> String {
+    let dir = std::env::var("PGCLONE_IT_MIGRATIONS").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match TestDb::start(&Golden::new("concurrent").migrations(dir)).await {
+            Ok(db) => {
+                let n: i64 = db
+                    .client()
+                    .query_one("select count(*) from t", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                format!("OK {n}")
+            }
+            Err(e) => format!("ERR {e}"),
+        }
+    })
+}
+
+#[test]
+fn a_failing_migration_names_its_file_line_and_statement_and_leaves_nothing_usable() {
+    let root = support::unique_root("badmigration");
+    let dir = root.join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0001_ok.sql"), "create table t(x int);").unwrap();
+    std::fs::write(
+        dir.join("0002_broken.sql"),
+        "insert into t values (1);\n\ninsert into missing values (2);\n",
+    )
+    .unwrap();
+    let result = helper_result(acquire(&root, &dir));
+    assert!(result.starts_with("ERR "), "{result}");
+    for expected in [
+        "0002_broken.sql",
+        "line 3",
+        "insert into missing values (2);",
+        "does not exist",
+    ] {
+        assert!(
+            result.contains(expected),
+            "missing {expected:?} in: {result}"
+        );
+    }
+    assert!(
+        goldens(&root, "concurrent").is_empty(),
+        "a failed build leaves no golden, not even a partial one"
+    );
+    assert_eq!(builds(&root), 0);
+    assert_eq!(support::servers_under(&root), Vec::<u32>::new());
+}
+
+fn postmaster_pid(data_dir: &Path) -> u32 {
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+    pid_file.lines().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_sigkilled_test_process_leaves_no_server_and_the_next_run_no_clone_directory() {
+    let root = support::unique_root("killed-tests");
+    let dir = migrations(&root);
+    let mut helper = support::helper("hold_testdbs")
+        .env("PGCLONE_DIR", &root)
+        .env("PGCLONE_IT_MIGRATIONS", &dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = wait_for_report(&mut helper);
+    let data_dirs: Vec<PathBuf> = report.split(' ').map(PathBuf::from).collect();
+    let pids: Vec<u32> = data_dirs.iter().map(|d| postmaster_pid(d)).collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "a cluster-mode clone and a database-mode template server"
+    );
+    assert!(pids.iter().all(|pid| process_runs(*pid)));
+
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    for pid in &pids {
+        assert!(
+            wait_until_gone(*pid, Duration::from_secs(2)),
+            "postgres {pid} outlived its SIGKILLed test process"
+        );
+    }
+    assert!(
+        data_dirs.iter().all(|d| d.exists()),
+        "nothing could clean up after SIGKILL"
+    );
+
+    let garbage = pgclone::collect_garbage(Some(&root), false).unwrap(); // what the next run does first
+    assert_eq!(garbage.clones.len(), 2, "{garbage:?}");
+    assert_eq!(
+        std::fs::read_dir(root.join("clones")).unwrap().count(),
+        0,
+        "zero clone directories remain"
+    );
+    assert_eq!(
+        support::servers_under(&root),
+        Vec::<u32>::new(),
+        "zero servers remain"
+    );
+}
+
+/// Runs in a helper process: holds a TestDb in each mode, reports their data directories, waits
+/// to be killed.
+pub fn hold_testdbs() -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cluster, database) = rt.block_on(async {
+        let cluster = TestDb::start(&counting_golden()).await.unwrap();
+        let database = TestDb::builder(&counting_golden())
+            .mode(pgclone::Mode::Database)
+            .start()
+            .await
+            .unwrap();
+        (cluster, database)
+    });
+    println!(
+        "RESULT {} {}",
+        cluster.data_dir().display(),
+        database.data_dir().display()
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn counting_golden() -> Golden {
+    Golden::new("concurrent").migrations(std::env::var("PGCLONE_IT_MIGRATIONS").unwrap())
+}
+
+#[test]
+fn keep_failed_keeps_a_failing_tests_clone_and_the_printed_instructions_work() {
+    let root = support::unique_root("keep-failed");
+    let dir = migrations(&root);
+    let output = support::helper("fail_a_test")
+        .env("PGCLONE_DIR", &root)
+        .env("PGCLONE_IT_MIGRATIONS", &dir)
+        .env("PGCLONE_KEEP", "failed")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("RESULT FAILED AS INTENDED"),
+        "{stderr}"
+    );
+    let line = |label: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{stderr}"))
+            .trim()
+            .to_string()
+    };
+    assert!(
+        stderr.contains("kept this test's database (PGCLONE_KEEP=failed)"),
+        "{stderr}"
+    );
+    let kept_dir = PathBuf::from(
+        stderr
+            .lines()
+            .find_map(|l| l.split_once("PGCLONE_KEEP=failed) in "))
+            .unwrap()
+            .1
+            .trim(),
+    );
+    assert!(kept_dir.join("keep").exists() && kept_dir.join("data/PG_VERSION").exists());
+
+    // Follow the instructions: start it, connect, see the test's data.
+    let start = line("start it:");
+    let status = std::process::Command::new("sh")
+        .args(["-c", &start])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{start}");
+    let url = line("connect:")
+        .trim_start_matches("psql ")
+        .trim_matches('\'')
+        .to_string();
+    assert_eq!(
+        support::query_text(&url, "select count(*)::text from t"),
+        "8",
+        "the failing test's row is there"
+    );
+    let stop = start.replacen(" start", " -m fast stop", 1);
+    assert!(std::process::Command::new("sh")
+        .args(["-c", &stop])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+
+    let garbage = pgclone::collect_garbage(Some(&root), true).unwrap();
+    assert!(
+        garbage.clones.contains(&kept_dir),
+        "gc --kept removes it: {garbage:?}"
+    );
+}
+
+/// Runs in a helper process: a #[pgclone::test]-style test that writes a row and panics.
+pub fn fail_a_test() -> String {
+    let spec = pgclone::__private::TestSpec {
+        name: "helpers::fail_a_test",
+        golden: Some(counting_golden),
+        mode: pgclone::Mode::Cluster,
+        multi_thread: false,
+        worker_threads: None,
+        should_panic: false,
+    };
+    let outcome = std::panic::catch_unwind(|| {
+        pgclone::__private::run_async(spec, |db: TestDb| async move {
+            db.client()
+                .execute("insert into t values (8)", &[])
+                .await
+                .unwrap();
+            let fail = true; // (a bare panic! would make the block's type `!`)
+            assert!(!fail, "deliberate failure");
+        })
+    });
+    if outcome.is_err() {
+        "FAILED AS INTENDED".into()
+    } else {
+        "PASSED?".into()
+    }
+}
