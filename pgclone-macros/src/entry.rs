@@ -126,8 +126,13 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
         ));
     }
     if signature.inputs.len() != 1 {
+        let at: &dyn quote::ToTokens = if signature.inputs.is_empty() {
+            &signature.ident
+        } else {
+            &signature.inputs
+        };
         return Err(syn::Error::new_spanned(
-            &signature.inputs,
+            at,
             "a #[pgclone::test] function takes one argument, its database: `db: pgclone::TestDb`",
         ));
     }
@@ -160,6 +165,11 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
         Some(path) => quote!(::core::option::Option::Some(#path as fn() -> ::pgclone::Golden)),
         None => quote!(::core::option::Option::None),
     };
+    // Checked outside the test function too, so that a wrong `golden` is an error (pointing at
+    // it) in every build, not only under `cargo test`.
+    let golden_check = args.golden.as_ref().map(|path| {
+        quote::quote_spanned!(syn::spanned::Spanned::span(path) => const _: fn() -> ::pgclone::Golden = #path;)
+    });
     let mode = if args.database_mode {
         quote!(::pgclone::Mode::Database)
     } else {
@@ -176,6 +186,7 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
         quote!(run_sync)
     };
     Ok(quote! {
+        #golden_check
         #[::core::prelude::v1::test]
         #(#attrs)*
         #visibility fn #name() {

@@ -1,0 +1,4 @@
+#[pgclone::test(mode = "both")]
+async fn t(_db: pgclone::TestDb) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[pgclone::test(golden = "app")]
+async fn t(_db: pgclone::TestDb) {}
+
+fn main() {}

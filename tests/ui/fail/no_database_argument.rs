@@ -1,0 +1,4 @@
+#[pgclone::test]
+async fn t() {}
+
+fn main() {}

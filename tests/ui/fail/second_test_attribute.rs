@@ -1,0 +1,5 @@
+#[pgclone::test]
+#[test]
+async fn t(_db: pgclone::TestDb) {}
+
+fn main() {}

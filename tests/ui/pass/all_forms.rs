@@ -1,0 +1,34 @@
+use pgclone::{Golden, TestDb};
+
+fn app() -> Golden {
+    Golden::new("app").sql("create table t(x int)")
+}
+
+#[pgclone::test(golden = app)]
+async fn cluster_mode(db: TestDb) {
+    let _ = db.client();
+}
+
+#[pgclone::test(golden = app, mode = "database")]
+async fn database_mode(_db: TestDb) -> Result<(), Box<dyn std::error::Error>> {
+    let parsed: i32 = "1".parse()?;
+    assert_eq!(parsed, 1);
+    Ok(())
+}
+
+#[pgclone::test(golden = self::app, mode = "cluster", flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_options(_db: TestDb) {}
+
+#[pgclone::test]
+fn sync_and_empty(db: TestDb) {
+    let _url = db.connection_string();
+}
+
+#[pgclone::test(golden = app)]
+#[should_panic(expected = "boom")]
+#[ignore = "other attributes keep working"]
+async fn with_attributes(_db: TestDb) {
+    panic!("boom")
+}
+
+fn main() {}
