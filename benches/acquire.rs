@@ -1,0 +1,72 @@
+//! Acquire → first query, by mode, on a ~10 MB and a ~400 MB golden; and teardown (drop).
+//!
+//! `cargo bench --bench acquire [-- ITERATIONS]`. Where it runs is `PGCLONE_DIR`'s file system
+//! (reflinks on XFS/btrfs); which PostgreSQL is `PGCLONE_PG_BIN`. Targets (DESIGN.md): cluster mode
+//! p50 ≤ 100 ms and database mode (PG 18 clone) p50 ≤ 40 ms on the 400 MB fixture, 1 GB vs 10 MB
+//! ≤ 1.3×, teardown ≤ 20 ms.
+
+use std::time::{Duration, Instant};
+
+use pgclone::{Golden, Mode, TestDb};
+
+fn golden(name: &str, megabytes: u64) -> Golden {
+    // ~180 bytes a row with its index entry.
+    let rows = megabytes * 1_000_000 / 180;
+    Golden::new(name).sql(format!(
+        "create table fixture(id int primary key, payload text);
+         insert into fixture select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {rows}) g;"
+    ))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let iterations: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20);
+    let bins = pgclone::PgBinaries::find()?;
+    let dir = pgclone::pgclone_dir()?;
+    let fs = pgclone::probe_file_system(&dir)?;
+    println!(
+        "# PostgreSQL {}, {} ({}), {iterations} iterations, ms",
+        bins.version(),
+        dir.display(),
+        fs.fs_type
+    );
+    println!(
+        "{:<10} {:<9} {:>10} {:>10} {:>10} {:>10}  method",
+        "golden", "mode", "p50", "p95", "drop p50", "drop p95"
+    );
+    for (name, megabytes) in [("bench10mb", 10), ("bench400mb", 400)] {
+        let recipe = golden(name, megabytes);
+        TestDb::start(&recipe).await?; // build (or find) the golden first: not measured
+        for mode in [Mode::Cluster, Mode::Database] {
+            TestDb::builder(&recipe).mode(mode).start().await?; // warm: the template server
+            let (mut acquire, mut teardown, mut method) = (Vec::new(), Vec::new(), String::new());
+            for _ in 0..iterations {
+                let started = Instant::now();
+                let db = TestDb::builder(&recipe).mode(mode).start().await?;
+                db.client().simple_query("select 1").await?;
+                acquire.push(started.elapsed());
+                method = db.method().to_string();
+                let started = Instant::now();
+                drop(db);
+                teardown.push(started.elapsed());
+            }
+            println!(
+                "{name:<10} {:<9} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {method}",
+                format!("{mode:?}").to_lowercase(),
+                percentile(&mut acquire, 0.5),
+                percentile(&mut acquire, 0.95),
+                percentile(&mut teardown, 0.5),
+                percentile(&mut teardown, 0.95)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn percentile(samples: &mut [Duration], q: f64) -> f64 {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
+}
