@@ -34,15 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         let server = Server::start(&data, &ServerOptions::new().binaries(bins.clone()))?;
         ready.push(started.elapsed());
-        let url = format!(
-            "postgresql://postgres@{}:{}/postgres",
-            server
-                .socket_dir()
-                .display()
-                .to_string()
-                .replace('/', "%2F"),
-            server.port()
-        );
+        let url = server.connection_string("postgres");
         rt.block_on(async {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);

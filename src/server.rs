@@ -30,6 +30,7 @@ use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::options::{default_log_file, Resolved, ServerOptions};
 use crate::run_as::RunAs;
 use crate::socket_dir::SocketDir;
+use crate::url::{connection_url, Endpoint};
 use crate::wire::{self, Probe};
 
 /// The superuser name pgclone's clusters are created with.
@@ -262,6 +263,18 @@ impl Server {
         self.socket_dir
             .path()
             .join(format!(".s.PGSQL.{}", self.port))
+    }
+
+    /// A libpq URL of database `dbname` on this server over its Unix socket, as the superuser
+    /// `postgres` (the one pgclone's clusters are made with).
+    pub fn connection_string(&self, dbname: &str) -> String {
+        connection_url(
+            Endpoint::Socket(self.socket_dir()),
+            self.port,
+            SUPERUSER,
+            None,
+            dbname,
+        )
     }
 
     /// The port: a free TCP port on 127.0.0.1 when TCP is on, else the socket's number.

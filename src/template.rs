@@ -10,12 +10,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::clone::CopyMethod;
 use crate::error::Result;
 use crate::golden::BuiltGolden;
-use crate::options::ServerOptions;
 use crate::root;
-use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::server::{Server, SUPERUSER};
 use crate::wire::{quote_ident, Session};
 
 /// A running clone of a golden that hands out databases.
@@ -58,7 +56,7 @@ pub(crate) async fn template_for(golden: Arc<BuiltGolden>) -> Result<Arc<Templat
 
 impl TemplateServer {
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
-        let (server, dir, _) = start_clone(&golden)?;
+        let (server, dir, _) = golden.start_clone(|data| golden.copy_to(data))?;
         // Not the template database: a session there would block CREATE DATABASE.
         let admin_db = if golden.dbname == "postgres" {
             "template1"
@@ -123,29 +121,6 @@ impl TemplateServer {
     /// Keeps the whole clone (its server stopped cleanly) when the process exits.
     pub fn keep(&self) {
         *self.kept.lock().unwrap() = true;
-    }
-}
-
-/// Clones the golden into a new clone directory and starts it: the server, the clone
-/// directory, and how the files were copied.
-pub(crate) fn start_clone(golden: &BuiltGolden) -> Result<(Server, PathBuf, CopyMethod)> {
-    let dir = golden.root.new_clone_dir(golden.env.run_as.as_ref())?;
-    let data = dir.join("data");
-    let started = golden.clone_into(&data).and_then(|report| {
-        let server = Server::start_with(&StartSpec {
-            env: &golden.env,
-            options: &ServerOptions::default(),
-            data_dir: &data,
-            log_path: &dir.join("postgres.log"),
-        })?;
-        Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
-    });
-    match started {
-        Ok((server, method)) => Ok((server, dir, method)),
-        Err(e) => {
-            let _ = root::remove_clone_dir(&dir);
-            Err(e)
-        }
     }
 }
 

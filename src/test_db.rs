@@ -12,9 +12,8 @@ use crate::clone::{clone_running_cluster, CloneOptions, CopyMethod};
 use crate::config::{Config, Keep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::golden::{blocking, ensure_built, BuiltGolden, Golden};
-use crate::options::ServerOptions;
 use crate::root;
-use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::server::{Server, SUPERUSER};
 use crate::template::{self, TemplateServer};
 use crate::url::{connection_url, Endpoint};
 
@@ -176,29 +175,12 @@ impl TestDb {
             .hint("use Mode::Cluster (the default) for tests that fork"));
         }
         let (golden, source) = (self.golden.clone(), self.data_dir.clone());
-        let (dir, server, method) = blocking(move || {
-            let dir = golden.root.new_clone_dir(golden.env.run_as.as_ref())?;
-            let data = dir.join("data");
+        let (server, dir, method) = blocking(move || {
             let options = CloneOptions::new()
                 .allow_copy(true)
                 .no_sync(true)
                 .user(SUPERUSER);
-            let made = clone_running_cluster(&source, &data, &options).and_then(|report| {
-                let server = Server::start_with(&StartSpec {
-                    env: &golden.env,
-                    options: &ServerOptions::default(),
-                    data_dir: &data,
-                    log_path: &dir.join("postgres.log"),
-                })?;
-                Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
-            });
-            match made {
-                Ok((server, method)) => Ok((dir, server, method)),
-                Err(e) => {
-                    let _ = root::remove_clone_dir(&dir);
-                    Err(e)
-                }
-            }
+            golden.start_clone(|data| clone_running_cluster(&source, data, &options))
         })
         .await?;
         TestDb::from_cluster(
@@ -253,6 +235,24 @@ impl TestDb {
             dbname: dbname.clone(),
             golden: golden.clone(),
         };
+        TestDb::connected(
+            golden, owned, socket_dir, port, data_dir, dbname, method, harness,
+        )
+        .await
+    }
+
+    /// Connects the client; if that fails, tears the copy down and reports why.
+    #[allow(clippy::too_many_arguments)]
+    async fn connected(
+        golden: Arc<BuiltGolden>,
+        owned: Owned,
+        socket_dir: PathBuf,
+        port: u16,
+        data_dir: PathBuf,
+        dbname: String,
+        method: Method,
+        harness: Option<HarnessSlot>,
+    ) -> Result<TestDb> {
         let url = connection_url(
             Endpoint::Socket(&socket_dir),
             port,
@@ -300,44 +300,34 @@ impl TestDbBuilder<'_> {
         match self.mode {
             Mode::Cluster => {
                 let g = golden.clone();
-                let (server, dir, method) = blocking(move || template::start_clone(&g)).await?;
+                let (server, dir, method) =
+                    blocking(move || g.start_clone(|data| g.copy_to(data))).await?;
                 TestDb::from_cluster(golden, dir, server, Method::Clone(method), self.harness).await
             }
             Mode::Database => {
                 let template = template::template_for(golden.clone()).await?;
                 let t = template.clone();
                 let dbname = blocking(move || t.create_database()).await?;
-                let url = connection_url(
-                    Endpoint::Socket(&template.socket_dir),
-                    template.port,
-                    SUPERUSER,
-                    None,
-                    &dbname,
-                );
                 let owned = Owned::Database {
                     template: template.clone(),
                     dbname: dbname.clone(),
                 };
-                let client = match connect(&url).await {
-                    Ok(client) => client,
-                    Err(e) => {
-                        let _ = blocking(move || tear_down(owned, false)).await;
-                        return Err(e);
-                    }
+                let method = Method::CreateDatabase {
+                    clone: template.major >= 18,
                 };
-                Ok(TestDb {
-                    client,
-                    dbname,
-                    socket_dir: template.socket_dir.clone(),
-                    port: template.port,
-                    data_dir: template.dir.join("data"),
-                    method: Method::CreateDatabase {
-                        clone: template.major >= 18,
-                    },
+                let (socket_dir, data_dir) =
+                    (template.socket_dir.clone(), template.dir.join("data"));
+                TestDb::connected(
                     golden,
-                    owned: Some(owned),
-                    harness: self.harness,
-                })
+                    owned,
+                    socket_dir,
+                    template.port,
+                    data_dir,
+                    dbname,
+                    method,
+                    self.harness,
+                )
+                .await
             }
         }
     }
@@ -437,7 +427,8 @@ fn keep(owned: Owned, why: &str) {
     );
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+/// Connects a client; its connection runs on the current tokio runtime.
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| Error::new(ErrorKind::Query, format!("connect to {url}: {e}")))?;

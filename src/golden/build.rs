@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::recipe::{self, Step};
 use super::Golden;
-use crate::clone::{clone_stopped_cluster, CloneOptions, CloneReport};
+use crate::clone::{clone_stopped_cluster, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -21,6 +21,7 @@ use crate::lock::FileLock;
 use crate::options::{Resolved, ServerOptions};
 use crate::root::{self, ProcessId, Root};
 use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::test_db::connect;
 use crate::url::{connection_url, Endpoint};
 use crate::wire::quote_ident;
 
@@ -36,8 +37,35 @@ pub(crate) struct BuiltGolden {
 }
 
 impl BuiltGolden {
+    /// A new clone directory, filled by `copy` (given its data directory), started with this
+    /// golden's binaries and user: the server, the directory, and how the files were copied.
+    /// On failure nothing is left.
+    pub fn start_clone(
+        &self,
+        copy: impl FnOnce(&Path) -> Result<CloneReport>,
+    ) -> Result<(Server, PathBuf, CopyMethod)> {
+        let dir = self.root.new_clone_dir(self.env.run_as.as_ref())?;
+        let data = dir.join("data");
+        let started = copy(&data).and_then(|report| {
+            let server = Server::start_with(&StartSpec {
+                env: &self.env,
+                options: &ServerOptions::default(),
+                data_dir: &data,
+                log_path: &dir.join("postgres.log"),
+            })?;
+            Ok((server, report.method().unwrap_or(CopyMethod::Copy)))
+        });
+        match started {
+            Ok((server, method)) => Ok((server, dir, method)),
+            Err(e) => {
+                let _ = root::remove_clone_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
     /// Clones the golden into `target` (a shared lock keeps a rebuild from removing it meanwhile).
-    pub fn clone_into(&self, target: &Path) -> Result<CloneReport> {
+    pub fn copy_to(&self, target: &Path) -> Result<CloneReport> {
         let _shared = FileLock::shared(&self.lock_path, Duration::from_secs(1), || {
             eprintln!("pgclone: waiting for golden {:?} to be built", self.dbname)
         })?;
@@ -242,14 +270,6 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
             format!("golden {name:?}: checkpoint: {e}"),
         )
     })
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Query, format!("connect to {url}: {e}")))?;
-    tokio::spawn(connection);
-    Ok(client)
 }
 
 /// "golden "app": migration migrations/0002.sql failed at line 3: <message>\n  in: <statement>"

@@ -11,7 +11,7 @@ use pgclone::{
     TempCluster,
 };
 
-use crate::online_clone::{assert_source_clean, server_url};
+use crate::online_clone::assert_source_clean;
 use crate::support::{self, execute, query_text};
 
 /// pgbench from the binaries in use, else Debian's client packages.
@@ -84,7 +84,7 @@ fn clones_taken_under_pgbench_load_with_checkpoints_are_consistent() {
         });
         clone_running_cluster(&source.data_dir(), &target, &options).unwrap();
         let clone = Server::start(&target, &ServerOptions::new()).unwrap();
-        let clone_url = server_url(&clone);
+        let clone_url = clone.connection_string("postgres");
         let sums = query_text(
             &clone_url,
             "select concat_ws(',', (select coalesce(sum(delta), 0) from pgbench_history),

@@ -212,14 +212,11 @@ pub fn hold_testdbs() -> String {
             .unwrap();
         (cluster, database)
     });
-    println!(
-        "RESULT {} {}",
+    crate::helpers::report_and_wait_to_be_killed(&format!(
+        "{} {}",
         cluster.data_dir().display(),
         database.data_dir().display()
-    );
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    ));
 }
 
 fn counting_golden() -> Golden {

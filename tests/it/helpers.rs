@@ -15,14 +15,11 @@ fn entry() {
         // Start a cluster, report its postmaster, then wait to be killed.
         "hold_cluster" => {
             let cluster = TempCluster::start().unwrap();
-            report(&format!(
+            report_and_wait_to_be_killed(&format!(
                 "{} {}",
                 cluster.server().pid(),
                 cluster.dir().display()
             ));
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
         }
         // Start a cluster, query it, report the uid its server runs as.
         "start_and_query" => match TempCluster::start() {
@@ -47,6 +44,14 @@ fn entry() {
         other => panic!("unknown helper task {other}"),
     };
     self::report(&report);
+}
+
+/// Reports, then waits to be killed (the caller's SIGKILL is the point of the test).
+pub fn report_and_wait_to_be_killed(line: &str) -> ! {
+    report(line);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn report(line: &str) {

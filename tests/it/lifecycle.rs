@@ -151,15 +151,7 @@ fn keep_stops_cleanly_and_the_cluster_starts_again() {
 
     let server = Server::start(dir.join("data"), &ServerOptions::new()).unwrap();
     assert!(server.log_path().ends_with("data.log"));
-    let url = format!(
-        "postgresql://postgres@{}:{}/postgres",
-        server
-            .socket_dir()
-            .display()
-            .to_string()
-            .replace('/', "%2F"),
-        server.port()
-    );
+    let url = server.connection_string("postgres");
     assert_eq!(query_text(&url, "select 'again'"), "again");
     server.stop().unwrap();
     assert!(dir.exists(), "a kept cluster is the user's to remove");

@@ -21,18 +21,6 @@ fn stopped_source(root: &Path) -> PathBuf {
     cluster.keep().unwrap().join("data")
 }
 
-fn url(server: &Server) -> String {
-    format!(
-        "postgresql://postgres@{}:{}/postgres",
-        server
-            .socket_dir()
-            .display()
-            .to_string()
-            .replace('/', "%2F"),
-        server.port()
-    )
-}
-
 /// Every path below `dir` with its size, modification time, mode and owner (to prove nothing
 /// changed).
 fn snapshot(dir: &Path) -> BTreeSet<(PathBuf, u64, i64, u32, u32)> {
@@ -119,17 +107,23 @@ fn a_stopped_cluster_clones_with_its_data_and_without_runtime_state() {
 
     let server = Server::start(&target, &ServerOptions::new()).unwrap();
     assert_eq!(
-        query_text(&url(&server), "select count(*)::text from kept"),
+        query_text(
+            &server.connection_string("postgres"),
+            "select count(*)::text from kept"
+        ),
         "1000"
     );
     assert_eq!(
-        query_text(&url(&server), "select count(*)::text from scratch"),
+        query_text(
+            &server.connection_string("postgres"),
+            "select count(*)::text from scratch"
+        ),
         "10",
         "a stopped cluster's unlogged tables are kept"
     );
     assert_eq!(
         query_text(
-            &url(&server),
+            &server.connection_string("postgres"),
             "select count(*)::text from pg_replication_slots"
         ),
         "0"
@@ -159,7 +153,10 @@ fn a_target_on_another_file_system_needs_allow_copy_and_is_then_copied() {
     assert_eq!(report.bytes_shared(), 0);
     let server = Server::start(&target, &ServerOptions::new()).unwrap();
     assert_eq!(
-        query_text(&url(&server), "select count(*)::text from kept"),
+        query_text(
+            &server.connection_string("postgres"),
+            "select count(*)::text from kept"
+        ),
         "1000"
     );
 }
@@ -252,10 +249,7 @@ pub fn offline_clone_until_copying() -> String {
     let _record = pgclone::UnfinishedClone::begin(None, &target).unwrap();
     let options = CloneOptions::new().on_progress(|event| {
         if matches!(event, pgclone::CloneEvent::Copied { .. }) {
-            println!("RESULT COPYING");
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
+            crate::helpers::report_and_wait_to_be_killed("COPYING");
         }
     });
     match clone_stopped_cluster(&source, &target, &options) {

@@ -11,18 +11,6 @@ use pgclone::{
 
 use crate::support::{self, execute, query_text};
 
-pub fn server_url(server: &Server) -> String {
-    format!(
-        "postgresql://postgres@{}:{}/postgres",
-        server
-            .socket_dir()
-            .display()
-            .to_string()
-            .replace('/', "%2F"),
-        server.port()
-    )
-}
-
 pub fn reflink_required() -> bool {
     std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
 }
@@ -123,7 +111,7 @@ fn a_running_cluster_clones_and_starts_through_backup_recovery() {
     );
 
     let clone = Server::start(&target, &ServerOptions::new()).unwrap();
-    let clone_url = server_url(&clone);
+    let clone_url = clone.connection_string("postgres");
     assert_eq!(
         query_text(&clone_url, "select count(*)::text from kept"),
         "1000"
@@ -169,7 +157,7 @@ fn a_standby_clone_stays_read_only_and_cannot_itself_be_cloned_online() {
     .unwrap();
     assert!(target.join("standby.signal").exists());
     let standby = Server::start(&target, &ServerOptions::new()).unwrap();
-    let url = server_url(&standby);
+    let url = standby.connection_string("postgres");
     assert_eq!(query_text(&url, "select pg_is_in_recovery()::text"), "true");
     assert_eq!(query_text(&url, "select count(*)::text from kept"), "1000");
 
@@ -392,10 +380,7 @@ pub fn clone_until_step() -> String {
     let options = CloneOptions::new().on_progress(move |event| {
         if let CloneEvent::Done(step) = event {
             if format!("{step:?}") == stop_at {
-                println!("RESULT AT {step:?}");
-                loop {
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                }
+                crate::helpers::report_and_wait_to_be_killed(&format!("AT {step:?}"));
             }
         }
     });
@@ -451,7 +436,10 @@ fn a_pg_wal_symlink_becomes_a_directory_in_online_and_offline_clones() {
     let online = root.join("online");
     clone_cluster_checked(&data, &online);
     assert_eq!(
-        query_text(&server_url(&server), "select count(*)::text from kept"),
+        query_text(
+            &server.connection_string("postgres"),
+            "select count(*)::text from kept"
+        ),
         "1000"
     );
 }
@@ -465,7 +453,10 @@ fn clone_cluster_checked(source: &Path, target: &Path) {
     );
     let clone = Server::start(target, &ServerOptions::new()).unwrap();
     assert_eq!(
-        query_text(&server_url(&clone), "select count(*)::text from kept"),
+        query_text(
+            &clone.connection_string("postgres"),
+            "select count(*)::text from kept"
+        ),
         "1000"
     );
 }

@@ -131,8 +131,8 @@ pub fn uid_of(pid: u32) -> u32 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Connects with tokio-postgres and runs one query returning a single text value.
-pub fn query_text(url: &str, sql: &str) -> String {
+/// Runs `work` with a tokio-postgres client connected to `url`, on a runtime of its own.
+fn with_client<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -142,26 +142,21 @@ pub fn query_text(url: &str, sql: &str) -> String {
             .await
             .unwrap();
         let connection = tokio::spawn(connection);
-        let value: String = client.query_one(sql, &[]).await.unwrap().get(0);
+        let value = work(&client).await;
         drop(client);
         let _ = connection.await;
         value
     })
 }
 
-/// Connects with tokio-postgres and runs statements that return nothing.
-pub fn execute(url: &str, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let connection = tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
-        drop(client);
-        let _ = connection.await;
+/// Runs one query returning a single text value.
+pub fn query_text(url: &str, sql: &str) -> String {
+    with_client(url, async |client| {
+        client.query_one(sql, &[]).await.unwrap().get(0)
     })
+}
+
+/// Runs statements that return nothing.
+pub fn execute(url: &str, sql: &str) {
+    with_client(url, async |client| client.batch_execute(sql).await.unwrap())
 }
