@@ -8,6 +8,7 @@
 //! | `PGCLONE_RUN_AS` | the user that runs PostgreSQL when pgclone runs as root (default: `postgres`, else `nobody`) |
 //! | `PGCLONE_SOCKET_DIR` | where the short private socket directories are made (default: `/tmp`) |
 //! | `PGCLONE_KEEP` | `failed`: keep a failing test's clone; `always`: keep every clone (default: none) |
+//! | `PGCLONE_POOL` | ready copies kept per golden and mode (default 2, and 0 under nextest) |
 //! | `PGCLONE_REBUILD` | `1`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
@@ -27,6 +28,7 @@ pub(crate) struct Config {
     pub run_as: Option<String>,
     pub socket_dir: Option<PathBuf>,
     pub keep: Keep,
+    pub pool: Option<usize>,
     pub rebuild: bool,
     pub manifest_dir: Option<PathBuf>,
     pub run_id: Option<String>,
@@ -64,8 +66,19 @@ impl Config {
                 ))
             }
         };
+        let pool = match var("PGCLONE_POOL") {
+            None => None,
+            Some(text) => Some(text.trim().parse().map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("PGCLONE_POOL={text:?} is not a number of copies"),
+                )
+                .hint("set it to 0 (no pool) or a small number such as 2")
+            })?),
+        };
         Ok(Config {
             keep,
+            pool,
             rebuild: var("PGCLONE_REBUILD").is_some_and(|v| v != "0"),
             manifest_dir: var("CARGO_MANIFEST_DIR").map(PathBuf::from),
             run_id: var("NEXTEST_RUN_ID"),

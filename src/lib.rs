@@ -32,6 +32,7 @@ mod harness;
 mod lock;
 mod options;
 mod pg_control;
+mod pool;
 mod root;
 mod run_as;
 mod server;

@@ -183,7 +183,13 @@ fn a_sigkilled_test_process_leaves_no_server_and_the_next_run_no_clone_directory
     );
 
     let garbage = pgclone::collect_garbage(Some(&root), false).unwrap(); // what the next run does first
-    assert_eq!(garbage.clones.len(), 2, "{garbage:?}");
+    for data_dir in &data_dirs {
+        let clone_dir = data_dir.parent().unwrap().to_path_buf();
+        assert!(
+            garbage.clones.contains(&clone_dir),
+            "{clone_dir:?} reaped: {garbage:?}"
+        );
+    }
     assert_eq!(
         std::fs::read_dir(root.join("clones")).unwrap().count(),
         0,
@@ -317,4 +323,63 @@ pub fn fail_a_test() -> String {
     } else {
         "PASSED?".into()
     }
+}
+
+#[test]
+fn the_pool_hands_out_fresh_copies_once_and_exit_leaves_nothing() {
+    let root = support::unique_root("pool");
+    let dir = migrations(&root);
+    let mut cmd = support::helper("use_pool");
+    cmd.env("PGCLONE_DIR", &root)
+        .env("PGCLONE_IT_MIGRATIONS", &dir)
+        .env("PGCLONE_POOL", "2");
+    assert_eq!(helper_result(cmd), "OK 10 distinct fresh copies");
+    assert_eq!(
+        support::servers_under(&root),
+        Vec::<u32>::new(),
+        "no server outlives the process"
+    );
+    let left = |sub: &str| std::fs::read_dir(root.join(sub)).map_or(0, |d| d.count());
+    assert_eq!(
+        (left("clones"), left("trash")),
+        (0, 0),
+        "no clone directory outlives the process"
+    );
+}
+
+/// Runs in a helper process: takes 5 copies in each mode from the pool, each used and dropped.
+pub fn use_pool() -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut seen = std::collections::HashSet::new();
+        for mode in [pgclone::Mode::Cluster, pgclone::Mode::Database] {
+            for _ in 0..5 {
+                let db = TestDb::builder(&counting_golden())
+                    .mode(mode)
+                    .start()
+                    .await
+                    .unwrap();
+                let rows: i64 = db
+                    .client()
+                    .query_one("select count(*) from t", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(rows, 7, "a fresh copy, never one a test used");
+                db.client()
+                    .execute("insert into t values (100)", &[])
+                    .await
+                    .unwrap();
+                assert!(
+                    seen.insert(format!("{} {}", db.data_dir().display(), db.dbname())),
+                    "handed out twice"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await; // let the pool refill
+            }
+        }
+        format!("OK {} distinct fresh copies", seen.len())
+    })
 }

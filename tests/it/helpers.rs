@@ -40,6 +40,7 @@ fn entry() {
         "acquire_golden" => crate::harness::acquire_golden(),
         "hold_testdbs" => crate::harness::hold_testdbs(),
         "fail_a_test" => crate::harness::fail_a_test(),
+        "use_pool" => crate::harness::use_pool(),
         "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),
         other => panic!("unknown helper task {other}"),
     };

@@ -1,0 +1,153 @@
+//! Pre-warmed copies: a background thread keeps a few fresh copies of a golden ready (started
+//! clones in cluster mode, created databases in database mode), already connected, so that a
+//! test takes one in microseconds. Each copy is handed out once; the pool refills behind it; at
+//! exit the ones never handed out are torn down.
+//!
+//! The clients' connections run on the pool's own runtime, which lives as long as the process, so
+//! they work from any test's runtime. Size: `PGCLONE_POOL`, by default 2 under `cargo test` (many
+//! tests share the process) and 0 under nextest (a process per test would waste them).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::golden::BuiltGolden;
+use crate::test_db::{Mode, TestDb};
+
+/// The default number of ready copies per golden and mode.
+pub(crate) fn default_size(under_nextest: bool) -> usize {
+    if under_nextest {
+        0
+    } else {
+        2
+    }
+}
+
+struct Pool {
+    golden: Arc<BuiltGolden>,
+    mode: Mode,
+    size: usize,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<TestDb>,
+    closing: bool,
+    /// The filler is making a copy (exit waits for it).
+    busy: bool,
+}
+
+type Pools = Mutex<HashMap<(PathBuf, Mode), Arc<Pool>>>;
+
+fn pools() -> &'static Pools {
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    POOLS.get_or_init(|| {
+        crate::exit::at_exit(close_all);
+        Default::default()
+    })
+}
+
+/// The runtime the pooled clients' connections run on.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pgclone-pool")
+            .enable_all()
+            .build()
+            .expect("build the pgclone pool's runtime")
+    })
+}
+
+/// A ready copy of `golden` in `mode`, if the pool (started on first use, `size` copies) has one.
+pub(crate) fn take(golden: &Arc<BuiltGolden>, mode: Mode, size: usize) -> Option<TestDb> {
+    let pool = pools()
+        .lock()
+        .unwrap()
+        .entry((golden.data_dir.clone(), mode))
+        .or_insert_with(|| Pool::start(golden.clone(), mode, size))
+        .clone();
+    let taken = pool.state.lock().unwrap().ready.pop_front();
+    pool.changed.notify_all();
+    taken
+}
+
+impl Pool {
+    fn start(golden: Arc<BuiltGolden>, mode: Mode, size: usize) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            golden,
+            mode,
+            size,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
+        let filler = pool.clone();
+        let _ = std::thread::Builder::new()
+            .name("pgclone-pool-filler".into())
+            .spawn(move || filler.fill());
+        pool
+    }
+
+    /// Keeps `size` copies ready until the process exits.
+    fn fill(&self) {
+        loop {
+            {
+                let mut state = self.state.lock().unwrap();
+                while state.ready.len() >= self.size && !state.closing {
+                    state = self.changed.wait(state).unwrap();
+                }
+                if state.closing {
+                    return;
+                }
+                state.busy = true;
+            }
+            let made = runtime().block_on(TestDb::fresh(self.golden.clone(), self.mode));
+            let mut state = self.state.lock().unwrap();
+            state.busy = false;
+            match made {
+                Ok(db) if !state.closing => state.ready.push_back(db),
+                Ok(db) => {
+                    drop(state);
+                    db.discard_now();
+                    return;
+                }
+                Err(_) => {
+                    // Tests acquiring directly will see the error; try again later.
+                    drop(state);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// At exit: stops the filler (waiting for the copy it is making) and tears down the rest.
+    fn close(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.closing = true;
+        self.changed.notify_all();
+        while state.busy {
+            let (next, _) = self
+                .changed
+                .wait_timeout(state, Duration::from_secs(10))
+                .unwrap();
+            state = next;
+        }
+        let ready: Vec<TestDb> = state.ready.drain(..).collect();
+        drop(state);
+        for db in ready {
+            db.discard_now();
+        }
+    }
+}
+
+fn close_all() {
+    let all: Vec<Arc<Pool>> = pools().lock().unwrap().values().cloned().collect();
+    for pool in all {
+        pool.close();
+    }
+}
