@@ -3,7 +3,7 @@
 //! `cargo bench --bench acquire [-- ITERATIONS]`. Where it runs is `PGCLONE_DIR`'s file system
 //! (reflinks on XFS/btrfs); which PostgreSQL is `PGCLONE_PG_BIN`. Targets (DESIGN.md): cluster mode
 //! p50 ≤ 100 ms and database mode (PG 18 clone) p50 ≤ 40 ms on the 400 MB fixture, 1 GB vs 10 MB
-//! ≤ 1.3×, teardown ≤ 20 ms.
+//! ≤ 1.3×, teardown ≤ 20 ms, pooled acquire p50 ≤ 2 ms.
 
 use std::time::{Duration, Instant};
 
@@ -40,12 +40,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, megabytes) in [("bench10mb", 10), ("bench400mb", 400)] {
         let recipe = golden(name, megabytes);
         TestDb::start(&recipe).await?; // build (or find) the golden first: not measured
-        for mode in [Mode::Cluster, Mode::Database] {
-            TestDb::builder(&recipe).mode(mode).start().await?; // warm: the template server
+        for (mode, pool) in [
+            (Mode::Cluster, 0),
+            (Mode::Database, 0),
+            (Mode::Cluster, 2),
+            (Mode::Database, 2),
+        ] {
+            TestDb::builder(&recipe)
+                .mode(mode)
+                .pool(pool)
+                .start()
+                .await?; // warm: template server, pool
             let (mut acquire, mut teardown, mut method) = (Vec::new(), Vec::new(), String::new());
             for _ in 0..iterations {
+                if pool > 0 {
+                    // A test's own work, during which the pool refills.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
                 let started = Instant::now();
-                let db = TestDb::builder(&recipe).mode(mode).start().await?;
+                let db = TestDb::builder(&recipe)
+                    .mode(mode)
+                    .pool(pool)
+                    .start()
+                    .await?;
                 db.client().simple_query("select 1").await?;
                 acquire.push(started.elapsed());
                 method = db.method().to_string();
@@ -53,9 +70,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 drop(db);
                 teardown.push(started.elapsed());
             }
+            let mode_name =
+                format!("{mode:?}{}", if pool > 0 { "+pool" } else { "" }).to_lowercase();
             println!(
-                "{name:<10} {:<9} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {method}",
-                format!("{mode:?}").to_lowercase(),
+                "{name:<10} {:<13} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {method}",
+                mode_name,
                 percentile(&mut acquire, 0.5),
                 percentile(&mut acquire, 0.95),
                 percentile(&mut teardown, 0.5),
