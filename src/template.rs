@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::golden::BuiltGolden;
 use crate::root;
 use crate::server::{Server, SUPERUSER};
-use crate::wire::{quote_ident, Session};
+use crate::wire::{quote_ident, quote_literal, Session};
 
 /// A running clone of a golden that hands out databases.
 pub(crate) struct TemplateServer {
@@ -22,7 +22,10 @@ pub(crate) struct TemplateServer {
     /// Its clone directory (`<root>/clones/<id>`).
     pub dir: PathBuf,
     server: Mutex<Option<Server>>,
+    /// Creates databases (serialized: the template must have no other session meanwhile).
     admin: Mutex<Session>,
+    /// Drops them, apart, so that a slow drop never delays a test's creation.
+    dropper: Mutex<Session>,
     pub socket_dir: PathBuf,
     pub port: u16,
     pub major: u32,
@@ -63,6 +66,7 @@ impl TemplateServer {
         } else {
             "postgres"
         };
+        let dropper = Session::connect(&server.socket_path(), SUPERUSER, admin_db, "pgclone drop")?;
         let mut admin = Session::connect(
             &server.socket_path(),
             SUPERUSER,
@@ -81,6 +85,7 @@ impl TemplateServer {
             dir,
             server: Mutex::new(Some(server)),
             admin: Mutex::new(admin),
+            dropper: Mutex::new(dropper),
             kept: Mutex::new(false),
         }))
     }
@@ -104,9 +109,22 @@ impl TemplateServer {
     }
 
     /// Drops a database this template server made, disconnecting its sessions.
+    /// Its test's connection is usually still closing: wait for that (a few ms) rather than let
+    /// `WITH (FORCE)` wait for it in 100 ms steps.
     pub fn drop_database(&self, name: &str) -> Result<()> {
+        let mut dropper = self.dropper.lock().unwrap();
+        let sessions = format!(
+            "select count(*)::text from pg_stat_activity where datname = {}",
+            quote_literal(name)
+        );
+        for _ in 0..100 {
+            if dropper.query_value(&sessions)? == "0" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let sql = format!("drop database if exists {} with (force)", quote_ident(name));
-        self.admin.lock().unwrap().query(&sql).map(drop)
+        dropper.query(&sql).map(drop)
     }
 
     /// Drops the database on a background thread, so that a test's teardown does not wait for

@@ -297,8 +297,8 @@ impl TestDbBuilder<'_> {
     }
 
     /// How many ready copies to keep in the background for this golden and mode (default:
-    /// `PGCLONE_POOL`, else 2 under `cargo test` and 0 under nextest). With a pool, acquiring
-    /// takes a copy made in advance: microseconds instead of a clone and a start.
+    /// `PGCLONE_POOL`, else 2 under `cargo test` where clones share extents, 0 otherwise). With a
+    /// pool, acquiring takes a copy made in advance: microseconds instead of a clone and a start.
     pub fn pool(mut self, size: usize) -> Self {
         self.pool = Some(size);
         self
@@ -312,7 +312,7 @@ impl TestDbBuilder<'_> {
         let size = self
             .pool
             .or(config.pool)
-            .unwrap_or_else(|| pool::default_size(config.run_id.is_some()));
+            .unwrap_or_else(|| pool::default_size(config.run_id.is_some(), golden.clones_share_extents()));
         let pooled = if size > 0 {
             pool::take(&golden, self.mode, size)
         } else {

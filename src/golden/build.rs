@@ -34,9 +34,17 @@ pub(crate) struct BuiltGolden {
     pub root: Root,
     pub env: Resolved,
     lock_path: PathBuf,
+    shares_extents: OnceLock<bool>,
 }
 
 impl BuiltGolden {
+    /// Whether clones of this golden share its extents (reflinks), probed once.
+    pub fn clones_share_extents(&self) -> bool {
+        *self.shares_extents.get_or_init(|| {
+            crate::fs_probe::probe_file_system(self.root.path()).is_ok_and(|fs| fs.shares_extents())
+        })
+    }
+
     /// A new clone directory, filled by `copy` (given its data directory), started with this
     /// golden's binaries and user: the server, the directory, and how the files were copied.
     /// On failure nothing is left.
@@ -127,6 +135,7 @@ async fn build_or_reuse(
         root,
         env,
         lock_path: golden_dir.join(format!("{}.lock", golden.name)),
+        shares_extents: OnceLock::new(),
     });
     if is_ready(&dir, config.rebuild, &run) {
         return Ok(built);

@@ -1,0 +1,119 @@
+//! What N live clones cost: disk (the file system's own free-space count, and FIEMAP's shared
+//! extents) and memory (PSS of each clone's processes), with every clone's server running.
+//!
+//! ```sh
+//! PGCLONE_DIR=/mnt/xfs/pgclone cargo run --release --example disk -- 100 400
+//! ```
+//! (100 clones of a ~400 MB golden.) Target (DESIGN.md): on a reflink file system, 100 live clones
+//! of a 400 MB golden cost at most 10% of the golden's size in extra disk.
+
+use std::path::Path;
+
+use pgclone::{Golden, TestDb};
+
+type Error = Box<dyn std::error::Error>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().expect("numbers: CLONES MEGABYTES"));
+    let clones = args.next().unwrap_or(100) as usize;
+    let megabytes = args.next().unwrap_or(400);
+    let golden = Golden::new(format!("disk{megabytes}mb")).sql(format!(
+        "create table fixture(id int primary key, payload text);
+         insert into fixture select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {}) g;",
+        megabytes * 1_000_000 / 180
+    ));
+    let first = TestDb::builder(&golden).pool(0).start().await?; // builds the golden
+    let root = pgclone::pgclone_dir()?;
+    let fs = pgclone::probe_file_system(&root)?;
+    let golden_bytes = tree_bytes(&first.data_dir().to_path_buf())?.0;
+    drop(first);
+    std::thread::sleep(std::time::Duration::from_millis(500)); // let the background delete finish
+
+    let free_before = free_bytes(&root)?;
+    let mut held = Vec::new();
+    for _ in 0..clones {
+        held.push(TestDb::builder(&golden).pool(0).start().await?);
+    }
+    let free_after = free_bytes(&root)?;
+    let (mut total, mut shared) = (0, 0);
+    for db in &held {
+        let (bytes, shared_bytes) = tree_bytes(db.data_dir())?;
+        total += bytes;
+        shared += shared_bytes;
+    }
+    let pss: Vec<u64> = held.iter().map(|db| clone_pss(db.data_dir())).collect();
+    let extra = free_before.saturating_sub(free_after);
+
+    println!("# PostgreSQL {}, {} ({})", pgclone::PgBinaries::find()?.version(), root.display(), fs.fs_type);
+    println!("golden data directory       {:>10.1} MB", mb(golden_bytes));
+    println!("live clones                 {clones:>10} (every server running)");
+    println!("their files, added up       {:>10.1} MB", mb(total));
+    println!("  sharing extents (FIEMAP)  {:>10.1} MB ({:.1}%)", mb(shared), 100.0 * shared as f64 / total.max(1) as f64);
+    println!(
+        "extra disk actually used    {:>10.1} MB = {:.1}% of one golden, {:.2} MB a clone",
+        mb(extra),
+        100.0 * extra as f64 / golden_bytes as f64,
+        mb(extra) / clones as f64
+    );
+    println!(
+        "memory (PSS) a clone        {:>10.1} MB median, {:.1} MB in all",
+        mb(median(pss.clone())),
+        mb(pss.iter().sum())
+    );
+    Ok(())
+}
+
+/// Bytes of all files below `dir`, and how many of them share extents (FIEMAP).
+fn tree_bytes(dir: &Path) -> Result<(u64, u64), Error> {
+    let (mut bytes, mut shared) = (0, 0);
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            let (b, s) = tree_bytes(&entry.path())?;
+            bytes += b;
+            shared += s;
+        } else if meta.is_file() {
+            bytes += meta.len();
+            if let Ok(file) = std::fs::File::open(entry.path()) {
+                shared += pgclone::shared_bytes(&file).unwrap_or(0);
+            }
+        }
+    }
+    Ok((bytes, shared))
+}
+
+fn free_bytes(dir: &Path) -> Result<u64, Error> {
+    let stat = rustix::fs::statvfs(dir)?;
+    Ok(stat.f_bfree * stat.f_frsize)
+}
+
+/// The proportional set size of the postmaster serving `data_dir` and its children.
+fn clone_pss(data_dir: &Path) -> u64 {
+    let Some(postmaster) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return 0;
+    };
+    let mut pids = vec![postmaster];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|rollup| {
+            let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+        })
+        .sum()
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
