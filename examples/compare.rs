@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pgclone::{clone_cluster, CloneOptions, Golden, Mode, PgBinaries, Server, ServerOptions, TempCluster, TestDb};
+use pgclone::{
+    clone_cluster, CloneOptions, Golden, Mode, PgBinaries, Server, ServerOptions, TempCluster,
+    TestDb,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -25,7 +28,12 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { sizes_mb: vec![10, 100, 1000], iterations: 10, slow_iterations: 3, csv: None };
+    let mut args = Args {
+        sizes_mb: vec![10, 100, 1000],
+        iterations: 10,
+        slow_iterations: 3,
+        csv: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().expect("a value after the option");
@@ -55,8 +63,15 @@ async fn main() -> Result<(), Error> {
     let bins = PgBinaries::find()?;
     let root = pgclone::pgclone_dir()?;
     let fs = pgclone::probe_file_system(&root)?.fs_type;
-    println!("# PostgreSQL {}, PGCLONE_DIR {} ({fs}); acquire -> first query, ms", bins.version(), root.display());
-    println!("{:>8}  {:<44} {:>10} {:>10} {:>4}", "fixture", "method", "p50", "p95", "n");
+    println!(
+        "# PostgreSQL {}, PGCLONE_DIR {} ({fs}); acquire -> first query, ms",
+        bins.version(),
+        root.display()
+    );
+    println!(
+        "{:>8}  {:<44} {:>10} {:>10} {:>4}",
+        "fixture", "method", "p50", "p95", "n"
+    );
     for &mb in &args.sizes_mb {
         let golden = Golden::new(format!("compare{mb}mb")).sql(fixture_sql(mb));
         TestDb::builder(&golden).pool(0).start().await?; // build it first: not measured
@@ -67,14 +82,22 @@ async fn main() -> Result<(), Error> {
             (Mode::Cluster, 2, "pgclone cluster mode, pooled"),
             (Mode::Database, 2, "pgclone database mode, pooled"),
         ] {
-            TestDb::builder(&golden).mode(mode).pool(pool).start().await?; // warm up
+            TestDb::builder(&golden)
+                .mode(mode)
+                .pool(pool)
+                .start()
+                .await?; // warm up
             let mut samples = Vec::new();
             for _ in 0..args.iterations {
                 if pool > 0 {
                     tokio::time::sleep(Duration::from_millis(150)).await; // the test's own work
                 }
                 let started = Instant::now();
-                let db = TestDb::builder(&golden).mode(mode).pool(pool).start().await?;
+                let db = TestDb::builder(&golden)
+                    .mode(mode)
+                    .pool(pool)
+                    .start()
+                    .await?;
                 db.client().simple_query("select 1").await?;
                 samples.push(started.elapsed());
             }
@@ -83,11 +106,21 @@ async fn main() -> Result<(), Error> {
         let alternatives = Alternatives::new(&bins, &root, &golden, mb).await?;
         rows.extend(alternatives.run(&args).await?);
         for (name, mut samples) in rows {
-            let (p50, p95) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.95));
-            println!("{:>6}MB  {name:<44} {p50:>10.1} {p95:>10.1} {:>4}", mb, samples.len());
+            let (p50, p95) = (
+                percentile(&mut samples, 0.5),
+                percentile(&mut samples, 0.95),
+            );
+            println!(
+                "{:>6}MB  {name:<44} {p50:>10.1} {p95:>10.1} {:>4}",
+                mb,
+                samples.len()
+            );
             if let Some(csv) = &args.csv {
                 use std::io::Write;
-                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(csv)?;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(csv)?;
                 writeln!(file, "{fs},{mb},{name},{p50:.2},{p95:.2}")?;
             }
         }
@@ -105,7 +138,12 @@ struct Alternatives {
 }
 
 impl Alternatives {
-    async fn new(bins: &PgBinaries, root: &Path, golden: &Golden, mb: u64) -> Result<Alternatives, Error> {
+    async fn new(
+        bins: &PgBinaries,
+        root: &Path,
+        golden: &Golden,
+        mb: u64,
+    ) -> Result<Alternatives, Error> {
         let golden_dir = std::fs::read_dir(root.join("golden"))?
             .flatten()
             .map(|e| e.path())
@@ -114,8 +152,13 @@ impl Alternatives {
                 name.starts_with(&format!("{}-", golden.name())) && p.join("READY").exists()
             })
             .ok_or("the golden's directory")?;
-        let work = tempfile::Builder::new().prefix("compare-").tempdir_in(root)?;
-        std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let work = tempfile::Builder::new()
+            .prefix("compare-")
+            .tempdir_in(root)?;
+        std::fs::set_permissions(
+            work.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         if let Some(user) = pgclone::run_as_user()? {
             std::os::unix::fs::chown(work.path(), Some(user.uid()), Some(user.gid()))?;
         }
@@ -136,48 +179,83 @@ impl Alternatives {
         let mut samples = Vec::new();
         for _ in 0..slow {
             let started = Instant::now();
-            let cluster = TempCluster::builder().with(|o| o.binaries(self.bins.clone())).start()?;
+            let cluster = TempCluster::builder()
+                .with(|o| o.binaries(self.bins.clone()))
+                .start()?;
             let client = connect(&cluster.connection_string()).await?;
-            client.batch_execute(&format!("create database {}", self.dbname)).await?;
+            client
+                .batch_execute(&format!("create database {}", self.dbname))
+                .await?;
             let client = connect(&cluster.connection_string_for(&self.dbname)).await?;
             client.batch_execute(&self.fixture).await?;
             client.simple_query("select 1").await?;
             samples.push(started.elapsed());
         }
-        rows.push(("initdb + start + load the fixture per test".to_string(), samples));
+        rows.push((
+            "initdb + start + load the fixture per test".to_string(),
+            samples,
+        ));
 
         // A server running a copy of the golden, for the CREATE DATABASE strategies and pg_restore.
         let template_data = self.work.path().join("template");
-        clone_cluster(&self.golden_data, &template_data, &CloneOptions::new().allow_copy(true))?;
-        let server = Server::start(&template_data, &ServerOptions::new().binaries(self.bins.clone()))?;
+        clone_cluster(
+            &self.golden_data,
+            &template_data,
+            &CloneOptions::new().allow_copy(true),
+        )?;
+        let server = Server::start(
+            &template_data,
+            &ServerOptions::new().binaries(self.bins.clone()),
+        )?;
         let admin = connect(&server.connection_string("postgres")).await?;
         let major = self.bins.version().major();
         let mut strategies = vec![("CREATE DATABASE STRATEGY WAL_LOG", "wal_log", None)];
         if major >= 18 {
-            strategies.push(("CREATE DATABASE STRATEGY FILE_COPY, copying", "file_copy", Some("copy")));
+            strategies.push((
+                "CREATE DATABASE STRATEGY FILE_COPY, copying",
+                "file_copy",
+                Some("copy"),
+            ));
         } else if major >= 15 {
-            strategies.push(("CREATE DATABASE STRATEGY FILE_COPY (copies)", "file_copy", None));
+            strategies.push((
+                "CREATE DATABASE STRATEGY FILE_COPY (copies)",
+                "file_copy",
+                None,
+            ));
         }
         for (name, strategy, method) in strategies {
             if let Some(method) = method {
-                admin.batch_execute(&format!("set file_copy_method = {method}")).await?;
+                admin
+                    .batch_execute(&format!("set file_copy_method = {method}"))
+                    .await?;
             }
             let mut samples = Vec::new();
             for i in 0..slow.max(fast / 2) {
                 let db = format!("t_{strategy}_{i}");
                 let started = Instant::now();
                 admin
-                    .batch_execute(&format!("create database {db} template {} strategy {strategy}", self.dbname))
+                    .batch_execute(&format!(
+                        "create database {db} template {} strategy {strategy}",
+                        self.dbname
+                    ))
                     .await?;
-                connect(&server.connection_string(&db)).await?.simple_query("select 1").await?;
+                connect(&server.connection_string(&db))
+                    .await?
+                    .simple_query("select 1")
+                    .await?;
                 samples.push(started.elapsed());
-                admin.batch_execute(&format!("drop database {db} with (force)")).await?;
+                admin
+                    .batch_execute(&format!("drop database {db} with (force)"))
+                    .await?;
             }
             rows.push((name.to_string(), samples));
         }
 
         // pg_dump once, pg_restore per test, where the binaries have both.
-        let (dump, restore) = (self.bins.program("pg_dump"), self.bins.program("pg_restore"));
+        let (dump, restore) = (
+            self.bins.program("pg_dump"),
+            self.bins.program("pg_restore"),
+        );
         if dump.exists() && restore.exists() {
             let file = self.work.path().join("golden.dump");
             let host = server.socket_dir().to_string_lossy().into_owned();
@@ -192,15 +270,22 @@ impl Alternatives {
                 for i in 0..slow {
                     let db = format!("t_restore_{i}");
                     let started = Instant::now();
-                    admin.batch_execute(&format!("create database {db}")).await?;
+                    admin
+                        .batch_execute(&format!("create database {db}"))
+                        .await?;
                     let restored = Command::new(&restore)
                         .args(["-h", &host, "-p", &port, "-U", "postgres", "-d", &db])
                         .arg(&file)
                         .status()?;
                     assert!(restored.success(), "pg_restore");
-                    connect(&server.connection_string(&db)).await?.simple_query("select 1").await?;
+                    connect(&server.connection_string(&db))
+                        .await?
+                        .simple_query("select 1")
+                        .await?;
                     samples.push(started.elapsed());
-                    admin.batch_execute(&format!("drop database {db} with (force)")).await?;
+                    admin
+                        .batch_execute(&format!("drop database {db} with (force)"))
+                        .await?;
                 }
                 rows.push(("pg_dump once, pg_restore per test".to_string(), samples));
             }
@@ -212,10 +297,17 @@ impl Alternatives {
         for i in 0..slow {
             let copy = self.work.path().join(format!("copy{i}"));
             let started = Instant::now();
-            let status = Command::new("cp").args(["-a", "--reflink=never"]).arg(&self.golden_data).arg(&copy).status()?;
+            let status = Command::new("cp")
+                .args(["-a", "--reflink=never"])
+                .arg(&self.golden_data)
+                .arg(&copy)
+                .status()?;
             assert!(status.success(), "cp -a");
             let server = Server::start(&copy, &ServerOptions::new().binaries(self.bins.clone()))?;
-            connect(&server.connection_string(&self.dbname)).await?.simple_query("select 1").await?;
+            connect(&server.connection_string(&self.dbname))
+                .await?
+                .simple_query("select 1")
+                .await?;
             samples.push(started.elapsed());
             server.stop_immediately()?;
             std::fs::remove_dir_all(&copy)?;

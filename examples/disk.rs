@@ -15,7 +15,9 @@ type Error = Box<dyn std::error::Error>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().expect("numbers: CLONES MEGABYTES"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<u64>().expect("numbers: CLONES MEGABYTES"));
     let clones = args.next().unwrap_or(100) as usize;
     let megabytes = args.next().unwrap_or(400);
     let golden = Golden::new(format!("disk{megabytes}mb")).sql(format!(
@@ -26,7 +28,7 @@ async fn main() -> Result<(), Error> {
     let first = TestDb::builder(&golden).pool(0).start().await?; // builds the golden
     let root = pgclone::pgclone_dir()?;
     let fs = pgclone::probe_file_system(&root)?;
-    let golden_bytes = tree_bytes(&first.data_dir().to_path_buf())?.0;
+    let golden_bytes = tree_bytes(first.data_dir())?.0;
     drop(first);
     std::thread::sleep(std::time::Duration::from_millis(500)); // let the background delete finish
 
@@ -45,11 +47,20 @@ async fn main() -> Result<(), Error> {
     let pss: Vec<u64> = held.iter().map(|db| clone_pss(db.data_dir())).collect();
     let extra = free_before.saturating_sub(free_after);
 
-    println!("# PostgreSQL {}, {} ({})", pgclone::PgBinaries::find()?.version(), root.display(), fs.fs_type);
+    println!(
+        "# PostgreSQL {}, {} ({})",
+        pgclone::PgBinaries::find()?.version(),
+        root.display(),
+        fs.fs_type
+    );
     println!("golden data directory       {:>10.1} MB", mb(golden_bytes));
     println!("live clones                 {clones:>10} (every server running)");
     println!("their files, added up       {:>10.1} MB", mb(total));
-    println!("  sharing extents (FIEMAP)  {:>10.1} MB ({:.1}%)", mb(shared), 100.0 * shared as f64 / total.max(1) as f64);
+    println!(
+        "  sharing extents (FIEMAP)  {:>10.1} MB ({:.1}%)",
+        mb(shared),
+        100.0 * shared as f64 / total.max(1) as f64
+    );
     println!(
         "extra disk actually used    {:>10.1} MB = {:.1}% of one golden, {:.2} MB a clone",
         mb(extra),
@@ -97,14 +108,24 @@ fn clone_pss(data_dir: &Path) -> u64 {
         return 0;
     };
     let mut pids = vec![postmaster];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children")) {
-        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    if let Ok(children) =
+        std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
+    {
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
     }
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
         .filter_map(|rollup| {
             let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+            line.split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb * 1024)
         })
         .sum()
 }

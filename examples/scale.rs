@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use pgclone::{clone_cluster, CloneOptions, Golden, Mode, Server, ServerOptions, TestDb};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-type Test = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync>;
+type Test =
+    Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync>;
 
 const CONCURRENCY: usize = 2;
 
@@ -32,17 +33,35 @@ fn fixture_sql(megabytes: u64) -> String {
 /// What each test does with its database.
 async fn test_body(client: &tokio_postgres::Client, i: usize) -> Result<(), Error> {
     for k in 0..5 {
-        client.query_opt("select payload from fixture where id = $1", &[&((i * 7 + k) as i32 + 1)]).await?;
+        client
+            .query_opt(
+                "select payload from fixture where id = $1",
+                &[&((i * 7 + k) as i32 + 1)],
+            )
+            .await?;
     }
-    client.execute("update fixture set payload = 'changed' where id = $1", &[&(i as i32 + 1)]).await?;
-    let changed: i64 = client.query_one("select count(*) from fixture where payload = 'changed' and id < 1000", &[]).await?.get(0);
+    client
+        .execute(
+            "update fixture set payload = 'changed' where id = $1",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
+    let changed: i64 = client
+        .query_one(
+            "select count(*) from fixture where payload = 'changed' and id < 1000",
+            &[],
+        )
+        .await?
+        .get(0);
     assert!(changed <= 1, "another test's write is visible");
     Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
-    let mut args = std::env::args().skip(1).filter_map(|a| a.parse::<u64>().ok());
+    let mut args = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<u64>().ok());
     let tests = args.next().unwrap_or(200) as usize;
     let megabytes = args.next().unwrap_or(400);
     let slow = args.next().unwrap_or(4) as usize;
@@ -51,7 +70,11 @@ async fn main() -> Result<(), Error> {
     TestDb::builder(&golden).pool(0).start().await?; // build it first: not measured
     let root = pgclone::pgclone_dir()?;
     let fs = pgclone::probe_file_system(&root)?.fs_type;
-    println!("# {tests} tests, {CONCURRENCY} at a time, {megabytes} MB golden, PostgreSQL {}, {} ({fs})", pgclone::PgBinaries::find()?.version(), root.display());
+    println!(
+        "# {tests} tests, {CONCURRENCY} at a time, {megabytes} MB golden, PostgreSQL {}, {} ({fs})",
+        pgclone::PgBinaries::find()?.version(),
+        root.display()
+    );
 
     let mut results = Vec::new();
     for (mode, pool, name) in [
@@ -64,7 +87,11 @@ async fn main() -> Result<(), Error> {
         let test: Test = Arc::new(move |i| {
             let golden = golden.clone();
             Box::pin(async move {
-                let db = TestDb::builder(&golden).mode(mode).pool(pool).start().await?;
+                let db = TestDb::builder(&golden)
+                    .mode(mode)
+                    .pool(pool)
+                    .start()
+                    .await?;
                 test_body(db.client(), i).await
             })
         });
@@ -75,16 +102,27 @@ async fn main() -> Result<(), Error> {
     let golden_data = std::fs::read_dir(root.join("golden"))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap_or_default().to_string_lossy().starts_with(&format!("{}-", golden.name())) && p.join("READY").exists())
+        .find(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .starts_with(&format!("{}-", golden.name()))
+                && p.join("READY").exists()
+        })
         .ok_or("the golden's directory")?
         .join("data");
-    let work = tempfile::Builder::new().prefix("scale-").tempdir_in(&root)?;
+    let work = tempfile::Builder::new()
+        .prefix("scale-")
+        .tempdir_in(&root)?;
     if let Some(user) = pgclone::run_as_user()? {
         std::os::unix::fs::chown(work.path(), Some(user.uid()), Some(user.gid()))?;
     }
     let data = work.path().join("template");
     clone_cluster(&golden_data, &data, &CloneOptions::new())?;
-    let server = Arc::new(Server::start(&data, &ServerOptions::new().setting("max_connections", "300"))?);
+    let server = Arc::new(Server::start(
+        &data,
+        &ServerOptions::new().setting("max_connections", "300"),
+    )?);
     let dbname = golden.name().to_string();
 
     let (s, d) = (server.clone(), dbname.clone());
@@ -93,13 +131,23 @@ async fn main() -> Result<(), Error> {
         Box::pin(async move {
             let admin = connect(&server.connection_string("postgres")).await?;
             let db = format!("wal_log_{i}");
-            admin.batch_execute(&format!("create database {db} template {template} strategy wal_log")).await?;
+            admin
+                .batch_execute(&format!(
+                    "create database {db} template {template} strategy wal_log"
+                ))
+                .await?;
             test_body(&connect(&server.connection_string(&db)).await?, i).await?;
-            admin.batch_execute(&format!("drop database {db} with (force)")).await?;
+            admin
+                .batch_execute(&format!("drop database {db} with (force)"))
+                .await?;
             Ok(())
         })
     });
-    results.push(("CREATE DATABASE STRATEGY WAL_LOG per test".into(), run_suite(tests, wal_log).await?, tests));
+    results.push((
+        "CREATE DATABASE STRATEGY WAL_LOG per test".into(),
+        run_suite(tests, wal_log).await?,
+        tests,
+    ));
 
     let (s, fixture) = (server.clone(), sql.clone());
     let sqlx_style: Test = Arc::new(move |i| {
@@ -107,23 +155,48 @@ async fn main() -> Result<(), Error> {
         Box::pin(async move {
             let admin = connect(&server.connection_string("postgres")).await?;
             let db = format!("sqlx_{i}");
-            admin.batch_execute(&format!("create database {db}")).await?;
+            admin
+                .batch_execute(&format!("create database {db}"))
+                .await?;
             let client = connect(&server.connection_string(&db)).await?;
             client.batch_execute(&fixture).await?;
             test_body(&client, i).await?;
             drop(client);
-            admin.batch_execute(&format!("drop database {db} with (force)")).await?;
+            admin
+                .batch_execute(&format!("drop database {db} with (force)"))
+                .await?;
             Ok(())
         })
     });
-    results.push(("new database + migrations + fixture per test (sqlx::test)".into(), run_suite(slow.min(tests), sqlx_style).await?, slow.min(tests)));
+    results.push((
+        "new database + migrations + fixture per test (sqlx::test)".into(),
+        run_suite(slow.min(tests), sqlx_style).await?,
+        slow.min(tests),
+    ));
 
-    let baseline = results.iter().find(|r| r.0.starts_with("CREATE DATABASE")).map(|r| per_suite(r, tests)).unwrap_or(1.0);
-    println!("{:<58} {:>12} {:>10} {:>9}", "approach", "suite (s)", "per test", "vs WAL_LOG");
+    let baseline = results
+        .iter()
+        .find(|r| r.0.starts_with("CREATE DATABASE"))
+        .map(|r| per_suite(r, tests))
+        .unwrap_or(1.0);
+    println!(
+        "{:<58} {:>12} {:>10} {:>9}",
+        "approach", "suite (s)", "per test", "vs WAL_LOG"
+    );
     for result in &results {
         let total = per_suite(result, tests);
-        let note = if result.2 < tests { format!("  (measured on {} tests)", result.2) } else { String::new() };
-        println!("{:<58} {:>12.1} {:>8.1}ms {:>8.1}x{note}", result.0, total, 1000.0 * total / tests as f64, baseline / total);
+        let note = if result.2 < tests {
+            format!("  (measured on {} tests)", result.2)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<58} {:>12.1} {:>8.1}ms {:>8.1}x{note}",
+            result.0,
+            total,
+            1000.0 * total / tests as f64,
+            baseline / total
+        );
     }
     Ok(())
 }

@@ -309,10 +309,9 @@ impl TestDbBuilder<'_> {
     pub async fn start(self) -> Result<TestDb> {
         let golden = ensure_built(self.golden).await?;
         let config = Config::from_env()?;
-        let size = self
-            .pool
-            .or(config.pool)
-            .unwrap_or_else(|| pool::default_size(config.run_id.is_some(), golden.clones_share_extents()));
+        let size = self.pool.or(config.pool).unwrap_or_else(|| {
+            pool::default_size(config.run_id.is_some(), golden.clones_share_extents())
+        });
         let pooled = if size > 0 {
             pool::take(&golden, self.mode, size)
         } else {
