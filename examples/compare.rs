@@ -121,7 +121,7 @@ async fn main() -> Result<(), Error> {
                     .create(true)
                     .append(true)
                     .open(csv)?;
-                writeln!(file, "{fs},{mb},{name},{p50:.2},{p95:.2}")?;
+                writeln!(file, "{fs},{mb},\"{name}\",{p50:.2},{p95:.2}")?;
             }
         }
     }

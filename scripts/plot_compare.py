@@ -18,22 +18,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 def main(csv_path, png_path):
     series = defaultdict(lambda: defaultdict(list))  # fs -> method -> [(mb, p50)]
     with open(csv_path) as f:
-        for fs, mb, method, p50, _p95 in csv.reader(f):
+        for row in csv.reader(f):
+            # fs, fixture_mb, method (may hold commas if unquoted), p50_ms, p95_ms
+            fs, mb, method, p50 = row[0], row[1], ",".join(row[2:-2]), row[-2]
             series[fs][method].append((float(mb), float(p50)))
     systems = sorted(series)
+    methods = sorted({m for fs in series.values() for m in fs})
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    handles = {}
     fig, axes = plt.subplots(1, len(systems), figsize=(7 * len(systems), 5.5), sharey=True, squeeze=False)
     for ax, fs in zip(axes[0], systems):
         for method, points in sorted(series[fs].items()):
             points.sort()
-            style = "-o" if method.startswith("pgclone") else "--s"
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=method, linewidth=2 if method.startswith("pgclone") else 1)
+            ours = method.startswith("pgclone")
+            (line,) = ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "-o" if ours else "--s",
+                color=colors[method],
+                label=method,
+                linewidth=2.5 if ours else 1,
+            )
+            handles[method] = line
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("fixture size (MB)")
-        ax.set_title(f"{fs}")
+        ax.set_title(fs)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("ms per test: acquire -> first query (p50)")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    axes[0][-1].legend([handles[m] for m in methods], methods, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("pgclone vs the alternatives, same golden, same run")
     fig.tight_layout()
     fig.savefig(png_path, dpi=110, bbox_inches="tight")

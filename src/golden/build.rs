@@ -230,7 +230,7 @@ async fn build(
     Ok(())
 }
 
-/// Runs the recipe's steps in the golden database, then a checkpoint.
+/// Runs the recipe's steps in the golden database, then freezes and analyzes it and checkpoints.
 async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
     let url = |db: &str| {
         connection_url(
@@ -273,12 +273,16 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
             }
         }
     }
-    client.batch_execute("checkpoint").await.map_err(|e| {
-        Error::new(
-            ErrorKind::Golden,
-            format!("golden {name:?}: checkpoint: {e}"),
-        )
-    })
+    // Frozen, with statistics: every clone plans its queries the same way, whenever autovacuum
+    // would have run, and reading a clone's rows never rewrites (copy-on-write) a page to set hint
+    // bits. Then a checkpoint, so the golden's files hold everything.
+    for sql in ["vacuum (freeze, analyze)", "checkpoint"] {
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| step_error(name, sql, sql, &e))?;
+    }
+    Ok(())
 }
 
 /// "golden "app": migration migrations/0002.sql failed at line 3: <message>\n  in: <statement>"
