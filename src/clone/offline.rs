@@ -63,11 +63,7 @@ pub fn clone_stopped_cluster(
         let started = Instant::now();
         let (method, bytes) =
             finish_with_control_file(&plan.source, &plan.target, !options.no_sync)?;
-        let entry = report.by_method.entry(method).or_default();
-        entry.0 += 1;
-        entry.1 += bytes;
-        report.files += 1;
-        report.bytes += bytes;
+        report.count(method, bytes);
         step(&mut report, options, Step::ControlFile, started);
         Ok(report)
     })

@@ -19,9 +19,7 @@ use std::time::Instant;
 use super::exclude::Source;
 use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
-use super::{
-    finish_with_control_file, write_clone_config, write_file, CloneOptions, CopyMethod, Plan, Step,
-};
+use super::{finish_with_control_file, write_clone_config, write_file, CloneOptions, Plan, Step};
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::pg_control;
@@ -119,7 +117,7 @@ impl OnlineClone<'_> {
             &self.options.progress,
             self.options.copy_threads(),
         )?;
-        self.merge(copied);
+        self.report.absorb(copied);
         check_tablespaces(source).map_err(|e| {
             Error::new(
                 ErrorKind::Unsupported,
@@ -157,7 +155,7 @@ impl OnlineClone<'_> {
         self.done(Step::Config);
 
         let (method, bytes) = finish_with_control_file(source, target, !self.options.no_sync)?;
-        self.count(method, bytes);
+        self.report.count(method, bytes);
         self.done(Step::ControlFile);
         Ok(())
     }
@@ -227,7 +225,7 @@ impl OnlineClone<'_> {
                 .hint("the source removed it during the copy; clone again"));
             }
             let (method, bytes) = tree::copy_file(&from, &to, fs)?;
-            self.count(method, bytes);
+            self.report.count(method, bytes);
             wal::check_segment(&to, segno, segment_size, system_id)?;
             self.report.wal_segments += 1;
         }
@@ -238,31 +236,10 @@ impl OnlineClone<'_> {
             if entry.file_name().to_string_lossy().ends_with(".history") {
                 let (method, bytes) =
                     tree::copy_file(&entry.path(), &to_dir.join(entry.file_name()), fs)?;
-                self.count(method, bytes);
+                self.report.count(method, bytes);
             }
         }
         Ok(())
-    }
-
-    fn count(&mut self, method: CopyMethod, bytes: u64) {
-        let entry = self.report.by_method.entry(method).or_default();
-        entry.0 += 1;
-        entry.1 += bytes;
-        self.report.files += 1;
-        self.report.bytes += bytes;
-    }
-
-    fn merge(&mut self, copied: CloneReport) {
-        self.report.files += copied.files;
-        self.report.bytes += copied.bytes;
-        self.report.dirs += copied.dirs;
-        self.report.excluded += copied.excluded;
-        self.report.vanished += copied.vanished;
-        for (method, (files, bytes)) in copied.by_method {
-            let entry = self.report.by_method.entry(method).or_default();
-            entry.0 += files;
-            entry.1 += bytes;
-        }
     }
 
     fn done(&mut self, step: Step) {

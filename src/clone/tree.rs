@@ -55,6 +55,29 @@ impl CloneReport {
             .get(&CopyMethod::Reflink)
             .map_or(0, |(_, bytes)| *bytes)
     }
+
+    /// Counts one file copied by `method`.
+    pub(crate) fn count(&mut self, method: CopyMethod, bytes: u64) {
+        let entry = self.by_method.entry(method).or_default();
+        entry.0 += 1;
+        entry.1 += bytes;
+        self.files += 1;
+        self.bytes += bytes;
+    }
+
+    /// Adds what another part of the copy did (files, directories, exclusions, methods).
+    pub(crate) fn absorb(&mut self, other: CloneReport) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.dirs += other.dirs;
+        self.excluded += other.excluded;
+        self.vanished += other.vanished;
+        for (method, (files, bytes)) in other.by_method {
+            let entry = self.by_method.entry(method).or_default();
+            entry.0 += files;
+            entry.1 += bytes;
+        }
+    }
 }
 
 /// Copies the tree below `source` into the (existing, empty) directory `target`: first the
@@ -85,12 +108,8 @@ pub(crate) fn copy_tree(
         files_done: AtomicU64::new(0),
         bytes_done: AtomicU64::new(0),
     };
-    let tally = copier.copy_all(&walk.files, threads)?;
     let mut report = walk.report;
-    report.files = tally.files;
-    report.bytes = tally.bytes;
-    report.vanished = tally.vanished;
-    report.by_method = tally.by_method;
+    report.absorb(copier.copy_all(&walk.files, threads)?);
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -188,28 +207,6 @@ impl Walk {
 /// Progress is reported every this many files.
 const PROGRESS_EVERY: u64 = 256;
 
-/// What some files' copies came to.
-#[derive(Default)]
-struct Tally {
-    files: u64,
-    bytes: u64,
-    vanished: u64,
-    by_method: BTreeMap<CopyMethod, (u64, u64)>,
-}
-
-impl Tally {
-    fn add(&mut self, other: Tally) {
-        self.files += other.files;
-        self.bytes += other.bytes;
-        self.vanished += other.vanished;
-        for (method, (files, bytes)) in other.by_method {
-            let entry = self.by_method.entry(method).or_default();
-            entry.0 += files;
-            entry.1 += bytes;
-        }
-    }
-}
-
 /// Copies listed files, shared by the copying threads.
 struct FileCopier<'a> {
     kind: Source,
@@ -222,11 +219,11 @@ struct FileCopier<'a> {
 
 impl FileCopier<'_> {
     /// Copies all files, each thread taking the next one; the first error stops them all.
-    fn copy_all(&self, files: &[(PathBuf, PathBuf)], threads: usize) -> Result<Tally> {
+    fn copy_all(&self, files: &[(PathBuf, PathBuf)], threads: usize) -> Result<CloneReport> {
         let next = AtomicUsize::new(0);
         let failed = Mutex::new(None);
         let work = || {
-            let mut tally = Tally::default();
+            let mut tally = CloneReport::default();
             if let Some(user) = self.owner {
                 if let Err(e) = user.become_on_this_thread() {
                     failed.lock().unwrap().get_or_insert(e);
@@ -247,14 +244,14 @@ impl FileCopier<'_> {
             tally
         };
         let threads = threads.clamp(1, files.len().max(1));
-        let mut total = Tally::default();
+        let mut total = CloneReport::default();
         if threads == 1 && self.owner.is_none() {
             total = work();
         } else {
             std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
                 for worker in workers {
-                    total.add(worker.join().expect("a copying thread panicked"));
+                    total.absorb(worker.join().expect("a copying thread panicked"));
                 }
             });
         }
@@ -264,7 +261,7 @@ impl FileCopier<'_> {
         }
     }
 
-    fn copy_one(&self, from: &Path, to: &Path, tally: &mut Tally) -> Result<()> {
+    fn copy_one(&self, from: &Path, to: &Path, tally: &mut CloneReport) -> Result<()> {
         // O_NOFOLLOW: a symlink swapped in after the walk is an error, not a way out of the tree.
         let source = match OpenOptions::new()
             .read(true)
@@ -280,11 +277,7 @@ impl FileCopier<'_> {
         };
         let meta = source.metadata().doing("stat", from)?;
         let method = copy_open_file(&source, meta.len(), meta.mode(), to, self.fs)?;
-        let entry = tally.by_method.entry(method).or_default();
-        entry.0 += 1;
-        entry.1 += meta.len();
-        tally.files += 1;
-        tally.bytes += meta.len();
+        tally.count(method, meta.len());
         let files = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = self.bytes_done.fetch_add(meta.len(), Ordering::Relaxed) + meta.len();
         if files % PROGRESS_EVERY == 0 {
