@@ -74,7 +74,30 @@ impl PgBinaries {
         Self::find_with(&Config::from_env()?)
     }
 
+    /// Searches once per process for each thing the environment asks (every test acquiring a
+    /// database asks again; `pg_config` and the directory scans need not run again).
     pub(crate) fn find_with(config: &Config) -> Result<PgBinaries> {
+        type Found = Mutex<HashMap<(Option<PathBuf>, Option<u32>), PgBinaries>>;
+        static FOUND: OnceLock<Found> = OnceLock::new();
+        let key = (config.pg_bin.clone(), config.pg_version);
+        if let Some(found) = FOUND
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let found = Self::search(config)?;
+        FOUND
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .insert(key, found.clone());
+        Ok(found)
+    }
+
+    fn search(config: &Config) -> Result<PgBinaries> {
         let wanted = config.pg_version;
         if let Some(dir) = &config.pg_bin {
             let found = PgBinaries::from_dir(dir)?;

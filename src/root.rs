@@ -40,6 +40,18 @@ impl Root {
             Some(path) => std::path::absolute(path).doing("resolve PGCLONE_DIR", path)?,
             None => default_root(),
         };
+        // Verified once per process (every test acquiring a database opens the root).
+        type Verified = Mutex<HashSet<(PathBuf, Option<u32>)>>;
+        static VERIFIED: OnceLock<Verified> = OnceLock::new();
+        let key = (path.clone(), run_as.map(RunAs::uid));
+        if VERIFIED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .contains(&key)
+        {
+            return Ok(Root { path });
+        }
         let unusable = |e: Error| {
             e.with_kind(ErrorKind::RootDirUnusable)
                 .hint("set PGCLONE_DIR to a directory this process can create and write")
@@ -56,6 +68,11 @@ impl Root {
         if let Some(user) = run_as {
             user.check_can_reach(&clones, "the pgclone directory")?;
         }
+        VERIFIED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .insert(key);
         Ok(Root { path })
     }
 
