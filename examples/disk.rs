@@ -32,18 +32,25 @@ async fn main() -> Result<(), Error> {
     drop(first);
     std::thread::sleep(std::time::Duration::from_millis(500)); // let the background delete finish
 
-    let free_before = free_bytes(&root)?;
+    let per_file = empty_file_cost(&root)?;
+    let (free_before, inodes_before) = free_space(&root)?;
     let mut held = Vec::new();
     for _ in 0..clones {
         held.push(TestDb::builder(&golden).pool(0).start().await?);
     }
-    let free_after = free_bytes(&root)?;
+    let (free_after, inodes_after) = free_space(&root)?;
     let (mut total, mut shared) = (0, 0);
     for db in &held {
-        let (bytes, shared_bytes) = tree_bytes(db.data_dir())?;
+        let clone_dir = db
+            .data_dir()
+            .parent()
+            .expect("a clone's data directory has a parent");
+        let (bytes, shared_bytes) = tree_bytes(clone_dir)?;
         total += bytes;
         shared += shared_bytes;
     }
+    let inodes = inodes_before.saturating_sub(inodes_after) / clones as u64;
+    let written = (total - shared) / clones as u64;
     let pss: Vec<u64> = held.iter().map(|db| clone_pss(db.data_dir())).collect();
     let extra = free_before.saturating_sub(free_after);
 
@@ -66,6 +73,19 @@ async fn main() -> Result<(), Error> {
         mb(extra),
         100.0 * extra as f64 / golden_bytes as f64,
         mb(extra) / clones as f64
+    );
+    println!("  of which, a clone's share:");
+    println!(
+        "    written by its server     {:>10.2} MB (extents it no longer shares)",
+        mb(written)
+    );
+    println!(
+        "    its files themselves      {:>10.2} MB ({inodes} new inodes; an empty file costs {per_file} bytes here)",
+        mb(inodes * per_file)
+    );
+    println!(
+        "    the rest                  {:>10.2} MB (directory blocks, copy-on-write staging, extent maps)",
+        (mb(extra) / clones as f64 - mb(written) - mb(inodes * per_file)).max(0.0)
     );
     println!(
         "memory (PSS) a clone        {:>10.1} MB median, {:.1} MB in all",
@@ -94,9 +114,21 @@ fn tree_bytes(dir: &Path) -> Result<(u64, u64), Error> {
     Ok((bytes, shared))
 }
 
-fn free_bytes(dir: &Path) -> Result<u64, Error> {
+/// Free bytes and free inodes of the file system holding `dir`.
+fn free_space(dir: &Path) -> Result<(u64, u64), Error> {
     let stat = rustix::fs::statvfs(dir)?;
-    Ok(stat.f_bfree * stat.f_frsize)
+    Ok((stat.f_bfree * stat.f_frsize, stat.f_ffree))
+}
+
+/// What one more empty file costs this file system (its inode and directory entry), measured by
+/// making 2,000 of them.
+fn empty_file_cost(root: &Path) -> Result<u64, Error> {
+    let scratch = tempfile::tempdir_in(root)?;
+    let before = free_space(root)?.0;
+    for i in 0..2000 {
+        std::fs::File::create(scratch.path().join(i.to_string()))?;
+    }
+    Ok(before.saturating_sub(free_space(root)?.0) / 2000)
 }
 
 /// The proportional set size of the postmaster serving `data_dir` and its children.

@@ -22,6 +22,9 @@ pub struct ServerOptions {
     pub(crate) start_timeout: Duration,
     pub(crate) log_file: Option<PathBuf>,
     pub(crate) detached: bool,
+    /// The database the readiness probe connects to: the first connection to a database builds
+    /// and writes its relation-cache file, so probing the one the caller will use does that once.
+    pub(crate) ready_database: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -34,6 +37,7 @@ impl Default for ServerOptions {
             start_timeout: DEFAULT_START_TIMEOUT,
             log_file: None,
             detached: false,
+            ready_database: None,
         }
     }
 }
@@ -84,6 +88,12 @@ impl ServerOptions {
     /// Call [`Server::detach`](crate::Server::detach) on it to keep it running past its value.
     pub fn detached(mut self, detached: bool) -> Self {
         self.detached = detached;
+        self
+    }
+
+    /// Probe readiness by connecting to `dbname` (default `postgres`).
+    pub(crate) fn ready_database(mut self, dbname: &str) -> Self {
+        self.ready_database = Some(dbname.to_string());
         self
     }
 

@@ -35,6 +35,9 @@ use crate::wire::{self, Probe};
 
 /// The superuser name pgclone's clusters are created with.
 pub const SUPERUSER: &str = "postgres";
+
+/// How long a start counts as quick (probed often) before probing slows down.
+const QUICK_START: Duration = Duration::from_millis(200);
 /// How long a server may take to accept connections (recovery of a large clone included).
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The port a Unix-socket-only server uses: its socket directory is private, so it never collides.
@@ -208,14 +211,16 @@ impl Server {
             ready_after: Duration::ZERO,
             detached: false,
         };
-        server.wait_until_ready(options.start_timeout, log_start)?;
+        let ready_database = options.ready_database.as_deref().unwrap_or("postgres");
+        server.wait_until_ready(ready_database, options.start_timeout, log_start)?;
         server.ready_after = started.elapsed();
         Ok(server)
     }
 
     /// Probes the socket until a connection succeeds; fails at once if the child exits.
-    fn wait_until_ready(&mut self, timeout: Duration, log_start: u64) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+    fn wait_until_ready(&mut self, dbname: &str, timeout: Duration, log_start: u64) -> Result<()> {
+        let probing_since = Instant::now();
+        let deadline = probing_since + timeout;
         let socket = self.socket_path();
         let mut pause = Duration::from_micros(500);
         loop {
@@ -225,7 +230,7 @@ impl Server {
                     log_start,
                 ));
             }
-            match wire::probe(&socket, SUPERUSER, "postgres") {
+            match wire::probe(&socket, SUPERUSER, dbname) {
                 Probe::Ready => return Ok(()),
                 Probe::NotYet(_) if Instant::now() >= deadline => {
                     let _ = self.shutdown(Shutdown::Immediate);
@@ -236,7 +241,14 @@ impl Server {
                 }
                 Probe::NotYet(_) => {
                     thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(10));
+                    // A clone is ready in tens of milliseconds: look every millisecond then. A
+                    // long recovery is not worth a rejected connection every millisecond.
+                    let most = if probing_since.elapsed() < QUICK_START {
+                        Duration::from_millis(1)
+                    } else {
+                        Duration::from_millis(10)
+                    };
+                    pause = (pause * 2).min(most);
                 }
             }
         }

@@ -302,7 +302,9 @@ pub(crate) fn copy_file(from: &Path, to: &Path, fs: (u64, u64)) -> Result<(CopyM
     ))
 }
 
-/// Creates `to` (never through a symlink) with `mode` and copies `source` into it.
+/// Creates `to` (never through a symlink) with `mode` and copies `source` into it. Per-file
+/// system calls are most of a reflink clone's time, so an empty file gets no copy call and the
+/// mode is set at creation (a chmod follows only where the umask would change it).
 fn copy_open_file(
     source: &File,
     len: u64,
@@ -310,18 +312,40 @@ fn copy_open_file(
     to: &Path,
     fs: (u64, u64),
 ) -> Result<CopyMethod> {
+    let mode = mode & 0o7777;
     let target = OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
+        .mode(mode & 0o777)
         .open(to)
         .doing("create", to)?;
-    let method = copy_contents(source, &target, len, fs).doing("copy to", to)?;
-    target
-        .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-        .doing("chmod", to)?;
+    let method = if len == 0 {
+        CopyMethod::Reflink // nothing to copy: as cheap as a reflink, whatever the file systems
+    } else {
+        copy_contents(source, &target, len, fs).doing("copy to", to)?
+    };
+    if mode & 0o777 & !process_umask() != mode {
+        target
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .doing("chmod", to)?;
+    }
     Ok(method)
+}
+
+/// The process's umask, read once (`Umask:` in /proc/self/status; reading it with umask(2)
+/// would change it for a moment under other threads). Unknown: assume it strips everything.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o7777)
+    })
 }
 
 pub(crate) fn device_of(path: &Path) -> Result<u64> {

@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::server::INITDB_ARGS;
 
 /// Changed when the way goldens are built changes, so that older caches are not reused.
-const FORMAT: &str = "pgclone golden 2";
+const FORMAT: &str = "pgclone golden 3";
 
 /// One step of a build.
 pub(super) enum Step {

@@ -383,3 +383,45 @@ pub fn use_pool() -> String {
         format!("OK {} distinct fresh copies", seen.len())
     })
 }
+
+/// A golden keeps the WAL segment its last checkpoint needs, not all the WAL its recipe wrote
+/// (every clone would carry it, and copy it where reflinks are impossible). And pgclone's own
+/// connections leave the clone's other databases alone: a first connection writes a database's
+/// relation-cache file (160 kB), so probing `postgres` would cost every clone that much disk.
+#[tokio::test]
+async fn a_clone_carries_one_golden_wal_segment_and_touches_no_other_database() {
+    let golden = Golden::new("wal_heavy").sql(
+        "create table t(i int);
+         do $$ begin
+             for i in 1..8 loop insert into t values (i); perform pg_switch_wal(); end loop;
+         end $$;",
+    );
+    let db = TestDb::builder(&golden).pool(0).start().await.unwrap();
+    let rows = db
+        .client()
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 8);
+
+    let segments: Vec<String> = std::fs::read_dir(db.data_dir().join("pg_wal"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|name| name.len() == 24)
+        .collect();
+    assert!(segments.len() <= 3, "the golden kept its WAL: {segments:?}");
+
+    let postgres_oid: u32 = db
+        .client()
+        .query_one(
+            "select oid from pg_database where datname = 'postgres'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let cache_file = db
+        .data_dir()
+        .join(format!("base/{postgres_oid}/pg_internal.init"));
+    assert!(!cache_file.exists(), "{} was written", cache_file.display());
+}

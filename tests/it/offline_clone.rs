@@ -1,6 +1,6 @@
 //! Cloning a cleanly stopped cluster: exclusions, tree, data, methods, and bad input.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use pgclone::{
@@ -64,6 +64,9 @@ fn a_stopped_cluster_clones_with_its_data_and_without_runtime_state() {
     assert!(
         source.join("postmaster.opts").exists() && source.join("pg_replslot/source_slot").exists()
     );
+    use std::os::unix::fs::PermissionsExt;
+    let group_readable = source.join("PG_VERSION");
+    std::fs::set_permissions(&group_readable, std::fs::Permissions::from_mode(0o640)).unwrap();
     let before = snapshot(&source);
 
     let target = root.join("clone/data");
@@ -89,6 +92,25 @@ fn a_stopped_cluster_clones_with_its_data_and_without_runtime_state() {
     }
 
     assert_eq!(snapshot(&source), before, "the source is only read");
+    let copied: BTreeMap<PathBuf, (u64, u32)> = snapshot(&target)
+        .into_iter()
+        .map(|(path, len, _, mode, _)| (path, (len, mode)))
+        .collect();
+    let mut empty_files = 0;
+    for (path, len, _, mode, _) in &before {
+        let rewritten = path == Path::new("postgresql.auto.conf"); // the clone's own settings
+        if source.join(path).is_file() && !rewritten {
+            if let Some(&clone) = copied.get(path) {
+                assert_eq!(clone, (*len, *mode), "size and mode of {}", path.display());
+                empty_files += usize::from(*len == 0);
+            }
+        }
+    }
+    assert!(
+        empty_files > 100,
+        "a cluster has many empty files: {empty_files}"
+    );
+    assert_eq!(copied[Path::new("PG_VERSION")].1 & 0o777, 0o640);
     let mut source_dirs = dirs_of(&source);
     assert!(source_dirs.remove(Path::new("pg_replslot/source_slot")));
     assert_eq!(
