@@ -1,6 +1,6 @@
 //! The `pgclone` command, end to end.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use pgclone::TempCluster;
@@ -24,20 +24,12 @@ fn reflink_required() -> bool {
     std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
 }
 
-/// A root of its own under PGCLONE_DIR (CI points it at XFS or ext4).
-fn test_root(name: &str) -> PathBuf {
-    let base = std::env::var_os("PGCLONE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pgclone"));
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("cli-{name}-"))
-        .tempdir_in(base)
-        .unwrap()
-        .keep();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    dir
+#[path = "../../tests/common/test_root.rs"]
+mod common;
+
+/// A root of its own under PGCLONE_DIR (CI points it at XFS or ext4), removed if the test passes.
+fn test_root(name: &str) -> common::TestRoot {
+    common::test_root(&format!("cli-{name}"))
 }
 
 fn query(socket_dir: &str, port: u64, sql: &str) -> String {

@@ -90,10 +90,8 @@ fn a_data_dir_that_is_not_a_cluster() {
 
 #[test]
 fn binaries_of_another_major_than_the_data_dir() {
-    let cluster = TempCluster::builder()
-        .root(support::unique_root("major"))
-        .start()
-        .unwrap();
+    let root = support::unique_root("major");
+    let cluster = TempCluster::builder().root(&root).start().unwrap();
     let dir = cluster.keep().unwrap();
     let data = dir.join("data");
     let ours = PgBinaries::find().unwrap();

@@ -44,10 +44,8 @@ fn starts_answers_queries_and_leaves_nothing_on_drop() {
 
 #[test]
 fn server_output_goes_to_the_log_file_not_the_test_output() {
-    let cluster = TempCluster::builder()
-        .root(support::unique_root("log"))
-        .start()
-        .unwrap();
+    let root = support::unique_root("log");
+    let cluster = TempCluster::builder().root(&root).start().unwrap();
     let log = cluster.server().log_path().to_path_buf();
     for fd in [1, 2] {
         let target =
@@ -61,8 +59,9 @@ fn server_output_goes_to_the_log_file_not_the_test_output() {
 
 #[test]
 fn tcp_listens_on_loopback_and_requires_the_password() {
+    let root = support::unique_root("tcp");
     let cluster = TempCluster::builder()
-        .root(support::unique_root("tcp"))
+        .root(&root)
         .with(|o| o.tcp(true))
         .start()
         .unwrap();
@@ -160,10 +159,8 @@ fn keep_stops_cleanly_and_the_cluster_starts_again() {
 
 #[test]
 fn close_reports_success_and_removes_everything() {
-    let cluster = TempCluster::builder()
-        .root(support::unique_root("close"))
-        .start()
-        .unwrap();
+    let root = support::unique_root("close");
+    let cluster = TempCluster::builder().root(&root).start().unwrap();
     let dir = cluster.dir().to_path_buf();
     cluster.close().unwrap();
     assert!(!dir.exists());

@@ -44,14 +44,12 @@ fn server_dies_within_two_seconds_of_a_sigkilled_owner_and_the_next_run_reaps_it
 fn servers_started_on_short_lived_threads_keep_running() {
     // cargo test runs each test on its own thread; the parent-death signal must not fire when the
     // thread that asked for the server ends.
-    let cluster = std::thread::spawn(|| {
-        TempCluster::builder()
-            .root(support::unique_root("thread"))
-            .start()
-            .unwrap()
-    })
-    .join()
-    .unwrap();
+    let root = support::unique_root("thread");
+    let root_path = root.to_path_buf();
+    let cluster =
+        std::thread::spawn(move || TempCluster::builder().root(root_path).start().unwrap())
+            .join()
+            .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(process_runs(cluster.server().pid()));
     assert_eq!(

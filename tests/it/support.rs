@@ -2,30 +2,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where tests put their own pgclone roots: `PGCLONE_DIR` (CI points it at XFS or ext4), else
-/// cargo's per-target temporary directory.
-pub fn base_dir() -> PathBuf {
-    let base = std::env::var_os("PGCLONE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pgclone"));
-    std::fs::create_dir_all(&base).unwrap();
-    base
-}
+#[path = "../common/test_root.rs"]
+mod test_root;
+pub use test_root::{base_dir, TestRoot};
 
 /// A fresh pgclone root of its own for one test (so its reaping is the first in this process).
-pub fn unique_root(name: &str) -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("it-{name}-"))
-        .tempdir_in(base_dir())
-        .unwrap()
-        .keep();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    dir
+pub fn unique_root(name: &str) -> TestRoot {
+    test_root::test_root(&format!("it-{name}"))
 }
 
 pub fn is_root() -> bool {

@@ -8,10 +8,8 @@ use crate::support::{self, helper_result, is_root, uid_of};
 
 #[test]
 fn the_server_runs_as_the_run_as_user_when_root_and_as_the_caller_otherwise() {
-    let cluster = TempCluster::builder()
-        .root(support::unique_root("uid"))
-        .start()
-        .unwrap();
+    let root = support::unique_root("uid");
+    let cluster = TempCluster::builder().root(&root).start().unwrap();
     let expected = match pgclone::run_as_user().unwrap() {
         Some(user) => {
             assert!(is_root(), "a run-as user only when root");
@@ -40,10 +38,8 @@ fn the_server_runs_as_the_run_as_user_when_root_and_as_the_caller_otherwise() {
 fn the_non_root_path_works_for_an_unprivileged_caller() {
     if !is_root() {
         // We are the unprivileged caller: the cluster runs as ourselves.
-        let cluster = TempCluster::builder()
-            .root(support::unique_root("nonroot"))
-            .start()
-            .unwrap();
+        let root = support::unique_root("nonroot");
+        let cluster = TempCluster::builder().root(&root).start().unwrap();
         assert_eq!(
             uid_of(cluster.server().pid()),
             rustix::process::getuid().as_raw()

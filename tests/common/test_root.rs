@@ -1,0 +1,57 @@
+//! Test roots, shared by the library's and the CLI's integration tests (`#[path]`-included).
+
+use std::path::{Path, PathBuf};
+
+/// Where tests put their own pgclone roots: `PGCLONE_DIR` (CI points it at XFS or ext4), else
+/// cargo's per-target temporary directory.
+pub fn base_dir() -> PathBuf {
+    let base = std::env::var_os("PGCLONE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pgclone"));
+    std::fs::create_dir_all(&base).unwrap();
+    base
+}
+
+/// A fresh directory `<base>/<prefix>-XXXXXX` for one test (world-readable, so that the server's
+/// user can reach what the test makes in it).
+pub fn test_root(prefix: &str) -> TestRoot {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir_in(base_dir())
+        .unwrap()
+        .keep();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    TestRoot(dir)
+}
+
+/// A test's own root: removed when the test passes, kept (to look at) when it fails.
+pub struct TestRoot(PathBuf);
+
+impl std::ops::Deref for TestRoot {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestRoot {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestRoot {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
