@@ -192,13 +192,18 @@ impl Walk {
         .hint("clone a cluster without tablespaces (move their tables to pg_default: ALTER TABLE ... SET TABLESPACE pg_default)"))
     }
 
+    /// Creates `to` with the mode of the directory `from` (followed when it is the `pg_wal` link:
+    /// a link's own mode is 0777).
     fn make_dir(&mut self, from: &Path, to: &Path) -> Result<()> {
-        let mode = std::fs::symlink_metadata(from).doing("stat", from)?.mode() & 0o7777;
+        let mode = std::fs::metadata(from).doing("stat", from)?.mode() & 0o7777;
         std::fs::DirBuilder::new()
-            .mode(mode)
+            .mode(mode & 0o777)
             .create(to)
             .doing("create directory", to)?;
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).doing("chmod", to)?;
+        if umask_changes(mode) {
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
+                .doing("chmod", to)?;
+        }
         self.report.dirs += 1;
         Ok(())
     }
@@ -304,7 +309,7 @@ pub(crate) fn copy_file(from: &Path, to: &Path, fs: (u64, u64)) -> Result<(CopyM
 
 /// Creates `to` (never through a symlink) with `mode` and copies `source` into it. Per-file
 /// system calls are most of a reflink clone's time, so an empty file gets no copy call and the
-/// mode is set at creation (a chmod follows only where the umask would change it).
+/// mode is set at creation (a chmod follows only where creation would not give it).
 fn copy_open_file(
     source: &File,
     len: u64,
@@ -325,12 +330,18 @@ fn copy_open_file(
     } else {
         copy_contents(source, &target, len, fs).doing("copy to", to)?
     };
-    if mode & 0o777 & !process_umask() != mode {
+    if umask_changes(mode) {
         target
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .doing("chmod", to)?;
     }
     Ok(method)
+}
+
+/// Whether creating a file or directory with `mode` leaves it with another mode (the umask
+/// strips bits, or `mode` has setuid/setgid/sticky bits, which creation ignores).
+fn umask_changes(mode: u32) -> bool {
+    mode & 0o777 & !process_umask() != mode
 }
 
 /// The process's umask, read once (`Umask:` in /proc/self/status; reading it with umask(2)

@@ -451,6 +451,16 @@ fn clone_cluster_checked(source: &Path, target: &Path) {
         wal.is_dir(),
         "the clone's pg_wal is its own directory, not the source's"
     );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        wal.permissions().mode() & 0o7777,
+        std::fs::metadata(source.join("pg_wal"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        "with the mode of the source's WAL directory, not its link's"
+    );
     let clone = Server::start(target, &ServerOptions::new()).unwrap();
     assert_eq!(
         query_text(
