@@ -23,9 +23,7 @@ pub struct GcReport {
 /// the clones of dead processes (stopping their servers), unfinished clones, and stale socket
 /// directories; with `include_kept`, also the clones users kept (`PGCLONE_KEEP`, `keep()`).
 pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcReport> {
-    let config = Config::from_env()?;
-    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    let root = Root::open(root.or(config.root.as_deref()), run_as.as_ref())?;
+    let (config, root) = config_and_root(root)?;
     let socket_parent = config.socket_dir.unwrap_or_else(socket_dir::default_parent);
     Ok(GcReport {
         clones: root.reap_stale_clones(include_kept),
@@ -37,11 +35,15 @@ pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcRepo
 /// The pgclone directory this process uses (`PGCLONE_DIR`, else `<cargo target dir>/pgclone`,
 /// else `<tmp>/pgclone-root-<uid>`), created if needed.
 pub fn pgclone_dir() -> Result<PathBuf> {
+    Ok(config_and_root(None)?.1.path().to_path_buf())
+}
+
+/// The environment's settings, and the pgclone directory `root` (default: the configured one).
+fn config_and_root(root: Option<&Path>) -> Result<(Config, Root)> {
     let config = Config::from_env()?;
     let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    Ok(Root::open(config.root.as_deref(), run_as.as_ref())?
-        .path()
-        .to_path_buf())
+    let root = Root::open(root.or(config.root.as_deref()), run_as.as_ref())?;
+    Ok((config, root))
 }
 
 /// A clone being made outside the pgclone directory, recorded in it until this value drops, so
@@ -55,9 +57,7 @@ impl UnfinishedClone {
     /// Records the clone at `target` in the pgclone directory `root` (default as in
     /// [`collect_garbage`]).
     pub fn begin(root: Option<&Path>, target: &Path) -> Result<UnfinishedClone> {
-        let config = Config::from_env()?;
-        let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-        let root = Root::open(root.or(config.root.as_deref()), run_as.as_ref())?;
+        let (_, root) = config_and_root(root)?;
         let target = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
         Ok(UnfinishedClone {
             record: root.record_unfinished(&target)?,

@@ -162,7 +162,7 @@ impl Server {
             attempts += 1;
             let port = if tcp { free_port()? } else { SOCKET_ONLY_PORT };
             let log_start = file_len(spec.log_path);
-            match Server::start_on_port(spec, port) {
+            match Server::start_on_port(spec, port, log_start) {
                 Err(e)
                     if tcp
                         && attempts < PORT_ATTEMPTS
@@ -175,7 +175,8 @@ impl Server {
         }
     }
 
-    fn start_on_port(spec: &StartSpec<'_>, port: u16) -> Result<Server> {
+    /// Starts on `port`; the server's output starts at `log_start` in its log.
+    fn start_on_port(spec: &StartSpec<'_>, port: u16, log_start: u64) -> Result<Server> {
         let started = Instant::now();
         let (env, options) = (spec.env, spec.options);
         let socket_dir = SocketDir::create(&env.socket_parent, env.run_as.as_ref())?;
@@ -198,7 +199,6 @@ impl Server {
         for (name, value) in &options.settings {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
-        let log_start = file_len(spec.log_path);
         redirect_output(&mut cmd, spec.log_path, env.run_as.as_ref())?;
         let child = spawn(cmd, "postgres", env.run_as.as_ref())?;
         let mut server = Server {

@@ -78,13 +78,7 @@ impl TempCluster {
                 dbname,
             )
         } else {
-            connection_url(
-                Endpoint::Socket(server.socket_dir()),
-                server.port(),
-                SUPERUSER,
-                None,
-                dbname,
-            )
+            server.connection_string(dbname)
         }
     }
 

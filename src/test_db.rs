@@ -186,14 +186,7 @@ impl TestDb {
             golden.start_clone(|data| clone_running_cluster(&source, data, &options))
         })
         .await?;
-        TestDb::from_cluster(
-            self.golden.clone(),
-            dir,
-            server,
-            Method::Clone(method),
-            None,
-        )
-        .await
+        TestDb::from_cluster(self.golden.clone(), dir, server, Method::Clone(method)).await
     }
 
     /// Opts out of teardown: stops the server cleanly (cluster mode) and leaves the copy on
@@ -224,7 +217,6 @@ impl TestDb {
         dir: PathBuf,
         server: Server,
         method: Method,
-        harness: Option<HarnessSlot>,
     ) -> Result<TestDb> {
         let dbname = golden.dbname.clone();
         let (socket_dir, port, data_dir) = (
@@ -238,13 +230,11 @@ impl TestDb {
             dbname: dbname.clone(),
             golden: golden.clone(),
         };
-        TestDb::connected(
-            golden, owned, socket_dir, port, data_dir, dbname, method, harness,
-        )
-        .await
+        TestDb::connected(golden, owned, socket_dir, port, data_dir, dbname, method).await
     }
 
-    /// Connects the client; if that fails, tears the copy down and reports why.
+    /// Connects the client; if that fails, tears the copy down and reports why. The harness, if
+    /// any, is attached by the builder afterwards.
     #[allow(clippy::too_many_arguments)]
     async fn connected(
         golden: Arc<BuiltGolden>,
@@ -254,7 +244,6 @@ impl TestDb {
         data_dir: PathBuf,
         dbname: String,
         method: Method,
-        harness: Option<HarnessSlot>,
     ) -> Result<TestDb> {
         let url = connection_url(
             Endpoint::Socket(&socket_dir),
@@ -279,7 +268,7 @@ impl TestDb {
             method,
             golden,
             owned: Some(owned),
-            harness,
+            harness: None,
         })
     }
 }
@@ -334,7 +323,7 @@ impl TestDb {
                 let g = golden.clone();
                 let (server, dir, method) =
                     blocking(move || g.start_clone(|data| g.copy_to(data))).await?;
-                TestDb::from_cluster(golden, dir, server, Method::Clone(method), None).await
+                TestDb::from_cluster(golden, dir, server, Method::Clone(method)).await
             }
             Mode::Database => {
                 let template = template::template_for(golden.clone()).await?;
@@ -357,7 +346,6 @@ impl TestDb {
                     data_dir,
                     dbname,
                     method,
-                    None,
                 )
                 .await
             }

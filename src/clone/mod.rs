@@ -24,7 +24,6 @@ pub(crate) use online::PLACEHOLDER_LABEL;
 pub use tree::CloneReport;
 pub use wal::Lsn;
 
-use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::run_as::{with_identity, RunAs};
 use crate::server;
@@ -202,7 +201,7 @@ impl Plan {
         check_not_nested(&source, &target)?;
         let target_existed = check_target(&target)?;
         check_file_systems(&source, &target, options)?;
-        let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
+        let owner = crate::run_as_user()?;
         if let Some(user) = &owner {
             let source_uid = std::fs::metadata(&source).doing("stat", &source)?.uid();
             if source_uid != user.uid() {

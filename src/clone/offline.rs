@@ -34,8 +34,7 @@ pub fn clone_stopped_cluster(
             &options.progress,
             options.copy_threads(),
         )?;
-        report.elapsed = std::time::Duration::ZERO; // counted per step below
-                                                    // Started (and maybe stopped again) during the copy: the files may be torn.
+        // Started (and maybe stopped again) during the copy: the files may be torn.
         let changed = check_stopped(&plan.source)
             .err()
             .map(|e| e.to_string())

@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::exclude::{self, Source};
 use super::file::{copy_contents, CopyMethod};
@@ -93,7 +93,6 @@ pub(crate) fn copy_tree(
     progress: &Progress,
     threads: usize,
 ) -> Result<CloneReport> {
-    let started = Instant::now();
     let mut walk = Walk {
         kind,
         files: Vec::new(),
@@ -110,7 +109,6 @@ pub(crate) fn copy_tree(
     };
     let mut report = walk.report;
     report.absorb(copier.copy_all(&walk.files, threads)?);
-    report.elapsed = started.elapsed();
     Ok(report)
 }
 

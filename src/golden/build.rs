@@ -20,9 +20,8 @@ use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::lock::FileLock;
 use crate::options::{Resolved, ServerOptions};
 use crate::root::{self, ProcessId, Root};
-use crate::server::{Server, StartSpec, SUPERUSER};
+use crate::server::{Server, StartSpec};
 use crate::test_db::connect;
-use crate::url::{connection_url, Endpoint};
 use crate::wire::quote_ident;
 
 /// A built golden, ready to be cloned.
@@ -242,15 +241,7 @@ fn build_options() -> ServerOptions {
 
 /// Runs the recipe's steps in the golden database, then freezes and analyzes it and checkpoints.
 async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
-    let url = |db: &str| {
-        connection_url(
-            Endpoint::Socket(server.socket_dir()),
-            server.port(),
-            SUPERUSER,
-            None,
-            db,
-        )
-    };
+    let url = |db: &str| server.connection_string(db);
     if name != "postgres" {
         let admin = connect(&url("postgres")).await?;
         admin
