@@ -20,12 +20,9 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn reflink_required() -> bool {
-    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
-}
-
-#[path = "../../tests/common/test_root.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
+use common::{process_runs, reflink_required, wait_until_gone};
 
 /// A root of its own under PGCLONE_DIR (CI points it at XFS or ext4), removed if the test passes.
 fn test_root(name: &str) -> common::TestRoot {
@@ -67,13 +64,6 @@ fn running_source(root: &Path) -> TempCluster {
     source
 }
 
-fn process_runs(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
 #[test]
 fn clone_of_a_running_cluster_with_start_leaves_a_running_clone_and_reports_as_json() {
     let root = test_root("start");
@@ -112,7 +102,7 @@ fn clone_of_a_running_cluster_with_start_leaves_a_running_clone_and_reports_as_j
 
     // The clone outlives the command that started it.
     let server = &report["server"];
-    let pid = server["pid"].as_u64().unwrap();
+    let pid = u32::try_from(server["pid"].as_u64().unwrap()).unwrap();
     assert!(process_runs(pid));
     let socket_dir = server["socket_dir"].as_str().unwrap();
     let port = server["port"].as_u64().unwrap();
@@ -123,11 +113,7 @@ fn clone_of_a_running_cluster_with_start_leaves_a_running_clone_and_reports_as_j
         .args(["-INT", &pid.to_string()])
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while process_runs(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(!process_runs(pid));
+    assert!(wait_until_gone(pid, std::time::Duration::from_secs(10)));
     assert_eq!(
         std::fs::read_dir(root.join("unfinished")).unwrap().count(),
         0,

@@ -1,6 +1,8 @@
-//! Test roots, shared by the library's and the CLI's integration tests (`#[path]`-included).
+//! What the library's and the CLI's integration tests share (each includes it with `#[path]`):
+//! test roots, CI's reflink requirement, facts about processes.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Where tests put their own pgclone roots: `PGCLONE_DIR` (CI points it at XFS or ext4), else
 /// cargo's per-target temporary directory.
@@ -54,4 +56,31 @@ impl Drop for TestRoot {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Whether CI requires reflinks where this run's tests clone (`PGCLONE_TEST_REQUIRE_REFLINK=1`).
+pub fn reflink_required() -> bool {
+    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
+}
+
+/// Whether a process runs (a zombie, waiting for its reaper, does not count).
+pub fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for a process to stop running; true if it did.
+pub fn wait_until_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while process_runs(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }

@@ -24,8 +24,7 @@ fn reflinks_work_in_the_test_root_when_ci_requires_them() {
     let from = std::fs::File::open(&source).unwrap();
     let to = std::fs::File::create(dir.path().join("clone")).unwrap();
     let cloned = rustix::fs::ioctl_ficlone(&to, &from);
-    let required = std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1");
-    if required {
+    if support::reflink_required() {
         cloned.unwrap_or_else(|e| {
             panic!(
                 "CI requires reflinks in {}, but FICLONE failed: {e}",

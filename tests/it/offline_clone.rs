@@ -53,10 +53,6 @@ fn dirs_of(dir: &Path) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-fn reflink_required() -> bool {
-    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
-}
-
 #[test]
 fn a_stopped_cluster_clones_with_its_data_and_without_runtime_state() {
     let root = support::unique_root("offline");
@@ -80,7 +76,7 @@ fn a_stopped_cluster_clones_with_its_data_and_without_runtime_state() {
             .map(|(files, _)| files)
             .sum::<u64>()
     );
-    if reflink_required() {
+    if support::reflink_required() {
         assert_eq!(
             report.method(),
             Some(CopyMethod::Reflink),

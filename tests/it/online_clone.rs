@@ -11,10 +11,6 @@ use pgclone::{
 
 use crate::support::{self, execute, query_text};
 
-pub fn reflink_required() -> bool {
-    std::env::var("PGCLONE_TEST_REQUIRE_REFLINK").is_ok_and(|v| v == "1")
-}
-
 /// The source keeps no slot and no backup session once a clone is over (or its cloner died).
 pub fn assert_source_clean(url: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -87,7 +83,7 @@ fn a_running_cluster_clones_and_starts_through_backup_recovery() {
     let (start, stop) = (report.start_lsn.unwrap(), report.stop_lsn.unwrap());
     assert!(start < stop, "{start} < {stop}");
     assert!(report.wal_segments >= 1);
-    if reflink_required() {
+    if support::reflink_required() {
         assert_eq!(report.method(), Some(CopyMethod::Reflink), "{report:?}");
     }
     assert_source_clean(&url);

@@ -4,15 +4,14 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-#[path = "../common/test_root.rs"]
-mod test_root;
-pub use test_root::{base_dir, TestRoot};
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{base_dir, process_runs, reflink_required, wait_until_gone, TestRoot};
 
 /// A fresh pgclone root of its own for one test (so its reaping is the first in this process).
 pub fn unique_root(name: &str) -> TestRoot {
-    test_root::test_root(&format!("it-{name}"))
+    common::test_root(&format!("it-{name}"))
 }
 
 pub fn is_root() -> bool {
@@ -72,32 +71,10 @@ pub fn as_user(cmd: &mut Command, uid: u32, gid: u32) {
     cmd.uid(uid).gid(gid);
 }
 
-/// Whether a process runs (a zombie, waiting for its reaper, does not count).
-pub fn process_runs(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// Waits up to `limit` for a process to stop running; true if it did.
-pub fn wait_until_gone(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while process_runs(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
-
 /// The pids of postgres processes whose command line names a path below `dir`.
 pub fn servers_under(dir: &Path) -> Vec<u32> {
     let needle = dir.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc")
+    let matching: Vec<u32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -108,7 +85,25 @@ pub fn servers_under(dir: &Path) -> Vec<u32> {
                     && process_runs(*pid)
             })
         })
+        .collect();
+    // A child the postmaster has just forked shows the postmaster's command line until it
+    // renames itself: count postmasters only.
+    matching
+        .iter()
+        .copied()
+        .filter(|pid| !parent_of(*pid).is_some_and(|parent| matching.contains(&parent)))
         .collect()
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The real uid a process runs as.
