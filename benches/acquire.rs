@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use pgclone::{Golden, Mode, TestDb};
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 fn golden(name: &str, megabytes: u64) -> Golden {
-    // ~180 bytes a row with its index entry.
-    let rows = megabytes * 1_000_000 / 180;
-    Golden::new(name).sql(format!(
-        "create table fixture(id int primary key, payload text);
-         insert into fixture select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {rows}) g;"
-    ))
+    Golden::new(name).sql(common::fixture_sql("fixture", megabytes))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -75,17 +73,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "{name:<10} {:<13} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {method}",
                 mode_name,
-                percentile(&mut acquire, 0.5),
-                percentile(&mut acquire, 0.95),
-                percentile(&mut teardown, 0.5),
-                percentile(&mut teardown, 0.95)
+                common::percentile_ms(&mut acquire, 0.5),
+                common::percentile_ms(&mut acquire, 0.95),
+                common::percentile_ms(&mut teardown, 0.5),
+                common::percentile_ms(&mut teardown, 0.95)
             );
         }
     }
     Ok(())
-}
-
-fn percentile(samples: &mut [Duration], q: f64) -> f64 {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use pgclone::{
     clone_cluster, probe_file_system, CloneOptions, CloneReport, Server, ServerOptions, TempCluster,
 };
@@ -144,12 +147,7 @@ fn measure(
         .with(|o| o.binaries(bins.clone()))
         .start()?;
     let sql = match fixture {
-        Fixture::Rows(mb) => format!(
-            "create table t(id int primary key, payload text);
-             insert into t select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {}) g;
-             checkpoint;",
-            mb * 1_000_000 / 180
-        ),
+        Fixture::Rows(mb) => format!("{}\ncheckpoint;", common::fixture_sql("t", *mb)),
         Fixture::Tables(n) => format!(
             "do $$ begin for i in 1..{n} loop execute format('create table t%s(id int primary key, v text)', i); end loop; end $$;
              checkpoint;"
@@ -262,15 +260,14 @@ fn psql(cluster: &TempCluster, sql: &str) -> Result<(), Box<dyn std::error::Erro
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&cluster.connection_string(), tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
-        client.batch_execute(sql).await
+        common::connect(&cluster.connection_string())
+            .await?
+            .batch_execute(sql)
+            .await
     })?;
     Ok(())
 }
 
 fn median(mut samples: Vec<Duration>) -> f64 {
-    samples.sort();
-    samples[samples.len() / 2].as_secs_f64() * 1000.0
+    common::percentile_ms(&mut samples, 0.5)
 }

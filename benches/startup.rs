@@ -8,6 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use pgclone::{Server, ServerOptions, TempCluster};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,9 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ready.push(started.elapsed());
         let url = server.connection_string("postgres");
         rt.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
-            client.simple_query("select 1").await?;
+            common::connect(&url)
+                .await?
+                .simple_query("select 1")
+                .await?;
             Ok::<_, tokio_postgres::Error>(())
         })?;
         first_query.push(started.elapsed());
@@ -103,9 +107,7 @@ fn run_pg_ctl(
 }
 
 fn report(what: &str, samples: &mut [Duration]) {
-    samples.sort();
-    let at =
-        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+    let mut at = |q: f64| common::percentile_ms(samples, q);
     println!(
         "{what:<32} p50 {:>7.1} ms   p95 {:>7.1} ms   (n={})",
         at(0.5),

@@ -18,6 +18,9 @@ use pgclone::{
     TestDb,
 };
 
+mod common;
+use common::{connect, fixture_sql, percentile_ms};
+
 type Error = Box<dyn std::error::Error>;
 
 struct Args {
@@ -48,15 +51,6 @@ fn parse_args() -> Args {
     args
 }
 
-fn fixture_sql(megabytes: u64) -> String {
-    // ~180 bytes a row with its index entry.
-    format!(
-        "create table fixture(id int primary key, payload text);
-         insert into fixture select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {}) g;",
-        megabytes * 1_000_000 / 180
-    )
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let args = parse_args();
@@ -74,7 +68,7 @@ async fn main() -> Result<(), Error> {
     );
     let mut p50s = Vec::new();
     for &mb in &args.sizes_mb {
-        let golden = Golden::new(format!("compare{mb}mb")).sql(fixture_sql(mb));
+        let golden = Golden::new(format!("compare{mb}mb")).sql(fixture_sql("fixture", mb));
         TestDb::builder(&golden).pool(0).start().await?; // build it first: not measured
         let mut rows = Vec::new();
         for (mode, pool, name) in [
@@ -108,8 +102,8 @@ async fn main() -> Result<(), Error> {
         rows.extend(alternatives.run(&args).await?);
         for (name, mut samples) in rows {
             let (p50, p95) = (
-                percentile(&mut samples, 0.5),
-                percentile(&mut samples, 0.95),
+                percentile_ms(&mut samples, 0.5),
+                percentile_ms(&mut samples, 0.95),
             );
             println!(
                 "{:>6}MB  {name:<44} {p50:>10.1} {p95:>10.1} {:>4}",
@@ -188,14 +182,8 @@ impl Alternatives {
         golden: &Golden,
         mb: u64,
     ) -> Result<Alternatives, Error> {
-        let golden_dir = std::fs::read_dir(root.join("golden"))?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                let name = p.file_name().unwrap_or_default().to_string_lossy();
-                name.starts_with(&format!("{}-", golden.name())) && p.join("READY").exists()
-            })
-            .ok_or("the golden's directory")?;
+        let golden_data =
+            common::golden_data_dir(root, golden.name()).ok_or("the golden's directory")?;
         let work = tempfile::Builder::new()
             .prefix("compare-")
             .tempdir_in(root)?;
@@ -209,8 +197,8 @@ impl Alternatives {
         Ok(Alternatives {
             bins: bins.clone(),
             dbname: golden.name().to_string(),
-            fixture: fixture_sql(mb),
-            golden_data: golden_dir.join("data"),
+            fixture: fixture_sql("fixture", mb),
+            golden_data,
             work,
         })
     }
@@ -359,15 +347,4 @@ impl Alternatives {
         rows.push(("cp -a of the cluster, started".to_string(), samples));
         Ok(rows)
     }
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-fn percentile(samples: &mut [Duration], q: f64) -> f64 {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }

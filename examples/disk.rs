@@ -11,6 +11,8 @@ use std::path::Path;
 
 use pgclone::{Golden, TestDb};
 
+mod common;
+
 type Error = Box<dyn std::error::Error>;
 
 #[tokio::main(flavor = "current_thread")]
@@ -20,11 +22,8 @@ async fn main() -> Result<(), Error> {
         .map(|a| a.parse::<u64>().expect("numbers: CLONES MEGABYTES"));
     let clones = args.next().unwrap_or(100) as usize;
     let megabytes = args.next().unwrap_or(400);
-    let golden = Golden::new(format!("disk{megabytes}mb")).sql(format!(
-        "create table fixture(id int primary key, payload text);
-         insert into fixture select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {}) g;",
-        megabytes * 1_000_000 / 180
-    ));
+    let golden =
+        Golden::new(format!("disk{megabytes}mb")).sql(common::fixture_sql("fixture", megabytes));
     let first = TestDb::builder(&golden).pool(0).start().await?; // builds the golden
     let root = pgclone::pgclone_dir()?;
     let fs = pgclone::probe_file_system(&root)?;

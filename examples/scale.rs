@@ -16,19 +16,14 @@ use std::time::{Duration, Instant};
 
 use pgclone::{clone_cluster, CloneOptions, Golden, Mode, Server, ServerOptions, TestDb};
 
+mod common;
+use common::{connect, fixture_sql};
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Test =
     Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync>;
 
 const CONCURRENCY: usize = 2;
-
-fn fixture_sql(megabytes: u64) -> String {
-    format!(
-        "create table fixture(id int primary key, payload text);
-         insert into fixture select g, md5(g::text) || md5(g::text) || md5(g::text) from generate_series(1, {}) g;",
-        megabytes * 1_000_000 / 180
-    )
-}
 
 /// What each test does with its database: index lookups, a write, and a check that it sees its
 /// own write and not another test's (test i writes row i + 1).
@@ -71,7 +66,7 @@ async fn main() -> Result<(), Error> {
     let tests = args.next().unwrap_or(200) as usize;
     let megabytes = args.next().unwrap_or(400);
     let slow = args.next().unwrap_or(4) as usize;
-    let sql = fixture_sql(megabytes);
+    let sql = fixture_sql("fixture", megabytes);
     let golden = Golden::new(format!("scale{megabytes}mb")).sql(sql.clone());
     TestDb::builder(&golden).pool(0).start().await?; // build it first: not measured
     let root = pgclone::pgclone_dir()?;
@@ -105,18 +100,8 @@ async fn main() -> Result<(), Error> {
     }
 
     // The alternatives run on a server holding a copy of the golden.
-    let golden_data = std::fs::read_dir(root.join("golden"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .starts_with(&format!("{}-", golden.name()))
-                && p.join("READY").exists()
-        })
-        .ok_or("the golden's directory")?
-        .join("data");
+    let golden_data =
+        common::golden_data_dir(&root, golden.name()).ok_or("the golden's directory")?;
     let work = tempfile::Builder::new()
         .prefix("scale-")
         .tempdir_in(&root)?;
@@ -234,10 +219,4 @@ async fn run_suite(tests: usize, test: Test) -> Result<Duration, Error> {
         worker.await??;
     }
     Ok(started.elapsed())
-}
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
 }
