@@ -11,6 +11,7 @@
 //! | `PGCLONE_POOL` | ready copies kept per golden and mode (default 2, and 0 under nextest) |
 //! | `PGCLONE_REBUILD` | `1`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
+//! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
 //!
 //! An empty value counts as unset.
@@ -31,6 +32,7 @@ pub(crate) struct Config {
     pub pool: Option<usize>,
     pub rebuild: bool,
     pub manifest_dir: Option<PathBuf>,
+    pub target_dir: Option<PathBuf>,
     pub run_id: Option<String>,
 }
 
@@ -81,6 +83,7 @@ impl Config {
             pool,
             rebuild: var("PGCLONE_REBUILD").is_some_and(|v| v != "0"),
             manifest_dir: var("CARGO_MANIFEST_DIR").map(PathBuf::from),
+            target_dir: var("CARGO_TARGET_DIR").map(PathBuf::from),
             run_id: var("NEXTEST_RUN_ID"),
             pg_bin: var("PGCLONE_PG_BIN").map(PathBuf::from),
             pg_version,

@@ -42,7 +42,7 @@ pub fn pgclone_dir() -> Result<PathBuf> {
 fn config_and_root(root: Option<&Path>) -> Result<(Config, Root)> {
     let config = Config::from_env()?;
     let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    let root = Root::open(root.or(config.root.as_deref()), run_as.as_ref())?;
+    let root = Root::open(root, &config, run_as.as_ref())?;
     Ok((config, root))
 }
 

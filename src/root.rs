@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::run_as::RunAs;
 use crate::server;
@@ -34,11 +35,11 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    /// Opens (creating it if needed) the root at `path`, or the default one.
-    pub fn open(path: Option<&Path>, run_as: Option<&RunAs>) -> Result<Root> {
-        let path = match path {
+    /// Opens (creating it if needed) the root at `explicit`, else `PGCLONE_DIR`, else the default.
+    pub fn open(explicit: Option<&Path>, config: &Config, run_as: Option<&RunAs>) -> Result<Root> {
+        let path = match explicit.or(config.root.as_deref()) {
             Some(path) => std::path::absolute(path).doing("resolve PGCLONE_DIR", path)?,
-            None => default_root(),
+            None => default_root(config.target_dir.as_deref()),
         };
         // Verified once per process (every test acquiring a database opens the root).
         type Verified = Mutex<HashSet<(PathBuf, Option<u32>)>>;
@@ -319,10 +320,11 @@ fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `<cargo target dir>/pgclone`: cargo marks its target directory with `CACHEDIR.TAG`, and test,
-/// example and bench binaries run from inside it. Elsewhere, `<tmp>/pgclone-<uid>`.
-fn default_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+/// `<cargo target dir>/pgclone`: `CARGO_TARGET_DIR` when set, else the ancestor of this binary
+/// that cargo marked with `CACHEDIR.TAG` (test, example and bench binaries run from inside it).
+/// Elsewhere, `<tmp>/pgclone-root-<uid>`.
+fn default_root(cargo_target_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = cargo_target_dir {
         if let Ok(dir) = std::path::absolute(dir) {
             return dir.join("pgclone");
         }

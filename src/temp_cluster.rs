@@ -196,7 +196,7 @@ impl TempClusterBuilder {
         let config = Config::from_env()?;
         let env = self.options.resolve(&config)?;
         let run_as = env.run_as.as_ref();
-        let root = Root::open(self.root.as_deref().or(config.root.as_deref()), run_as)?;
+        let root = Root::open(self.root.as_deref(), &config, run_as)?;
         root.reap_once_per_process();
 
         let password = data_dir::new_password()?;

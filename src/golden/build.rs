@@ -92,7 +92,7 @@ pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
         None => std::env::current_dir().doing("find the current directory", Path::new("."))?,
     };
     let recipe = recipe::resolve(golden, &env.binaries, &base)?;
-    let root = Root::open(config.root.as_deref(), env.run_as.as_ref())?;
+    let root = Root::open(None, &config, env.run_as.as_ref())?;
     root.reap_once_per_process();
 
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
