@@ -32,6 +32,7 @@ mod harness;
 mod lock;
 mod options;
 mod pg_control;
+pub mod pg_features;
 mod pool;
 mod root;
 mod run_as;
@@ -43,7 +44,7 @@ mod test_db;
 mod url;
 mod wire;
 
-pub use binaries::{PgBinaries, PgVersion, MIN_MAJOR};
+pub use binaries::{PgBinaries, PgVersion};
 pub use clone::{
     clone_cluster, clone_running_cluster, clone_stopped_cluster, CloneEvent, CloneOptions,
     CloneReport, CopyMethod, Lsn, Step,
@@ -54,6 +55,7 @@ pub use gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
 pub use golden::{BoxError, Golden};
 pub use options::ServerOptions;
 pub use pg_control::{cluster_state, ClusterState};
+pub use pg_features::MIN_MAJOR;
 pub use run_as::RunAs;
 pub use server::Server;
 pub use socket_dir::MAX_SOCKET_PATH;

@@ -1,4 +1,5 @@
-//! Running PostgreSQL programs: `initdb` to completion, `postgres` as a child of this process.
+//! Running PostgreSQL programs: `initdb` and short probes (`postgres --version`, `pg_config`) to
+//! completion, `postgres` as a child of this process.
 //!
 //! This is the only module that spawns or signals processes. Its rules:
 //! - Children die with this process, even on SIGKILL: each one asks the kernel (`PR_SET_PDEATHSIG`)
@@ -8,7 +9,8 @@
 //!   immediate shutdown: postgres stops its backends and frees its shared memory.
 //! - `postgres` is spawned directly (no pg_ctl) with its output in a log file, never the test's
 //!   stdout, and is ready when a real connection succeeds (no 100 ms polling).
-//! - Stopping never blocks forever: fast shutdown, then immediate, then SIGKILL, each bounded.
+//! - Nothing here waits forever: programs run to completion are killed after a timeout; stopping
+//!   is fast shutdown, then immediate, then SIGKILL, each bounded.
 //! - When the caller is root, children run as the unprivileged [`RunAs`] user.
 
 use std::fs::{File, OpenOptions};
@@ -28,6 +30,7 @@ use crate::config::Config;
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::options::{default_log_file, Resolved, ServerOptions};
+use crate::pg_features;
 use crate::run_as::RunAs;
 use crate::socket_dir::SocketDir;
 use crate::url::{connection_url, Endpoint};
@@ -78,9 +81,7 @@ pub(crate) fn initdb(
         .arg(data_dir)
         .args(INITDB_ARGS)
         .arg(format!("--pwfile={}", pwfile.display()));
-    if bins.version().major() >= 14 {
-        cmd.arg("--no-instructions");
-    }
+    cmd.args(pg_features::initdb_args(bins.version().major()));
     let log_start = file_len(log_path);
     redirect_output(&mut cmd, log_path, run_as)?;
     let mut child = spawn(cmd, "initdb", run_as)?;
@@ -107,6 +108,49 @@ pub(crate) fn initdb(
         ));
     }
     Ok(())
+}
+
+/// Runs a short-lived program (`postgres --version`, `pg_config`) as this process's user and
+/// returns what it printed on stdout. Like every child it is forked by the spawner thread, reads
+/// nothing (stdin is null) and dies with this process; its stderr is discarded, and after
+/// `timeout` it is killed with its process group.
+pub(crate) fn output_of(program: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+    let name = program.file_name().unwrap_or_default().to_string_lossy();
+    let what = format!("`{name} {}`", args.join(" "));
+    // It needs no particular working directory: `/` is one every user may enter.
+    let mut cmd = command(program, None, Path::new("/"), Some(Signal::KILL));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = spawn(cmd, &name, None)?;
+    // Read on a thread, so that a program filling the pipe cannot stall the wait for its exit.
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, output) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.take(1 << 20).read_to_end(&mut bytes);
+        let _ = sender.send(bytes);
+    });
+    let Some(status) = wait_for_exit(&mut child, timeout)? else {
+        kill_group(child.id());
+        let _ = child.wait();
+        return Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!(
+                "{what} ({}) did not finish within {timeout:?}",
+                program.display()
+            ),
+        ));
+    };
+    // A process it left behind may hold the pipe open: do not wait for that one.
+    let bytes = output
+        .recv_timeout(Duration::from_secs(1))
+        .unwrap_or_default();
+    if !status.success() {
+        return Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!("{what} ({}) failed ({status})", program.display()),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Everything needed to start a server on an existing data directory.
@@ -631,4 +675,20 @@ pub(crate) fn log_tail(log_path: &Path, offset: u64) -> String {
         log_path.display(),
         tail.join("\n    ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_of_captures_stdout_and_kills_what_overruns() {
+        let echo = output_of(Path::new("/bin/echo"), &["hello"], Duration::from_secs(10));
+        assert_eq!(echo.unwrap(), "hello\n");
+        let started = Instant::now();
+        let sleep = output_of(Path::new("/bin/sleep"), &["10"], Duration::from_millis(100));
+        assert!(sleep.unwrap_err().to_string().contains("did not finish"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(output_of(Path::new("/bin/false"), &[], Duration::from_secs(10)).is_err());
+    }
 }

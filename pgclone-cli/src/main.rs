@@ -246,7 +246,8 @@ fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
         format!("{} cannot share extents: every clone copies every byte (XFS with reflink=1 or btrfs can)", fs.fs_type)
     };
     println!("cluster mode     {} ({why})", fs.best_method());
-    let database = match (binaries.version().major() >= 18, fs.copy_file_range == Ok(true)) {
+    let clone = pgclone::pg_features::has_file_copy_method_clone(binaries.version().major());
+    let database = match (clone, fs.copy_file_range == Ok(true)) {
         (true, true) => "CREATE DATABASE ... STRATEGY FILE_COPY with file_copy_method = clone: shares extents".to_string(),
         (true, false) => "CREATE DATABASE ... STRATEGY FILE_COPY with file_copy_method = clone: the kernel copies (no extents shared here)".to_string(),
         (false, _) => format!("CREATE DATABASE ... STRATEGY FILE_COPY: PostgreSQL {} copies files (file_copy_method = clone needs 18)", binaries.version().major()),

@@ -23,6 +23,7 @@ use super::{finish_with_control_file, write_clone_config, write_file, CloneOptio
 use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::pg_control;
+use crate::pg_features;
 use crate::server;
 use crate::wire::{quote_literal, Session};
 
@@ -99,12 +100,7 @@ impl OnlineClone<'_> {
         ))?;
         self.done(Step::Slot);
 
-        // A fixed label: it ends up in backup_label, where a path could only cause trouble.
-        let start_sql = if self.major >= 15 {
-            "select pg_backup_start('pgclone', true)"
-        } else {
-            "select pg_start_backup('pgclone', true, false)"
-        };
+        let start_sql = pg_features::backup_start_sql(self.major);
         let start = parse_lsn(&session.query_value(start_sql)?)?;
         self.report.start_lsn = Some(start);
         self.done(Step::BackupStart);
@@ -126,12 +122,7 @@ impl OnlineClone<'_> {
         })?;
         self.done(Step::CopyFiles);
 
-        let stop_sql = if self.major >= 15 {
-            "select lsn, labelfile, spcmapfile from pg_backup_stop(false)"
-        } else {
-            "select lsn, labelfile, spcmapfile from pg_stop_backup(false, false)"
-        };
-        let row = session.query_row(stop_sql)?;
+        let row = session.query_row(pg_features::backup_stop_sql(self.major))?;
         let stop = parse_lsn(row[0].as_deref().unwrap_or_default())?;
         let (label_file, map_file) = (
             row[1].clone().unwrap_or_default(),
@@ -164,7 +155,7 @@ impl OnlineClone<'_> {
     /// Returns the WAL segment size.
     fn prepare_session(&self, session: &mut Session) -> Result<u64> {
         session.query("set statement_timeout = 0; set idle_in_transaction_session_timeout = 0")?;
-        if self.major >= 14 {
+        if pg_features::has_idle_session_timeout(self.major) {
             session.query("set idle_session_timeout = 0")?;
         }
         if session.query_value("select pg_is_in_recovery()::text")? == "true" {
