@@ -4,18 +4,20 @@
 //! usual package layouts. Among the installations found the newest major wins, unless
 //! `PGCLONE_PG_VERSION` asks for one; on a tie the earlier in that order wins.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg_features::{self, MIN_MAJOR};
+use crate::server;
 
-/// The oldest major pgclone supports (the non-exclusive backup API exists since 9.6, but 13 is the
-/// oldest version still tested here).
-pub const MIN_MAJOR: u32 = 13;
+/// How long `postgres --version` or `pg_config` may take (milliseconds, normally).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Directories where distributions and package managers put the server binaries; `*` stands for
 /// the version.
@@ -117,7 +119,7 @@ impl PgBinaries {
 
         let mut searched = Vec::new();
         let mut found: Vec<PgBinaries> = Vec::new();
-        for (place, dir) in candidate_dirs() {
+        for (place, dir) in candidate_dirs(config) {
             let Some(dir) = dir else {
                 searched.push(format!("{place}: nothing there"));
                 continue;
@@ -139,16 +141,11 @@ impl PgBinaries {
             }
         }
 
+        // The newest; of equals, the first found (`min_by_key` keeps the first).
         let best = found
             .into_iter()
             .filter(|b| wanted.is_none_or(|major| b.version.major == major))
-            .reduce(|best, b| {
-                if b.version.major > best.version.major {
-                    b
-                } else {
-                    best
-                }
-            });
+            .min_by_key(|b| Reverse(b.version.major));
         best.ok_or_else(|| not_found_error(wanted, &searched))
     }
 
@@ -165,7 +162,7 @@ impl PgBinaries {
             }
         }
         let version = version_of(&dir.join("postgres"))?;
-        if version.major < MIN_MAJOR {
+        if !pg_features::is_supported(version.major) {
             return Err(Error::new(
                 ErrorKind::BinariesNotFound,
                 format!(
@@ -196,23 +193,15 @@ impl PgBinaries {
     }
 }
 
-/// Runs `postgres --version` once per binary per process (it is allowed as root).
+/// Runs `postgres --version` once per binary per process (it is allowed as root), with a timeout.
 fn version_of(postgres: &Path) -> Result<PgVersion> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, PgVersion>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(v) = cache.lock().unwrap().get(postgres) {
         return Ok(v.clone());
     }
-    let output = Command::new(postgres)
-        .arg("--version")
-        .output()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::BinariesNotFound,
-                format!("run `{} --version`: {e}", postgres.display()),
-            )
-        })?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = server::output_of(postgres, &["--version"], PROBE_TIMEOUT)
+        .map_err(|e| e.with_kind(ErrorKind::BinariesNotFound))?;
     let version = PgVersion::parse(&stdout).ok_or_else(|| {
         Error::new(
             ErrorKind::BinariesNotFound,
@@ -231,23 +220,24 @@ fn version_of(postgres: &Path) -> Result<PgVersion> {
 }
 
 /// Every place searched, in order, with the directory it gave (`None`: nothing there).
-fn candidate_dirs() -> Vec<(String, Option<PathBuf>)> {
+fn candidate_dirs(config: &Config) -> Vec<(String, Option<PathBuf>)> {
     let mut places = Vec::new();
-    let pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    // The first `pg_config` on PATH, as a shell would run it.
+    let pg_config = config
+        .path
+        .iter()
+        .map(|dir| dir.join("pg_config"))
+        .find(|program| is_executable(program))
+        .and_then(|program| server::output_of(&program, &["--bindir"], PROBE_TIMEOUT).ok())
+        .map(|out| PathBuf::from(out.trim()));
     places.push(("pg_config --bindir".to_string(), pg_config));
 
-    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| {
-            std::env::split_paths(&path)
-                .filter(|dir| dir.join("postgres").exists())
-                .collect()
-        })
-        .unwrap_or_default();
+    let on_path: Vec<PathBuf> = config
+        .path
+        .iter()
+        .filter(|dir| dir.join("postgres").exists())
+        .cloned()
+        .collect();
     if on_path.is_empty() {
         places.push(("PATH".to_string(), None));
     }

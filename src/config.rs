@@ -13,12 +13,15 @@
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
+//! | `PATH` | where the binary search looks for `pg_config` and `postgres`, as a shell would |
+//! | `TMPDIR` | where the default root goes outside cargo (default: `/tmp`) |
 //!
-//! An empty value counts as unset.
+//! An empty value counts as unset. The rest of the process's surroundings that pgclone depends
+//! on, its executable and its working directory, are read here too.
 
 use std::path::PathBuf;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, IoContext, Result};
 
 /// What the environment asks for; `Default` is "nothing set".
 #[derive(Debug, Clone, Default)]
@@ -34,6 +37,14 @@ pub(crate) struct Config {
     pub manifest_dir: Option<PathBuf>,
     pub target_dir: Option<PathBuf>,
     pub run_id: Option<String>,
+    /// The directories of `PATH`, in order.
+    pub path: Vec<PathBuf>,
+    /// `TMPDIR`, else `/tmp` (as [`std::env::temp_dir`]).
+    #[expect(dead_code, reason = "root.rs reads TMPDIR itself until it takes this")]
+    pub tmp_dir: PathBuf,
+    /// This program's executable, if known (cargo's target directory holds test binaries).
+    #[expect(dead_code, reason = "root.rs asks for it itself until it takes this")]
+    pub exe: Option<PathBuf>,
 }
 
 /// `PGCLONE_KEEP`: which clones outlive their test.
@@ -90,7 +101,26 @@ impl Config {
             root: var("PGCLONE_DIR").map(PathBuf::from),
             run_as: var("PGCLONE_RUN_AS"),
             socket_dir: var("PGCLONE_SOCKET_DIR").map(PathBuf::from),
+            path: std::env::var_os("PATH")
+                .map(|path| std::env::split_paths(&path).collect())
+                .unwrap_or_default(),
+            tmp_dir: std::env::temp_dir(),
+            exe: std::env::current_exe().ok(),
         })
+    }
+
+    /// Where relative recipe paths start: cargo's manifest directory (`CARGO_MANIFEST_DIR`),
+    /// else the working directory.
+    #[expect(
+        dead_code,
+        reason = "golden/build.rs asks for it itself until it calls this"
+    )]
+    pub fn recipe_base(&self) -> Result<PathBuf> {
+        match &self.manifest_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => std::env::current_dir()
+                .doing("find the current directory", std::path::Path::new(".")),
+        }
     }
 }
 

@@ -1,5 +1,9 @@
 //! Advisory file locks (flock) between processes: one golden build at a time, and no golden
 //! removed while another process clones it.
+//!
+//! A wait for a lock has no time limit: its holder is a live process (the kernel drops a lock
+//! when its holder dies) building a golden, which runs the user's migrations and hooks for as
+//! long as they take. A wait that lasts says so, and names the process it waits for.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
@@ -17,7 +21,7 @@ pub(crate) struct FileLock {
 
 impl FileLock {
     /// Waits for the exclusive lock on `path` (created if needed). After `patience`, tells
-    /// `waiting` once, so a long wait is explained.
+    /// `waiting` once and prints which process holds the lock, so a long wait is explained.
     pub fn exclusive(path: &Path, patience: Duration, waiting: impl FnOnce()) -> Result<FileLock> {
         Self::acquire(
             path,
@@ -56,11 +60,46 @@ impl FileLock {
             std::thread::sleep(Duration::from_millis(5));
         }
         waiting();
+        for (pid, program) in holders(&file) {
+            eprintln!(
+                "pgclone: {} is held by process {pid} ({program})",
+                path.display()
+            );
+        }
         rustix::fs::flock(&file, op)
             .map_err(std::io::Error::from)
             .doing("lock", path)?;
         Ok(FileLock { _file: file })
     }
+}
+
+/// The processes holding a lock on `file` (pid, program name), as `/proc/locks` lists them:
+/// `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, where `08:01:5678` is the file's device
+/// (major:minor, hex) and inode. Empty where /proc says nothing.
+fn holders(file: &File) -> Vec<(u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else {
+        return Vec::new();
+    };
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter(|line| !line.contains("->")) // a process waiting, like this one
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields.iter().position(|field| *field == id)?;
+            let pid: u32 = fields.get(at.checked_sub(1)?)?.parse().ok()?;
+            let program = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            Some((pid, program.trim().to_string()))
+        })
+        .collect()
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -70,4 +109,21 @@ fn open(path: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .doing("open lock file", path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_process_holding_a_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("golden.lock");
+        let _held = FileLock::exclusive(&path, Duration::ZERO, || {}).unwrap();
+        let holders = holders(&open(&path).unwrap());
+        assert!(
+            holders.iter().any(|(pid, _)| *pid == std::process::id()),
+            "{holders:?}"
+        );
+    }
 }
