@@ -1,18 +1,19 @@
 //! The expansion of `#[pgclone::test]`: the user's function, kept as it is under a private name,
 //! and a plain `#[test] fn` that hands it to `pgclone::__private::run_async` (or `run_sync`).
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::quote;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, ExprPath, ItemFn, Lit, Meta, Token};
+use syn::{Expr, ExprLit, ExprPath, ItemFn, Lit, Meta, MetaNameValue, Token};
 
 /// The arguments, checked.
 struct Args {
     golden: Option<ExprPath>,
     database_mode: bool,
     multi_thread: Option<bool>,
-    worker_threads: Option<usize>,
+    /// The count, and the argument to point at if the flavor turns out not to allow it.
+    worker_threads: Option<(usize, MetaNameValue)>,
 }
 
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -34,6 +35,7 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
         multi_thread: None,
         worker_threads: None,
     };
+    let mut seen: Vec<String> = Vec::new();
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
     for meta in metas {
         let Meta::NameValue(pair) = &meta else {
@@ -47,6 +49,13 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
             .get_ident()
             .map(|i| i.to_string())
             .unwrap_or_default();
+        // A second value would silently win over the first: refuse it, as `#[tokio::test]` does.
+        if seen.contains(&name) {
+            return Err(syn::Error::new_spanned(
+                &pair.path,
+                format!("`{name}` is given twice; keep one"),
+            ));
+        }
         match name.as_str() {
             "golden" => match &pair.value {
                 Expr::Path(path) => parsed.golden = Some(path.clone()),
@@ -89,7 +98,14 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
                         "`worker_threads` takes a number",
                     ));
                 };
-                parsed.worker_threads = Some(n.base10_parse()?);
+                let n: usize = n.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new_spanned(
+                        &pair.value,
+                        "`worker_threads` must be at least 1",
+                    ));
+                }
+                parsed.worker_threads = Some((n, pair.clone()));
             }
             _ => {
                 return Err(syn::Error::new_spanned(
@@ -98,12 +114,7 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
                 ))
             }
         }
-    }
-    if parsed.worker_threads.is_some() && parsed.multi_thread == Some(false) {
-        return Err(syn::Error::new(
-            Span::call_site(),
-            "`worker_threads` needs `flavor = \"multi_thread\"`",
-        ));
+        seen.push(name);
     }
     Ok(parsed)
 }
@@ -149,6 +160,16 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
             "`flavor` and `worker_threads` are for async tests",
         ));
     }
+    // Checked after the sync-test error, which is the one to fix first. Without a flavor an async
+    // test runs on a current-thread runtime, which has no workers to count.
+    if let Some((_, pair)) = &args.worker_threads {
+        if args.multi_thread != Some(true) {
+            return Err(syn::Error::new_spanned(
+                pair,
+                "`worker_threads` is only for `flavor = \"multi_thread\"`: add that flavor or remove `worker_threads`",
+            ));
+        }
+    }
 
     let name = &signature.ident;
     let visibility = &function.vis;
@@ -176,7 +197,7 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
         quote!(::pgclone::Mode::Cluster)
     };
     let multi_thread = args.multi_thread.unwrap_or(false);
-    let workers = match args.worker_threads {
+    let workers = match args.worker_threads.map(|(n, _)| n) {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
@@ -209,4 +230,58 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
 fn with_error(tokens: TokenStream, error: syn::Error) -> TokenStream {
     let error = error.to_compile_error();
     quote!(#tokens #error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every rejected argument list still expands to the user's function (so IDEs and other
+    /// errors see it) plus one `compile_error!` with the message.
+    #[test]
+    fn bad_arguments_keep_the_function_and_add_a_compile_error() {
+        let cases = [
+            (
+                quote!(worker_threads = 2),
+                "`worker_threads` is only for `flavor",
+            ),
+            (
+                quote!(flavor = "current_thread", worker_threads = 2),
+                "`worker_threads` is only for `flavor",
+            ),
+            (
+                quote!(flavor = "multi_thread", worker_threads = 0),
+                "must be at least 1",
+            ),
+            (quote!(golden = a, golden = b), "`golden` is given twice"),
+            (
+                quote!(mode = "cluster", mode = "database"),
+                "`mode` is given twice",
+            ),
+            (quote!(colour = "red"), "unknown argument"),
+        ];
+        let function = quote!(
+            async fn user_function(_db: pgclone::TestDb) {}
+        );
+        for (args, message) in cases {
+            let out = test(args.clone(), function.clone()).to_string();
+            assert!(out.contains("fn user_function"), "{args}: {out}");
+            assert!(out.contains("compile_error"), "{args}: {out}");
+            assert!(out.contains(message), "{args}: {out}");
+            assert!(!out.contains("__private"), "{args}: expanded anyway: {out}");
+        }
+    }
+
+    #[test]
+    fn valid_runtime_arguments_expand() {
+        let out = test(
+            quote!(flavor = "multi_thread", worker_threads = 2),
+            quote!(
+                async fn t(_db: pgclone::TestDb) {}
+            ),
+        )
+        .to_string();
+        assert!(!out.contains("compile_error"), "{out}");
+        assert!(out.contains("run_async"), "{out}");
+    }
 }

@@ -18,8 +18,15 @@ mod entry;
 /// fn sync_test(db: pgclone::TestDb) { let _url = db.connection_string(); }
 /// ```
 ///
-/// Arguments: `golden = <path to fn() -> Golden>`, `mode = "cluster" | "database"`, and for async
-/// tests the tokio runtime's `flavor = "current_thread" | "multi_thread"` and `worker_threads = N`.
+/// Arguments, each at most once:
+/// - `golden = <path to fn() -> Golden>` (none: an empty cluster);
+/// - `mode = "cluster" | "database"` (default `"cluster"`);
+/// - async tests only, the tokio runtime, with the rules of `#[tokio::test]`:
+///   `flavor = "current_thread" | "multi_thread"` (default `"current_thread"`), and
+///   `worker_threads = N` (N at least 1), which needs `flavor = "multi_thread"`.
+///
+/// Anything else, or an argument given twice, is a compile error pointing at it. A sync test runs
+/// on a runtime of its own, so that its client works from blocking code.
 /// The function takes one argument, the `TestDb`, and returns `()` or `Result<(), E: Debug>`.
 /// Other attributes (`#[should_panic]`, `#[ignore]`) keep working.
 #[proc_macro_attribute]
