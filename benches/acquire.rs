@@ -1,9 +1,9 @@
 //! Acquire → first query, by mode, on a ~10 MB and a ~400 MB golden; and teardown (drop).
 //!
 //! `cargo bench --bench acquire [-- ITERATIONS]`. Where it runs is `PGCLONE_DIR`'s file system
-//! (reflinks on XFS/btrfs); which PostgreSQL is `PGCLONE_PG_BIN`. Targets (DESIGN.md): cluster mode
-//! p50 ≤ 100 ms and database mode (PG 18 clone) p50 ≤ 40 ms on the 400 MB fixture, 1 GB vs 10 MB
-//! ≤ 1.3×, teardown ≤ 20 ms, pooled acquire p50 ≤ 2 ms.
+//! (reflinks on XFS/btrfs); which PostgreSQL is `PGCLONE_PG_BIN`. Targets (README, "Targets"):
+//! cluster mode p50 ≤ 100 ms and database mode (PG 18 clone) p50 ≤ 40 ms on the 400 MB fixture,
+//! 1 GB vs 10 MB ≤ 1.3×, teardown ≤ 20 ms, pooled acquire p50 ≤ 2 ms.
 
 use std::time::{Duration, Instant};
 

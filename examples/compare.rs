@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgclone::{
-    clone_cluster, CloneOptions, Golden, Mode, PgBinaries, Server, ServerOptions, TempCluster,
-    TestDb,
+    clone_cluster, pg_features, CloneOptions, Golden, Mode, PgBinaries, Server, ServerOptions,
+    TempCluster, TestDb,
 };
 
 mod common;
@@ -125,8 +125,8 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// The DESIGN.md targets these p50s speak to, and what bounds those not met (measured; README
-/// "Performance" has the details).
+/// The targets these p50s speak to (README, "Targets"), and what bounds those not met (measured;
+/// README "Performance" has the details).
 fn print_targets(p50s: &[(u64, String, f64)]) {
     let p50 = |mb: u64, name: &str| {
         p50s.iter()
@@ -242,13 +242,13 @@ impl Alternatives {
         let admin = connect(&server.connection_string("postgres")).await?;
         let major = self.bins.version().major();
         let mut strategies = vec![("CREATE DATABASE STRATEGY WAL_LOG", "wal_log", None)];
-        if major >= 18 {
+        if pg_features::has_file_copy_method_clone(major) {
             strategies.push((
                 "CREATE DATABASE STRATEGY FILE_COPY, copying",
                 "file_copy",
                 Some("copy"),
             ));
-        } else if major >= 15 {
+        } else if pg_features::has_create_database_strategy(major) {
             strategies.push((
                 "CREATE DATABASE STRATEGY FILE_COPY (copies)",
                 "file_copy",

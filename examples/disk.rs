@@ -4,8 +4,8 @@
 //! ```sh
 //! PGCLONE_DIR=/mnt/xfs/pgclone cargo run --release --example disk -- 100 400
 //! ```
-//! (100 clones of a ~400 MB golden.) Target (DESIGN.md): on a reflink file system, 100 live clones
-//! of a 400 MB golden cost at most 10% of the golden's size in extra disk.
+//! (100 clones of a ~400 MB golden.) Target (README, "Targets"): on a reflink file system, 100
+//! live clones of a 400 MB golden cost at most 10% of the golden's size in extra disk.
 
 use std::path::Path;
 

@@ -1,4 +1,5 @@
-//! What a clone of a data directory leaves out (POSTGRES.md 1–4, after basebackup.c).
+//! What a clone of a data directory leaves out, as `pg_basebackup` does (docs/postgres-facts.md
+//! 1–4).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -50,12 +51,13 @@ pub(crate) fn is_excluded(
     let Some(name) = name.to_str() else {
         return false;
     };
-    // pg_control is copied last, by the clone itself: the mark of a finished clone (POSTGRES.md 9).
+    // pg_control is copied last, by the clone itself: the mark of a finished clone
+    // (docs/postgres-facts.md 9).
     if rel_dir == Path::new("global") && name == "pg_control" {
         return true;
     }
     if source == Source::Running {
-        // WAL comes from the backup's range (POSTGRES.md 10).
+        // WAL comes from the backup's range (docs/postgres-facts.md 10).
         let wal_file = rel_dir == Path::new("pg_wal") && !is_dir;
         let wal_subdir = WAL_SUBDIRS.iter().any(|dir| rel_dir == Path::new(dir));
         if wal_file || wal_subdir {

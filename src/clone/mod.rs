@@ -313,7 +313,7 @@ fn check_file_systems(source: &Path, target: &Path, options: &CloneOptions) -> R
 
 /// Points a clone's configuration away from its source: it must not archive into the source's
 /// archive, follow its primary, restore from its archive, wait for its standbys, or take its port
-/// or pid file (POSTGRES.md 12). `standby` makes it start as a read-only standby.
+/// or pid file (docs/postgres-facts.md 12). `standby` makes it start as a read-only standby.
 fn write_clone_config(target: &Path, standby: bool) -> Result<()> {
     let port = portpicker::pick_unused_port().ok_or_else(|| {
         Error::new(
@@ -373,7 +373,8 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Flushes what was copied, then copies `global/pg_control` and flushes it: after a host crash
-/// a clone is whole or has no `pg_control` (POSTGRES.md 9). `sync: false` skips the flushes.
+/// a clone is whole or has no `pg_control` (docs/postgres-facts.md 9). `sync: false` skips the
+/// flushes.
 fn finish_with_control_file(source: &Path, target: &Path, sync: bool) -> Result<(CopyMethod, u64)> {
     if sync {
         let dir = std::fs::File::open(target).doing("open", target)?;

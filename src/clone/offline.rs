@@ -1,5 +1,5 @@
-//! Cloning a cleanly stopped cluster (POSTGRES.md 15): check it is shut down and no postmaster
-//! owns it, copy the tree (WAL included: the checkpoint record lives there) without
+//! Cloning a cleanly stopped cluster (docs/postgres-facts.md 15): check it is shut down and no
+//! postmaster owns it, copy the tree (WAL included: the checkpoint record lives there) without
 //! `pg_control`, check that the source's `pg_control` did not change meanwhile, then copy it.
 
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Cloning a running cluster the way PostgreSQL documents a low-level base backup
-//! (POSTGRES.md 7–14):
+//! (docs/postgres-facts.md 7–14):
 //!
 //! 1. a placeholder `backup_label` in the target, so a half-made clone can never start;
 //! 2. one held session on the source: a temporary physical slot that reserves WAL at once, then
@@ -242,7 +242,7 @@ impl OnlineClone<'_> {
     }
 }
 
-/// After the WAL copy: the slot still held all of it (POSTGRES.md 10).
+/// After the WAL copy: the slot still held all of it (docs/postgres-facts.md 10).
 fn check_slot(session: &mut Session, slot: &str) -> Result<()> {
     let status = session.query_value(&format!(
         "select coalesce(wal_status, 'unknown') from pg_replication_slots where slot_name = {}",
@@ -298,7 +298,7 @@ fn source_socket(source: &Path, pid: u32) -> Result<PathBuf> {
 }
 
 /// Refuses sources with tablespaces: a clone would write into the source's tablespace
-/// directories (POSTGRES.md 11).
+/// directories (docs/postgres-facts.md 11).
 fn check_tablespaces(source: &Path) -> Result<()> {
     let dir = source.join("pg_tblspc");
     let Some(first) = std::fs::read_dir(&dir)
