@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::binaries::PgBinaries;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::root;
 use crate::run_as::RunAs;
 use crate::server::DEFAULT_START_TIMEOUT;
@@ -66,7 +66,9 @@ impl ServerOptions {
         self
     }
 
-    /// A server setting, passed as `-c name=value`.
+    /// A server setting, passed as `-c name=value`: the value as written, no quoting needed.
+    /// Checked when the server starts ([`ErrorKind::InvalidConfig`]): `name` must be a
+    /// parameter's name, and neither may hold a line break.
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
         self
@@ -99,6 +101,9 @@ impl ServerOptions {
 
     /// Resolves what the options leave open against the environment.
     pub(crate) fn resolve(&self, config: &Config) -> Result<Resolved> {
+        for (name, value) in &self.settings {
+            check_setting(name, value, ErrorKind::InvalidConfig, "server setting")?;
+        }
         let binaries = match &self.binaries {
             Some(binaries) => binaries.clone(),
             None => PgBinaries::find_with(config)?,
@@ -132,9 +137,87 @@ pub(crate) struct Resolved {
     pub socket_parent: PathBuf,
 }
 
+/// Fails unless `name` is a parameter's name as `postgresql.conf` spells it (an identifier, or
+/// two joined by a dot for an extension's setting) and `value` is one line. A line break would
+/// start a setting of its own in a configuration file, and a name with `=` would set another
+/// parameter on the command line. `what` names the setting in the error ("server setting").
+pub(crate) fn check_setting(name: &str, value: &str, kind: ErrorKind, what: &str) -> Result<()> {
+    let identifier = |part: &str| {
+        part.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|part| identifier(part)) {
+        return Err(Error::new(
+            kind,
+            format!("{what} {name:?} is not a PostgreSQL parameter name"),
+        )
+        .hint("name it as postgresql.conf does: letters, digits and '_' (work_mem), an extension's with one '.' (my_ext.option)"));
+    }
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(Error::new(
+            kind,
+            format!("{what} {name:?}: the value holds a line break or a NUL byte, which no parameter takes and which would add lines to postgresql.conf"),
+        )
+        .hint("give the value on one line, without CR, LF or NUL"));
+    }
+    Ok(())
+}
+
 /// `<parent>/<name>.log` for a data directory `<parent>/<name>`.
 pub(crate) fn default_log_file(data_dir: &Path) -> PathBuf {
     let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
     name.push(".log");
     data_dir.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_names_and_values_are_checked() {
+        let check = |name: &str, value: &str| {
+            check_setting(name, value, ErrorKind::InvalidConfig, "server setting")
+        };
+        for name in [
+            "work_mem",
+            "_x1",
+            "my_ext.option",
+            "auto_explain.log_min_duration",
+        ] {
+            assert!(
+                check(name, "it's a value, with spaces # and more").is_ok(),
+                "{name}"
+            );
+        }
+        for name in [
+            "", "work mem", "a=b", "1abc", "a.", ".a", "a.b.c", "x\ny", "é",
+        ] {
+            let err = check(name, "1").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{name:?}");
+            assert!(err.to_string().contains("parameter name"), "{err}");
+        }
+        for value in ["1MB\nfsync = off", "a\rb", "a\0b"] {
+            let err = check("work_mem", value).unwrap_err();
+            assert!(err.to_string().contains("\"work_mem\""), "names it: {err}");
+            assert!(
+                err.to_string().contains("one line"),
+                "says what to do: {err}"
+            );
+            assert!(
+                !err.to_string().contains("fsync"),
+                "the value stays out: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_setting_with_a_line_break_is_refused_before_anything_starts() {
+        let options = ServerOptions::new().setting("work_mem", "1MB\nfsync = off");
+        let err = options.resolve(&Config::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    }
 }

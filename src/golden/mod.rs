@@ -52,6 +52,7 @@ pub struct Golden {
     name: String,
     ingredients: Vec<Ingredient>,
     version: Option<String>,
+    /// Names and values as written into `postgresql.conf` (quoted), checked by the recipe.
     settings: Vec<(String, String)>,
 }
 
@@ -114,9 +115,14 @@ impl Golden {
         self
     }
 
-    /// A server setting for the golden and every clone of it (written into `postgresql.conf`).
+    /// A server setting for the golden and every clone of it, written into `postgresql.conf`.
+    /// The value is taken as written, as by [`ServerOptions::setting`](crate::ServerOptions::setting):
+    /// pgclone quotes it (`"a, b"` and `"it's"` need no quotes of yours; `""` is empty). The
+    /// build refuses ([`ErrorKind::Golden`](crate::ErrorKind::Golden)) a `name` that is not a
+    /// parameter's name and a value with a line break, which would add lines to the file.
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings.push((name.into(), value.into()));
+        self.settings
+            .push((name.into(), config_string(&value.into())));
         self
     }
 
@@ -134,5 +140,26 @@ impl std::fmt::Debug for Golden {
             .field("version", &self.version)
             .field("settings", &self.settings)
             .finish()
+    }
+}
+
+/// `value` as a quoted string of a PostgreSQL configuration file: in quotes, with `'` doubled and
+/// `\` escaped (the file's reader takes `\` as an escape). Every parameter type accepts a quoted
+/// value, so none is left bare. A line break would still end the line: the recipe refuses those.
+fn config_string(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_values_are_quoted_for_postgresql_conf() {
+        assert_eq!(config_string("64MB"), "'64MB'");
+        assert_eq!(config_string(""), "''");
+        assert_eq!(config_string(r"it's C:\x"), r"'it''s C:\\x'");
+        let golden = Golden::new("app").setting("search_path", "a, b");
+        assert_eq!(golden.settings, [("search_path".into(), "'a, b'".into())]);
     }
 }

@@ -9,6 +9,7 @@ use super::{Golden, Hook, Ingredient};
 use crate::binaries::PgBinaries;
 use crate::data_dir::TEST_SETTINGS;
 use crate::error::{Error, ErrorKind, Result};
+use crate::options::check_setting;
 use crate::server::INITDB_ARGS;
 
 /// Changed when the way goldens are built changes, so that older caches are not reused.
@@ -33,6 +34,7 @@ pub(super) struct Recipe {
 /// Reads the recipe's files (relative paths from `base`) and hashes it with the binaries.
 pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result<Recipe> {
     check_name(&golden.name)?;
+    check_settings(golden)?;
     let mut hash = Hash::default();
     hash.add(FORMAT);
     hash.add(&golden.name);
@@ -152,6 +154,15 @@ fn check_name(name: &str) -> Result<()> {
     .hint("use letters, digits, '_' and '-', at most 48 characters (it names the database and a directory)"))
 }
 
+/// Settings become lines of postgresql.conf: refuse those that would add lines of their own.
+fn check_settings(golden: &Golden) -> Result<()> {
+    let what = format!("golden {:?}: setting", golden.name);
+    for (name, value) in &golden.settings {
+        check_setting(name, value, ErrorKind::Golden, &what)?;
+    }
+    Ok(())
+}
+
 /// SHA-256 over length-prefixed parts (so that "ab"+"c" and "a"+"bc" differ).
 #[derive(Default)]
 struct Hash(Sha256);
@@ -184,6 +195,24 @@ mod tests {
                 ErrorKind::Golden,
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn settings_that_would_add_lines_to_postgresql_conf_are_refused() {
+        let good = Golden::new("app")
+            .setting("work_mem", "64MB")
+            .setting("my_ext.note", "it's fine");
+        assert!(check_settings(&good).is_ok());
+        for golden in [
+            Golden::new("app").setting("work_mem", "1MB\nfsync = off"),
+            Golden::new("app").setting("work_mem", "1MB\r"),
+            Golden::new("app").setting("fsync = off\nwork_mem", "1MB"),
+            Golden::new("app").setting("work mem", "1MB"),
+        ] {
+            let err = check_settings(&golden).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Golden, "{err}");
+            assert!(err.to_string().contains("golden \"app\": setting"), "{err}");
         }
     }
 

@@ -1,6 +1,6 @@
 //! Bad input: each a clear error that says what is wrong and what to do, and nothing left behind.
 
-use pgclone::{ErrorKind, PgBinaries, Server, ServerOptions, TempCluster};
+use pgclone::{ErrorKind, Golden, PgBinaries, Server, ServerOptions, TempCluster, TestDb};
 
 use crate::support::{self, helper_result, is_root};
 
@@ -205,6 +205,58 @@ fn an_invalid_pg_version_request() {
         ),
         "{result}"
     );
+}
+
+/// A golden's settings are lines of postgresql.conf: one with a line break would add its own.
+#[tokio::test]
+async fn a_golden_setting_that_would_add_lines_to_postgresql_conf() {
+    let golden = Golden::new("injected").setting("work_mem", "1MB\nfsync = on");
+    let err = TestDb::start(&golden).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Golden, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"injected\"") && text.contains("\"work_mem\""),
+        "{text}"
+    );
+    assert!(text.contains("one line"), "says what to do: {text}");
+
+    let golden = Golden::new("injected").setting("work_mem\nfsync", "on");
+    let err = TestDb::start(&golden).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Golden, "{err}");
+    assert!(err.to_string().contains("parameter name"), "{err}");
+}
+
+/// A golden's setting is taken as written: quotes, backslashes, commas and `#` need no quoting.
+#[tokio::test]
+async fn a_golden_setting_reaches_the_server_as_written() {
+    let note = r"it's a \test, # not a comment";
+    let golden = Golden::new("quoted_setting")
+        .setting("work_mem", "5MB")
+        .setting("pgclone_it.note", note);
+    let db = TestDb::builder(&golden).pool(0).start().await.unwrap();
+    let row = db
+        .client()
+        .query_one(
+            "select current_setting('work_mem'), current_setting('pgclone_it.note')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "5MB");
+    assert_eq!(row.get::<_, String>(1), note);
+}
+
+#[test]
+fn a_server_setting_that_is_not_a_parameter_name() {
+    let root = support::unique_root("setting");
+    let err = TempCluster::builder()
+        .root(&root)
+        .with(|o| o.setting("work_mem=1MB -c fsync", "on"))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("parameter name"), "{err}");
+    assert_eq!(clones_in(&root), 0, "nothing left behind");
 }
 
 #[test]
