@@ -99,6 +99,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log of a server `clone --start` leaves running: inside the clone's data directory, so that
+/// removing the clone (by hand or by `gc`) removes it. PostgreSQL ignores files it does not know
+/// at the top of a data directory.
+const SERVER_LOG: &str = "pgclone.log";
+
 fn clone(
     src: &std::path::Path,
     dst: &std::path::Path,
@@ -117,8 +122,10 @@ fn clone(
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
+    let log = dst.join(SERVER_LOG);
     let started = if start {
-        let server = Server::start(dst, &ServerOptions::new().detached(true))?;
+        let options = ServerOptions::new().detached(true).log_file(&log);
+        let server = Server::start(dst, &options)?;
         let info = (
             server.socket_dir().to_path_buf(),
             server.port(),
@@ -143,7 +150,7 @@ fn clone(
             "steps": steps, "ms": ms(report.elapsed),
         });
         if let Some((pid, (socket_dir, port, ready_after))) = &started {
-            out["server"] = json!({"pid": pid, "socket_dir": socket_dir, "port": port, "ready_ms": ms(*ready_after)});
+            out["server"] = json!({"pid": pid, "socket_dir": socket_dir, "port": port, "ready_ms": ms(*ready_after), "log": log});
         }
         println!("{out:#}");
         return Ok(());
@@ -155,6 +162,7 @@ fn clone(
             ms(ready_after)
         );
         println!("connect     psql -h {} -p {port}", socket_dir.display());
+        println!("log         {}", log.display());
         println!(
             "stop        pg_ctl stop -D {}   (or kill -INT {pid})",
             dst.display()

@@ -107,6 +107,7 @@ fn clone_of_a_running_cluster_with_start_leaves_a_running_clone_and_reports_as_j
     let socket_dir = server["socket_dir"].as_str().unwrap();
     let port = server["port"].as_u64().unwrap();
     assert_eq!(query(socket_dir, port, "select answer::text from t"), "42");
+    assert!(Path::new(server["log"].as_str().unwrap()).starts_with(&target));
 
     // Stopped as the command said: SIGINT (fast shutdown).
     Command::new("kill")
@@ -119,6 +120,66 @@ fn clone_of_a_running_cluster_with_start_leaves_a_running_clone_and_reports_as_j
         0,
         "finished clones leave no record"
     );
+}
+
+/// The started clone's log is inside the clone: removing the clone leaves nothing beside it.
+#[test]
+fn clone_with_start_keeps_the_server_log_inside_the_clone() {
+    let root = test_root("log");
+    let source = running_source(&root);
+    let target = root.join("clone");
+    let output = pgclone(&[
+        "clone",
+        source.data_dir().to_str().unwrap(),
+        target.to_str().unwrap(),
+        "--start",
+        "--dir",
+        root.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let pid: u32 = line("started     pid ")
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = std::path::PathBuf::from(line("log "));
+    let stop = line("stop ");
+
+    // Stop it as the command says, then read the log.
+    assert!(stop.contains(&format!("kill -INT {pid}")), "{stop}");
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(wait_until_gone(pid, std::time::Duration::from_secs(10)));
+    assert!(
+        log.starts_with(&target),
+        "{} is outside the clone",
+        log.display()
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("ready to accept connections"),
+        "the server wrote its log there:\n{logged}"
+    );
+
+    std::fs::remove_dir_all(&target).unwrap();
+    // (`clones` holds the source.)
+    let left: Vec<_> = std::fs::read_dir(&*root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "clones" && name.to_string_lossy().starts_with("clone"))
+        .collect();
+    assert!(left.is_empty(), "the clone left {left:?} beside it");
 }
 
 #[test]
