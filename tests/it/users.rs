@@ -52,7 +52,15 @@ fn the_non_root_path_works_for_an_unprivileged_caller() {
     let root = support::unique_root("nonroot");
     std::os::unix::fs::chown(&root, Some(user.uid()), Some(user.gid())).unwrap();
     let exe = root.join("it-helper");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    // `cp` writes the copy, not this process: a write descriptor of ours would be inherited by
+    // any child another test thread forks meanwhile, and kept until that child's exec, and
+    // executing a file someone holds open for writing fails with ETXTBSY ("Text file busy").
+    let copied = std::process::Command::new("cp")
+        .arg(std::env::current_exe().unwrap())
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp of the test binary: {copied}");
     let mut cmd = support::helper_from(&exe, "start_and_query");
     cmd.env("PGCLONE_DIR", root.join("clusters"))
         .env("HOME", &root)
