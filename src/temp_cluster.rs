@@ -33,7 +33,6 @@ pub struct Timings {
 /// println!("psql '{}'", cluster.connection_string());
 /// # Ok::<(), pgclone::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct TempCluster {
     dir: PathBuf,
     server: Option<Server>,
@@ -165,6 +164,26 @@ impl TempCluster {
     }
 }
 
+/// Where the cluster lives and how to reach it; never the password (`Debug` output ends up in
+/// logs and panic messages).
+impl std::fmt::Debug for TempCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("TempCluster");
+        out.field("dir", &self.dir)
+            .field("data_dir", &self.data_dir());
+        if let Some(server) = &self.server {
+            out.field("pid", &server.pid())
+                .field("socket_dir", &server.socket_dir())
+                .field("port", &server.port())
+                .field("tcp", &server.listens_on_tcp());
+        }
+        out.field("password", &"<redacted>")
+            .field("binaries", &self.binaries.bin_dir())
+            .field("timings", &self.timings)
+            .finish()
+    }
+}
+
 impl Drop for TempCluster {
     fn drop(&mut self) {
         let _ = self.teardown();
@@ -224,5 +243,33 @@ impl TempClusterBuilder {
         cluster.timings.start = server.ready_after();
         cluster.server = Some(server);
         Ok(cluster)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_where_the_cluster_lives_but_not_its_password() {
+        let cluster = TempCluster::builder()
+            .with(|o| o.tcp(true))
+            .start()
+            .unwrap();
+        let debug = format!("{cluster:?}");
+        assert!(
+            cluster.connection_string().contains(cluster.password()),
+            "the password is real and in use"
+        );
+        assert!(!debug.contains(cluster.password()), "{debug}");
+        for shown in [
+            cluster.data_dir().display().to_string(),
+            cluster.server().socket_dir().display().to_string(),
+            format!("port: {}", cluster.port()),
+            "<redacted>".to_string(),
+        ] {
+            assert!(debug.contains(&shown), "{shown} is missing from {debug}");
+        }
+        cluster.close().unwrap();
     }
 }
