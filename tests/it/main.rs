@@ -1,4 +1,4 @@
-//! All integration tests in one binary (fast to build; see STYLE.md, xshell).
+//! All integration tests in one binary: one link step instead of one per file, so they build fast.
 
 mod bad_input;
 mod concurrency;
@@ -11,4 +11,5 @@ mod offline_clone;
 mod online_clone;
 mod parent_death;
 mod support;
+mod tidy;
 mod users;

@@ -1,0 +1,423 @@
+//! The invariants of ARCHITECTURE.md that can be read off the source tree, checked: each check
+//! fails naming the file and line that breaks one.
+//!
+//! The checks read lines, not syntax trees: they look for the few ways the code could break an
+//! invariant (a `Command::new`, a `std::env::var`, a `major >= 15`), and skip comment lines, which
+//! may well talk about what the code does not do.
+
+use std::path::{Path, PathBuf};
+
+/// This file: it names what it looks for.
+const TIDY: &str = "tests/it/tidy.rs";
+
+/// Violations in files that another change is rewriting; each entry names the check, the file
+/// and a fragment of the offending line. An entry that no longer matches anything fails the check
+/// that owns it: remove it then.
+const PENDING: &[(&str, &str, &str)] = &[
+    ("env", "src/golden/build.rs", "std::env::current_dir()"), // config.recipe_base()
+    ("env", "src/root.rs", "std::env::current_exe()"),         // config.exe
+    ("env", "src/root.rs", "std::env::temp_dir()"),            // config.tmp_dir
+    ("major", "src/template.rs", "if major >= 18"),
+    ("major", "src/template.rs", "self.major >= 15"),
+    ("major", "src/test_db.rs", "template.major >= 18"),
+    ("docs", "src/data_dir.rs", "(POSTGRES.md 17)"),
+];
+
+/// What the library and the CLI may not do outside `src/server.rs`: start or signal a process.
+const SPAWN_OR_SIGNAL: &[&str] = &[
+    "process::Command",
+    "Command::new",
+    "::fork(",
+    "kernel_fork",
+    "libc::fork",
+    "libc::vfork",
+    "libc::exec",
+    "libc::posix_spawn",
+    "libc::kill",
+    "libc::tgkill",
+    "libc::sigqueue",
+    "pidfd_send_signal",
+    "rustix::process::kill",
+    "kill_process",
+    ".kill()",
+];
+
+#[test]
+fn only_server_rs_spawns_or_signals_processes() {
+    let mut found = Vec::new();
+    for file in rust_files(&["src", "pgclone-cli/src"]) {
+        if file == Path::new("src/server.rs") {
+            continue;
+        }
+        for (number, line) in code_lines(&file) {
+            if let Some(what) = SPAWN_OR_SIGNAL.iter().find(|p| line.contains(*p)) {
+                found.push(at(
+                    &file,
+                    number,
+                    &format!("`{what}` outside src/server.rs"),
+                    &line,
+                ));
+            }
+        }
+    }
+    report("spawn", found);
+}
+
+#[test]
+fn environment_is_read_in_config_rs_only() {
+    let mut found = Vec::new();
+    for file in rust_files(&["src", "pgclone-cli/src"]) {
+        if file == Path::new("src/config.rs") {
+            continue;
+        }
+        for (number, line) in code_lines(&file) {
+            if reads_environment(&line) {
+                found.push(at(&file, number, "`std::env` outside src/config.rs", &line));
+            }
+        }
+    }
+    report("env", found);
+}
+
+#[test]
+fn the_macro_crate_does_no_io() {
+    let mut found = Vec::new();
+    for file in rust_files(&["pgclone-macros/src"]) {
+        for (number, line) in code_lines(&file) {
+            if let Some(what) = io_in_macros(&line) {
+                found.push(at(
+                    &file,
+                    number,
+                    &format!("`{what}` in the macro crate"),
+                    &line,
+                ));
+            }
+        }
+    }
+    report("macros", found);
+}
+
+#[test]
+fn only_pg_features_compares_major_versions() {
+    let mut found = Vec::new();
+    for file in rust_files(&[
+        "src",
+        "pgclone-cli/src",
+        "pgclone-macros/src",
+        "tests",
+        "examples",
+        "benches",
+    ]) {
+        if file == Path::new("src/pg_features.rs") || file == Path::new(TIDY) {
+            continue;
+        }
+        for (number, line) in code_lines(&file) {
+            if compares_major(&line) {
+                found.push(at(
+                    &file,
+                    number,
+                    "a major version compared outside src/pg_features.rs (ask it instead)",
+                    &line,
+                ));
+            }
+        }
+    }
+    report("major", found);
+}
+
+#[test]
+fn docs_cite_only_files_in_the_repository() {
+    let root = repository();
+    let mut found = Vec::new();
+    for file in files(&["."], &["rs", "md"]) {
+        if file == Path::new(TIDY) {
+            continue;
+        }
+        let dir = file.parent().unwrap_or(Path::new(""));
+        let markdown = file.extension().is_some_and(|e| e == "md");
+        let text = std::fs::read_to_string(root.join(&file)).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            // What lies beside the repository on one machine is not part of it.
+            if line.contains("../shared") || line.contains("/work/shared") {
+                found.push(at(
+                    &file,
+                    number + 1,
+                    "cites a directory outside the repository",
+                    line,
+                ));
+            }
+            for cited in cited_files(line, markdown) {
+                // From the repository's top (ARCHITECTURE.md) or from the citing file's directory.
+                let exists = |base: &Path| root.join(base).join(&cited).exists();
+                if !exists(Path::new("")) && !exists(dir) {
+                    let what = format!("cites `{cited}`, which is not in the repository");
+                    found.push(at(&file, number + 1, &what, line));
+                }
+            }
+        }
+    }
+    report("docs", found);
+}
+
+/// The detectors above, on lines that break (and keep) each invariant: a check that finds
+/// nothing proves something only if it would find a violation.
+#[test]
+fn the_detectors_find_what_they_look_for() {
+    let spawns = |line: &str| SPAWN_OR_SIGNAL.iter().any(|p| line.contains(p));
+    assert!(spawns(
+        "let out = std::process::Command::new(\"pg_config\").output();"
+    ));
+    assert!(spawns("unsafe { libc::kill(pid, libc::SIGTERM) };"));
+    assert!(spawns(
+        "let _ = rustix::process::kill_process(pid, Signal::TERM);"
+    ));
+    assert!(spawns("child.kill().unwrap();"));
+    assert!(!spawns("pub async fn fork(&self) -> Result<TestDb> {"));
+    assert!(!spawns("let pid = std::process::id();"));
+
+    assert!(reads_environment("let dir = std::env::temp_dir();"));
+    assert!(reads_environment("use std::env;"));
+    assert!(reads_environment("let v = env::var(\"PGCLONE_DIR\");"));
+    assert!(!reads_environment(
+        "let dir = PathBuf::from(env!(\"CARGO_MANIFEST_DIR\"));"
+    ));
+    assert!(!reads_environment(
+        "let root = Root::open(None, &config, env.run_as.as_ref())?;"
+    ));
+
+    assert!(io_in_macros("let text = std::fs::read_to_string(path);").is_some());
+    assert!(io_in_macros("use std::{env, fmt};").is_some());
+    assert!(io_in_macros("let f = File::open(p);").is_some());
+    assert!(io_in_macros("let tokens = quote! { #body };").is_none());
+    assert!(io_in_macros("let profile = input.ident.to_string(); // Profile").is_none());
+
+    assert!(compares_major("if major >= 15 {"));
+    assert!(compares_major("if bins.version().major() < 14 {"));
+    assert!(compares_major("if 18 <= self.major {"));
+    assert!(compares_major("if version.major < MIN_MAJOR {"));
+    assert!(!compares_major("if major != bins.version().major() {"));
+    assert!(!compares_major("pub fn major(&self) -> u32 {"));
+    assert!(!compares_major("fn major() -> u32 {"));
+    assert!(!compares_major(
+        "Some(major) => format!(\"PostgreSQL {major}\"),"
+    ));
+    assert!(!compares_major("rustix::fs::major(dev),"));
+
+    assert_eq!(
+        cited_files("//! (see POSTGRES.md 7)", false),
+        ["POSTGRES.md"]
+    );
+    assert_eq!(cited_files("[facts](POSTGRES.md#x)", true), ["POSTGRES.md"]);
+    assert_eq!(
+        cited_files("see [the plot](docs/compare.png)", true),
+        ["docs/compare.png"]
+    );
+    assert!(cited_files("https://example.invalid/README.md", true).is_empty());
+}
+
+/// Whether a line of code reads the environment (`std::env`, or `env::` imported from it).
+fn reads_environment(line: &str) -> bool {
+    line.contains("std::env") || has_path_segment(line, "env::")
+}
+
+/// The I/O a line of the macro crate does, if any.
+fn io_in_macros(line: &str) -> Option<&'static str> {
+    const MODULES: &[&str] = &["fs", "process", "net", "env", "io"];
+    for module in MODULES {
+        let imported = line.contains("use std::{") && words(line).any(|w| w == *module);
+        if imported || has_path_segment(line, &format!("{module}::")) {
+            return Some(module);
+        }
+    }
+    words(line).any(|w| w == "File").then_some("File")
+}
+
+/// Whether a line orders a major version (`major >= 15`, `18 <= self.major`, `v.major() < MIN`):
+/// an identifier containing "major" beside `<`, `<=`, `>` or `>=`.
+fn compares_major(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut start = 0;
+    while start < bytes.len() {
+        if !is_ident(bytes[start]) {
+            start += 1;
+            continue;
+        }
+        let mut end = start;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        if line[start..end].to_ascii_lowercase().contains("major") {
+            // To the right: an optional `()`, then the operator.
+            let right = line[end..]
+                .strip_prefix("()")
+                .unwrap_or(&line[end..])
+                .trim_start();
+            let right_compares = (right.starts_with('<') && !right.starts_with("<<"))
+                || (right.starts_with('>') && !right.starts_with(">>"));
+            // To the left: past the path it ends (`self.`, `bins.version().`), the operator.
+            let path_start = line[..start]
+                .trim_end_matches(|c: char| c.is_ascii_alphanumeric() || "_.()".contains(c))
+                .trim_end();
+            let left_compares = path_start.ends_with(">=")
+                || path_start.ends_with("<=")
+                || (path_start.ends_with('<') && !path_start.ends_with("<<"))
+                || (path_start.ends_with('>')
+                    && !path_start.ends_with("->")
+                    && !path_start.ends_with("=>")
+                    && !path_start.ends_with(">>"));
+            if right_compares || left_compares {
+                return true;
+            }
+        }
+        start = end;
+    }
+    false
+}
+
+/// The files a line cites: names ending in `.md` (`docs/postgres-facts.md`, `../README.md`),
+/// and in Markdown the targets of links (`[plot](docs/compare.png)`); web addresses aside.
+fn cited_files(line: &str, markdown: bool) -> Vec<String> {
+    let mut cited = Vec::new();
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || "_./-".contains(c);
+    let mut rest = line;
+    while let Some(at) = rest.find(".md") {
+        let before = &rest[..at];
+        let start = before
+            .rfind(|c: char| !is_path_char(c))
+            .map_or(0, |i| i + 1);
+        let after = &rest[at + 3..];
+        let whole_word = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        let name = rest[start..at + 3].trim_start_matches("./");
+        let in_address = before[..start].ends_with(':') || name.starts_with("//");
+        let named = before.ends_with(|c: char| c.is_ascii_alphanumeric() || "_-".contains(c));
+        if whole_word && named && !in_address {
+            cited.push(name.to_string());
+        }
+        rest = after;
+    }
+    if markdown {
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            let target = &rest[at + 2..];
+            let end = target.find([')', ' ', '#']).unwrap_or(target.len());
+            let target = &target[..end];
+            let address = target.contains("://") || target.starts_with("mailto:");
+            if !target.is_empty() && !address && !cited.iter().any(|c| c == target) {
+                cited.push(target.to_string());
+            }
+            rest = &rest[at + 2..];
+        }
+    }
+    cited
+}
+
+/// Whether `segment` (such as `env::`) starts a path in `line` or follows `::`, and is not the
+/// tail of a longer name (`tokio_env::`).
+fn has_path_segment(line: &str, segment: &str) -> bool {
+    line.match_indices(segment).any(|(at, _)| {
+        !line[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+fn words(line: &str) -> impl Iterator<Item = &str> {
+    line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+}
+
+/// One violation, as the failure shows it.
+fn at(file: &Path, number: usize, what: &str, line: &str) -> (PathBuf, String, String) {
+    (
+        file.to_path_buf(),
+        line.trim().to_string(),
+        format!("{}:{number}: {what}\n    {}", file.display(), line.trim()),
+    )
+}
+
+/// Fails with every violation `check` found that `PENDING` does not excuse, and every entry of
+/// `PENDING` for `check` that excused nothing.
+fn report(check: &str, found: Vec<(PathBuf, String, String)>) {
+    let pending: Vec<_> = PENDING.iter().filter(|(c, ..)| *c == check).collect();
+    let excused = |file: &Path, line: &str| {
+        pending
+            .iter()
+            .any(|(_, f, fragment)| file == Path::new(f) && line.contains(fragment))
+    };
+    let mut failures: Vec<String> = found
+        .iter()
+        .filter(|(file, line, _)| !excused(file, line))
+        .map(|(.., message)| message.clone())
+        .collect();
+    for (_, file, fragment) in &pending {
+        if !found
+            .iter()
+            .any(|(f, line, _)| f == Path::new(file) && line.contains(fragment))
+        {
+            failures.push(format!(
+                "{file}: no longer has `{fragment}`: remove its entry from PENDING in tests/it/tidy.rs"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "an invariant of ARCHITECTURE.md is broken:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The tree checked: this repository, or `PGCLONE_TIDY_ROOT` (a copy with a violation planted,
+/// to see a check fail).
+fn repository() -> PathBuf {
+    std::env::var_os("PGCLONE_TIDY_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+fn rust_files(dirs: &[&str]) -> Vec<PathBuf> {
+    files(dirs, &["rs"])
+}
+
+/// The files under `dirs` (relative to the repository) with one of the `extensions`, as paths
+/// relative to the repository; build output and version control left out.
+fn files(dirs: &[&str], extensions: &[&str]) -> Vec<PathBuf> {
+    let root = repository();
+    let mut found = Vec::new();
+    let mut queue: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+    while let Some(dir) = queue.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let path = dir.join(&name);
+            let path = path.strip_prefix(".").unwrap_or(&path).to_path_buf();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if !matches!(name.to_str(), Some("target" | ".git" | "node_modules")) {
+                    queue.push(path);
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| extensions.iter().any(|x| e == *x))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The lines of `file` that are code (comment lines left out), numbered from 1.
+fn code_lines(file: &Path) -> Vec<(usize, String)> {
+    let text = std::fs::read_to_string(repository().join(file)).unwrap();
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim_start().starts_with("//"))
+        .map(|(i, line)| (i + 1, line.to_string()))
+        .collect()
+}
