@@ -12,6 +12,7 @@
 //! | `PGCLONE_REBUILD` | `1`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
+//! | `XDG_CACHE_HOME`, `HOME` | the default `PGCLONE_DIR` outside cargo (not as root) |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
 //! | `PATH` | where the binary search looks for `pg_config` and `postgres`, as a shell would |
 //! | `TMPDIR` | where the default root goes outside cargo (default: `/tmp`) |
@@ -40,11 +41,11 @@ pub(crate) struct Config {
     /// The directories of `PATH`, in order.
     pub path: Vec<PathBuf>,
     /// `TMPDIR`, else `/tmp` (as [`std::env::temp_dir`]).
-    #[expect(dead_code, reason = "root.rs reads TMPDIR itself until it takes this")]
     pub tmp_dir: PathBuf,
     /// This program's executable, if known (cargo's target directory holds test binaries).
-    #[expect(dead_code, reason = "root.rs asks for it itself until it takes this")]
     pub exe: Option<PathBuf>,
+    /// The user's cache directory: `XDG_CACHE_HOME`, else `$HOME/.cache`.
+    pub cache_home: Option<PathBuf>,
 }
 
 /// `PGCLONE_KEEP`: which clones outlive their test.
@@ -106,15 +107,14 @@ impl Config {
                 .unwrap_or_default(),
             tmp_dir: std::env::temp_dir(),
             exe: std::env::current_exe().ok(),
+            cache_home: var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache"))),
         })
     }
 
     /// Where relative recipe paths start: cargo's manifest directory (`CARGO_MANIFEST_DIR`),
     /// else the working directory.
-    #[expect(
-        dead_code,
-        reason = "golden/build.rs asks for it itself until it calls this"
-    )]
     pub fn recipe_base(&self) -> Result<PathBuf> {
         match &self.manifest_dir {
             Some(dir) => Ok(dir.clone()),

@@ -1,16 +1,17 @@
 //! Facts about a data directory on disk, and the settings pgclone writes into new ones.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::binaries::PgBinaries;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::options::Resolved;
-use crate::run_as::RunAs;
+use crate::run_as::{create_file_for, with_identity};
 use crate::server;
 
 /// Settings for disposable test clusters, written into `postgresql.conf` by `initdb` time.
-/// Durability is pointless for a clone that is thrown away (POSTGRES.md 17).
+/// Durability is pointless for a clone that is thrown away (docs/postgres-facts.md 17).
 pub const TEST_SETTINGS: &[(&str, &str)] = &[
     ("fsync", "off"),
     ("synchronous_commit", "off"),
@@ -23,8 +24,8 @@ pub const TEST_SETTINGS: &[(&str, &str)] = &[
 /// Where pgclone keeps the superuser's password (for TCP clients) inside a cluster it made.
 pub const PASSWORD_FILE: &str = "pgclone.password";
 
-/// Creates a cluster in `data_dir` (which must not exist; its parent belongs to the server's
-/// user) with `initdb`, the superuser `password`, the test settings and then `settings`.
+/// Creates a cluster in `data_dir` (an empty directory of the server's user, in a directory of
+/// ours) with `initdb`, the superuser `password`, the test settings and then `settings`.
 pub(crate) fn create(
     env: &Resolved,
     data_dir: &Path,
@@ -33,25 +34,28 @@ pub(crate) fn create(
     settings: &[(String, String)],
 ) -> Result<()> {
     let run_as = env.run_as.as_ref();
+    // Beside the data directory, in our own directory: initdb reads it as the server's user.
     let pwfile = data_dir.with_extension("pwfile");
-    write_private(&pwfile, password, run_as)?;
+    create_file_for(run_as, &pwfile, password.as_bytes())?;
     let created = server::initdb(&env.binaries, data_dir, &pwfile, run_as, log_path);
     std::fs::remove_file(&pwfile).doing("remove", &pwfile)?;
     created?;
-    write_private(&data_dir.join(PASSWORD_FILE), password, run_as)?;
-    let extra = settings.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    append_settings(data_dir, TEST_SETTINGS.iter().copied().chain(extra))
+    // Inside the data directory, which belongs to the server's user: written as that user.
+    with_identity(run_as, || {
+        add_password_and_settings(data_dir, password, settings)
+    })
 }
 
-/// Writes a file only its owner may read (the run-as user's when given).
-fn write_private(path: &Path, contents: &str, owner: Option<&RunAs>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, contents).doing("write", path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).doing("chmod", path)?;
-    if let Some(user) = owner {
-        user.chown(path)?;
-    }
-    Ok(())
+/// Writes the password file and appends the settings; call it with the file-system identity of
+/// the data directory's owner.
+fn add_password_and_settings(
+    data_dir: &Path,
+    password: &str,
+    settings: &[(String, String)],
+) -> Result<()> {
+    create_file_for(None, &data_dir.join(PASSWORD_FILE), password.as_bytes())?;
+    let extra = settings.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    append_settings(data_dir, TEST_SETTINGS.iter().copied().chain(extra))
 }
 
 /// Fails unless `data_dir` is a PostgreSQL data directory whose major matches `bins`.
@@ -100,6 +104,7 @@ pub fn major_of(data_dir: &Path) -> Result<u32> {
 }
 
 /// Appends settings to the cluster's `postgresql.conf` (later lines win over earlier ones).
+/// Call it with the file-system identity of the data directory's owner (`with_identity`).
 pub fn append_settings<'a>(
     data_dir: &Path,
     settings: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -111,6 +116,7 @@ pub fn append_settings<'a>(
     }
     std::fs::OpenOptions::new()
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .doing("append settings to", &path)
@@ -124,4 +130,43 @@ pub fn new_password() -> Result<String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .doing("read", path)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The server's user plants symlinks where root writes after `initdb`: neither the
+    /// password nor the settings may reach the files they point at (before, root wrote the
+    /// password through the link and gave the file to that user).
+    #[test]
+    fn writes_into_the_servers_data_directory_never_follow_its_symlinks() {
+        let run_as = crate::run_as_user().unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let victim = base.path().join("victim.conf");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let data = base.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        if let Some(user) = &run_as {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            user.chown(&data).unwrap();
+        }
+        for planted in [PASSWORD_FILE, "postgresql.conf"] {
+            let written = with_identity(run_as.as_ref(), || {
+                for name in [PASSWORD_FILE, "postgresql.conf"] {
+                    let _ = std::fs::remove_file(data.join(name));
+                }
+                std::os::unix::fs::symlink(&victim, data.join(planted)).unwrap();
+                add_password_and_settings(&data, "secret", &[])
+            });
+            assert!(written.is_err(), "{planted}");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().uid(),
+            rustix::process::geteuid().as_raw()
+        );
+    }
 }

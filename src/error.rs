@@ -52,6 +52,8 @@ pub enum ErrorKind {
     Golden,
     /// A file system operation failed.
     Io,
+    /// A path pgclone would delete, chown or write in as root could be changed by another user.
+    Untrusted,
 }
 
 /// An error from pgclone: a kind and a message that names what failed and why.

@@ -36,6 +36,7 @@ pub mod pg_features;
 mod pool;
 mod root;
 mod run_as;
+mod safe_path;
 mod server;
 mod socket_dir;
 mod temp_cluster;

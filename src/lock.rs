@@ -32,6 +32,16 @@ impl FileLock {
         )
     }
 
+    /// The exclusive lock on `path` if nobody holds it now (`None` if somebody does).
+    pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
+        let file = open(path)?;
+        Ok(
+            rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+                .is_ok()
+                .then_some(FileLock { _file: file }),
+        )
+    }
+
     /// Waits for a shared lock on `path` (created if needed).
     pub fn shared(path: &Path, patience: Duration, waiting: impl FnOnce()) -> Result<FileLock> {
         Self::acquire(

@@ -88,6 +88,14 @@ impl Pool {
             state: Mutex::default(),
             changed: Condvar::new(),
         });
+        eprintln!(
+            "pgclone: keeping {size} ready {} of golden {:?} (pool; PGCLONE_POOL=0 turns it off)",
+            match mode {
+                Mode::Cluster => "clusters",
+                Mode::Database => "databases",
+            },
+            pool.golden.dbname
+        );
         let filler = pool.clone();
         let _ = std::thread::Builder::new()
             .name("pgclone-pool-filler".into())
@@ -116,39 +124,44 @@ impl Pool {
             });
             let mut state = self.state.lock().unwrap();
             state.busy = false;
+            // Whatever happened, someone may wait for this copy (a closing pool, a test).
+            self.changed.notify_all();
             match made {
                 Ok(db) if !state.closing => state.ready.push_back(db),
                 Ok(db) => {
                     drop(state);
-                    db.discard_now();
+                    db.forget_at_exit();
                     return;
                 }
                 Err(_) => {
-                    // Tests acquiring directly will see the error; try again later.
-                    drop(state);
-                    std::thread::sleep(Duration::from_secs(1));
+                    // Tests acquiring directly will see the error; try again later, unless
+                    // the process is closing.
+                    let (state, _) = self
+                        .changed
+                        .wait_timeout_while(state, Duration::from_secs(1), |s| !s.closing)
+                        .unwrap();
+                    if state.closing {
+                        return;
+                    }
                 }
             }
-            self.changed.notify_all();
         }
     }
 
-    /// At exit: stops the filler (waiting for the copy it is making) and tears down the rest.
+    /// At exit: stops the filler (waiting for the copy it is making, which its notification
+    /// ends) and releases the copies never handed out without waiting for them (see
+    /// [`TestDb::forget_at_exit`]).
     fn close(&self) {
         let mut state = self.state.lock().unwrap();
         state.closing = true;
         self.changed.notify_all();
         while state.busy {
-            let (next, _) = self
-                .changed
-                .wait_timeout(state, Duration::from_secs(10))
-                .unwrap();
-            state = next;
+            state = self.changed.wait(state).unwrap();
         }
         let ready: Vec<TestDb> = state.ready.drain(..).collect();
         drop(state);
         for db in ready {
-            db.discard_now();
+            db.forget_at_exit();
         }
     }
 }

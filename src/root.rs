@@ -6,8 +6,8 @@
 //! say) is reaped by the first use of the root in the next process: its server is stopped and its
 //! directory removed. A clone with a `keep` file is left alone.
 
-use std::collections::HashSet;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::run_as::RunAs;
+use crate::safe_path;
 use crate::server;
 
 const CLONES: &str = "clones";
@@ -22,9 +23,11 @@ const CLONES: &str = "clones";
 const TRASH: &str = "trash";
 /// Records of clones made outside the root (the CLI's), while they are being made.
 const UNFINISHED: &str = "unfinished";
-const OWNER_FILE: &str = "owner";
+/// Built goldens (`golden/<key>/`) and their locks.
+const GOLDEN: &str = "golden";
+pub(crate) const OWNER_FILE: &str = "owner";
 /// Marks a clone the user asked to keep: never reaped automatically.
-pub const KEEP_FILE: &str = "keep";
+const KEEP_FILE: &str = "keep";
 /// A clone directory without an owner record yet is being created; after this long it is debris.
 const GRACE: Duration = Duration::from_secs(60);
 
@@ -36,44 +39,55 @@ pub(crate) struct Root {
 
 impl Root {
     /// Opens (creating it if needed) the root at `explicit`, else `PGCLONE_DIR`, else the default.
+    ///
+    /// Records and clone directories in it decide what pgclone stops and deletes, so the root
+    /// and its subdirectories must be trusted (`safe_path`): as root, every component of the path
+    /// too. Nothing pgclone deletes can then be redirected by another user.
     pub fn open(explicit: Option<&Path>, config: &Config, run_as: Option<&RunAs>) -> Result<Root> {
         let path = match explicit.or(config.root.as_deref()) {
             Some(path) => std::path::absolute(path).doing("resolve PGCLONE_DIR", path)?,
-            None => default_root(config.target_dir.as_deref()),
+            None => default_root(config),
         };
         // Verified once per process (every test acquiring a database opens the root).
-        type Verified = Mutex<HashSet<(PathBuf, Option<u32>)>>;
+        type Verified = Mutex<HashMap<(PathBuf, Option<u32>), PathBuf>>;
         static VERIFIED: OnceLock<Verified> = OnceLock::new();
         let key = (path.clone(), run_as.map(RunAs::uid));
-        if VERIFIED
+        if let Some(path) = VERIFIED
             .get_or_init(Default::default)
             .lock()
             .unwrap()
-            .contains(&key)
+            .get(&key)
         {
-            return Ok(Root { path });
+            return Ok(Root { path: path.clone() });
         }
         let unusable = |e: Error| {
-            e.with_kind(ErrorKind::RootDirUnusable)
-                .hint("set PGCLONE_DIR to a directory this process can create and write")
+            let kind = match e.kind() {
+                ErrorKind::Untrusted => ErrorKind::Untrusted,
+                _ => ErrorKind::RootDirUnusable,
+            };
+            e.with_kind(kind).hint(
+                "set PGCLONE_DIR to a directory this process can create and write, and only it",
+            )
         };
-        std::fs::create_dir_all(&path)
-            .doing("create the pgclone directory (PGCLONE_DIR)", &path)
-            .map_err(unusable)?;
-        check_private(&path).map_err(unusable)?;
+        let what = "the pgclone directory (PGCLONE_DIR)";
+        let path = safe_path::create_trusted_dir(&path, 0o755, what).map_err(unusable)?;
         tempfile::tempfile_in(&path)
             .doing("write in the pgclone directory (PGCLONE_DIR)", &path)
             .map_err(unusable)?;
-        let clones = path.join(CLONES);
-        create_shared_dir(&clones).map_err(unusable)?;
+        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN] {
+            // pgclone never makes a symlink here: one that is here was planted.
+            let sub = path.join(sub);
+            safe_path::create_trusted_dir(&sub, 0o755, what).map_err(unusable)?;
+            safe_path::check_not_symlink(&sub, what).map_err(unusable)?;
+        }
         if let Some(user) = run_as {
-            user.check_can_reach(&clones, "the pgclone directory")?;
+            user.check_can_reach(&path.join(CLONES), "the pgclone directory")?;
         }
         VERIFIED
             .get_or_init(Default::default)
             .lock()
             .unwrap()
-            .insert(key);
+            .insert(key, path.clone());
         Ok(Root { path })
     }
 
@@ -81,13 +95,20 @@ impl Root {
         &self.path
     }
 
-    /// Creates `<root>/clones/<id>/` owned by this process (and by `run_as`, who runs its server).
+    /// `<root>/golden`, where built goldens live.
+    pub fn golden_dir(&self) -> PathBuf {
+        self.path.join(GOLDEN)
+    }
+
+    /// Creates `<root>/clones/<id>/`, owned by this process: the directory itself belongs to
+    /// this process's user (so records in it cannot be forged), its `data/` (mode 0700, empty)
+    /// to `run_as`, who runs its server.
     pub fn new_clone_dir(&self, run_as: Option<&RunAs>) -> Result<PathBuf> {
         let clones = self.path.join(CLONES);
         let dir = tempfile::Builder::new()
             .prefix("")
             .rand_bytes(10)
-            .permissions(std::fs::Permissions::from_mode(0o700))
+            .permissions(std::fs::Permissions::from_mode(0o755))
             .tempdir_in(&clones)
             .doing("create a clone directory in", &clones)?;
         // Written aside and renamed, so a reaper never reads a half-written record.
@@ -95,8 +116,14 @@ impl Root {
         std::fs::write(&record, ProcessId::current()?.to_string()).doing("write", &record)?;
         let owner = dir.path().join(OWNER_FILE);
         std::fs::rename(&record, &owner).doing("write", &owner)?;
+        let data = dir.path().join("data");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&data)
+            .doing("create", &data)?;
         if let Some(user) = run_as {
-            user.chown(dir.path())?;
+            // Safe by path: the parent is ours, nobody else can swap `data` meanwhile.
+            user.chown(&data)?;
         }
         Ok(dir.keep())
     }
@@ -111,10 +138,14 @@ impl Root {
     /// Stops the servers of, and removes, clones whose owner process is gone (and, with
     /// `include_kept`, the ones users kept). Returns the directories removed.
     pub fn reap_stale_clones(&self, include_kept: bool) -> Vec<PathBuf> {
+        // Only real directories: the root is trusted, so each was made by a pgclone process
+        // of this user; a symlink is never followed.
         let dirs = [CLONES, TRASH]
             .iter()
             .filter_map(|sub| std::fs::read_dir(self.path.join(sub)).ok())
-            .flat_map(|entries| entries.flatten().map(|e| e.path()));
+            .flat_map(|entries| entries.flatten())
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.path());
         let mut reaped = Vec::new();
         for dir in dirs {
             // A kept clone is stopped and the user's: it goes when asked, whoever made it.
@@ -136,7 +167,6 @@ impl Root {
     /// record, to remove once the clone is finished or undone.
     pub fn record_unfinished(&self, target: &Path) -> Result<PathBuf> {
         let dir = self.path.join(UNFINISHED);
-        create_shared_dir(&dir)?;
         let record = tempfile::Builder::new()
             .prefix("clone-")
             .tempfile_in(&dir)
@@ -183,7 +213,10 @@ impl Root {
             {
                 continue;
             }
+            // The target was checked when recorded; check again: a path another user can
+            // change now is left alone.
             if target.exists()
+                && safe_path::check_target_path(target, "an unfinished clone").is_ok()
                 && is_unfinished_clone(target)
                 && std::fs::remove_dir_all(target).is_ok()
             {
@@ -203,7 +236,6 @@ pub(crate) fn discard(dir: &Path) -> Result<()> {
         return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);
     };
     let trash = root.join(TRASH);
-    create_shared_dir(&trash)?;
     let moved = trash.join(dir.file_name().unwrap_or_default());
     if std::fs::rename(dir, &moved).is_err() {
         return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);
@@ -270,8 +302,23 @@ fn is_unfinished_clone(data_dir: &Path) -> bool {
         || (data_dir.join("PG_VERSION").is_file() && !data_dir.join("global/pg_control").exists())
 }
 
+/// Marks a clone directory as kept by the user: never reaped but by `gc --kept`. The marker
+/// names the private socket directory made for restarting it by hand, if any, which goes with it.
+pub(crate) fn mark_kept(dir: &Path, socket_dir: Option<&Path>) -> Result<()> {
+    let marker = dir.join(KEEP_FILE);
+    let text = socket_dir
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    std::fs::write(&marker, text).doing("write", &marker)
+}
+
 /// Stops the server a clone directory's data dir may still have, then removes the directory.
 pub(crate) fn remove_clone_dir(dir: &Path) -> Result<()> {
+    if let Ok(socket_dir) = std::fs::read_to_string(dir.join(KEEP_FILE)) {
+        if !socket_dir.is_empty() {
+            crate::socket_dir::remove_kept(Path::new(&socket_dir));
+        }
+    }
     let data_dir = dir.join("data");
     if let Some(pid) = server::live_postmaster(&data_dir) {
         server::stop_orphan(pid, &data_dir);
@@ -290,55 +337,29 @@ fn owner_is_gone(dir: &Path) -> bool {
     }
 }
 
-/// A directory every user may traverse: the run-as user must reach the clones inside.
-pub(crate) fn create_shared_dir(path: &Path) -> Result<()> {
-    if !path.is_dir() {
-        std::fs::create_dir_all(path).doing("create", path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .doing("chmod", path)?;
-    }
-    Ok(())
-}
-
-/// Refuses a root that other users may write into (or that another user owns): records in it
-/// decide what pgclone deletes and stops.
-fn check_private(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).doing("stat", path)?;
-    let me = rustix::process::geteuid().as_raw();
-    let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
-    if (meta.uid() != me && me != 0 && meta.uid() != 0) || writable_by_others {
-        return Err(Error::new(
-            ErrorKind::RootDirUnusable,
-            format!(
-                "the pgclone directory {} belongs to uid {} or is writable by others (mode {:o})",
-                path.display(),
-                meta.uid(),
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// `<cargo target dir>/pgclone`: `CARGO_TARGET_DIR` when set, else the ancestor of this binary
 /// that cargo marked with `CACHEDIR.TAG` (test, example and bench binaries run from inside it).
-/// Elsewhere, `<tmp>/pgclone-root-<uid>`.
-fn default_root(cargo_target_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = cargo_target_dir {
+/// Elsewhere (an installed `pgclone` command): for root `/var/cache/pgclone`, for others their
+/// cache directory, never a predictable name in a shared directory such as `/tmp`.
+fn default_root(config: &Config) -> PathBuf {
+    if let Some(dir) = &config.target_dir {
         if let Ok(dir) = std::path::absolute(dir) {
             return dir.join("pgclone");
         }
     }
-    let exe = std::env::current_exe().unwrap_or_default();
-    match exe
+    let exe = config.exe.clone().unwrap_or_default();
+    if let Some(target) = exe
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
     {
-        Some(target) => target.join("pgclone"),
-        None => std::env::temp_dir().join(format!(
-            "pgclone-root-{}",
-            rustix::process::getuid().as_raw()
-        )),
+        return target.join("pgclone");
+    }
+    let uid = rustix::process::getuid().as_raw();
+    match &config.cache_home {
+        _ if uid == 0 => PathBuf::from("/var/cache/pgclone"),
+        Some(cache) => cache.join("pgclone"),
+        // No home: a name in the temporary directory, refused if someone else made it first.
+        None => config.tmp_dir.join(format!("pgclone-root-{uid}")),
     }
 }
 

@@ -135,6 +135,31 @@ pub(crate) fn with_identity<T: Send>(
     })
 }
 
+/// Creates the new file `path` (mode 0600, never through a symlink or over an existing file)
+/// with `contents`, and gives it to `owner` when given. For directories no other user can
+/// write in: inside another user's directory, call it under [`with_identity`] with `None`.
+pub(crate) fn create_file_for(owner: Option<&RunAs>, path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+        .doing("create", path)?;
+    if let Some(user) = owner {
+        rustix::fs::fchown(
+            &file,
+            Some(rustix::fs::Uid::from_raw(user.uid)),
+            Some(rustix::fs::Gid::from_raw(user.gid)),
+        )
+        .map_err(std::io::Error::from)
+        .doing(&format!("chown to {}", user.name), path)?;
+    }
+    file.write_all(contents).doing("write", path)
+}
+
 impl RunAs {
     /// Switches the calling thread's file-system identity to this user, for good (call it on a
     /// thread that ends with the work). Only this thread changes: these are raw system calls,

@@ -367,6 +367,11 @@ impl Server {
         self.child.id()
     }
 
+    /// Whether the server has exited (crashed, or was killed), reaping it if so.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        !matches!(self.exited(), Ok(None))
+    }
+
     /// From spawning `postgres` to the first successful connection.
     pub fn ready_after(&self) -> Duration {
         self.ready_after

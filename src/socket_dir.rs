@@ -15,6 +15,8 @@ use crate::run_as::RunAs;
 pub const MAX_SOCKET_PATH: usize = 107;
 const PREFIX: &str = "pgclone-sock-";
 const RANDOM_CHARS: usize = 8;
+/// The note in a kept clone's socket directory.
+const KEPT_NOTE: &str = "KEPT";
 /// The longest socket file name PostgreSQL puts in the directory.
 const LONGEST_SOCKET_NAME: &str = "/.s.PGSQL.65535";
 /// Socket directories younger than this are never reaped: their server may still be starting.
@@ -54,6 +56,26 @@ impl SocketDir {
         &self.path
     }
 
+    /// A private socket directory for a kept clone that the user starts by hand later. It holds
+    /// a note naming the clone, so the stale-directory reaper leaves it alone (it removes only
+    /// directories of nothing but sockets); removing the kept clone removes it.
+    pub fn create_for_kept(parent: &Path, run_as: Option<&RunAs>, clone: &Path) -> Result<PathBuf> {
+        check_parent(parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix(PREFIX)
+            .rand_bytes(RANDOM_CHARS)
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+            .doing("create a socket directory in", parent)?;
+        let note = format!("socket directory of the kept clone {}\n", clone.display());
+        // Written while the directory is still ours alone.
+        crate::run_as::create_file_for(run_as, &dir.path().join(KEPT_NOTE), note.as_bytes())?;
+        if let Some(user) = run_as {
+            user.chown(dir.path())?;
+        }
+        Ok(dir.keep())
+    }
+
     /// Leaves the directory in place on drop (its server outlives us).
     pub fn keep(&mut self) {
         self.kept = true;
@@ -83,6 +105,18 @@ impl Drop for SocketDir {
         if !self.kept {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+/// Removes the socket directory of a kept clone (made by [`SocketDir::create_for_kept`]).
+pub(crate) fn remove_kept(dir: &Path) {
+    let is_ours = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(PREFIX));
+    let is_dir = std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+    if is_ours && is_dir && dir.join(KEPT_NOTE).is_file() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use crate::binaries::PgBinaries;
 use crate::config::Config;
 use crate::data_dir;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::options::ServerOptions;
-use crate::root::{self, Root, KEEP_FILE};
+use crate::root::{self, Root};
 use crate::server::{Server, StartSpec, SUPERUSER};
 use crate::url::{connection_url, Endpoint};
 
@@ -144,8 +144,7 @@ impl TempCluster {
         if let Some(server) = self.server.take() {
             server.stop()?;
         }
-        let marker = self.dir.join(KEEP_FILE);
-        std::fs::write(&marker, "").doing("write", &marker)?;
+        root::mark_kept(&self.dir, None)?;
         let dir = std::mem::take(&mut self.dir);
         Ok(dir)
     }

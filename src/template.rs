@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::golden::BuiltGolden;
 use crate::root;
 use crate::server::{Server, SUPERUSER};
+use crate::socket_dir::SocketDir;
 use crate::wire::{quote_ident, quote_literal, Session};
 
 /// A running clone of a golden that hands out databases.
@@ -29,8 +30,9 @@ pub(crate) struct TemplateServer {
     pub socket_dir: PathBuf,
     pub port: u16,
     pub major: u32,
-    /// A user asked to keep a database of it: keep the whole clone at exit.
-    kept: Mutex<bool>,
+    /// A user asked to keep a database of it: keep the whole clone at exit, with this private
+    /// socket directory to restart it on.
+    kept: OnceLock<std::result::Result<PathBuf, String>>,
 }
 
 type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
@@ -43,8 +45,34 @@ fn templates() -> &'static Templates {
     })
 }
 
+/// A new database copied from `golden`'s, in this process's template server for it (started
+/// on first use, and started again if it died): the server and the database's name.
+pub(crate) async fn create_database(
+    golden: &Arc<BuiltGolden>,
+) -> Result<(Arc<TemplateServer>, String)> {
+    let template = template_for(golden.clone()).await?;
+    let t = template.clone();
+    match crate::golden::blocking(move || t.create_database()).await {
+        Ok(name) => Ok((template, name)),
+        Err(e) if template.has_died() => {
+            // Not this test's fault: forget the dead server and start a new one.
+            eprintln!(
+                "pgclone: the template server of golden {:?} died ({e}); starting a new one\n{}",
+                golden.dbname,
+                crate::server::log_tail(&template.dir.join("postgres.log"), 0)
+            );
+            templates().lock().unwrap().remove(&golden.data_dir);
+            let template = template_for(golden.clone()).await?;
+            let t = template.clone();
+            let name = crate::golden::blocking(move || t.create_database()).await?;
+            Ok((template, name))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// This process's template server for `golden`, started on first use.
-pub(crate) async fn template_for(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
+async fn template_for(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
     let cell = templates()
         .lock()
         .unwrap()
@@ -74,7 +102,7 @@ impl TemplateServer {
             "pgclone template",
         )?;
         let major = golden.env.binaries.version().major();
-        if major >= 18 {
+        if crate::pg_features::has_file_copy_method_clone(major) {
             admin.query("set file_copy_method = clone")?;
         }
         Ok(Arc::new(TemplateServer {
@@ -86,7 +114,7 @@ impl TemplateServer {
             server: Mutex::new(Some(server)),
             admin: Mutex::new(admin),
             dropper: Mutex::new(dropper),
-            kept: Mutex::new(false),
+            kept: OnceLock::new(),
         }))
     }
 
@@ -94,7 +122,7 @@ impl TemplateServer {
     pub fn create_database(&self) -> Result<String> {
         let prefix: String = self.golden.dbname.chars().take(40).collect();
         let name = format!("{prefix}_{}", &crate::data_dir::new_password()?[..12]);
-        let strategy = if self.major >= 15 {
+        let strategy = if crate::pg_features::has_create_database_strategy(self.major) {
             " strategy = file_copy"
         } else {
             ""
@@ -136,9 +164,34 @@ impl TemplateServer {
             .spawn(move || template.drop_database(&name));
     }
 
-    /// Keeps the whole clone (its server stopped cleanly) when the process exits.
-    pub fn keep(&self) {
-        *self.kept.lock().unwrap() = true;
+    /// Whether its server has exited (crashed, or was killed). A dead server's directory is
+    /// removed here: nothing will use it again.
+    fn has_died(&self) -> bool {
+        let mut server = self.server.lock().unwrap();
+        let died = server.as_mut().is_some_and(Server::has_exited);
+        if died {
+            server.take();
+            let _ = root::remove_clone_dir(&self.dir);
+        }
+        died
+    }
+
+    /// Keeps the whole clone (its server stopped cleanly) when the process exits; returns the
+    /// private socket directory made to restart it on.
+    pub fn keep(&self) -> Result<PathBuf> {
+        let env = &self.golden.env;
+        self.kept
+            .get_or_init(|| {
+                SocketDir::create_for_kept(&env.socket_parent, env.run_as.as_ref(), &self.dir)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| Error::new(ErrorKind::Io, e))
+    }
+
+    /// The socket directory made for a kept clone, if it was kept.
+    fn kept_socket_dir(&self) -> Option<PathBuf> {
+        self.kept.get().and_then(|kept| kept.as_ref().ok()).cloned()
     }
 }
 
@@ -146,7 +199,7 @@ impl TemplateServer {
 fn stop_all() {
     let cells: Vec<_> = templates().lock().unwrap().values().cloned().collect();
     for template in cells.iter().filter_map(|cell| cell.get()) {
-        let kept = *template.kept.lock().unwrap();
+        let kept = template.kept.get().is_some();
         let server = template.server.lock().unwrap().take();
         if let Some(server) = server {
             let _ = if kept {
@@ -156,7 +209,7 @@ fn stop_all() {
             };
         }
         if kept {
-            let _ = std::fs::write(template.dir.join(root::KEEP_FILE), "");
+            let _ = root::mark_kept(&template.dir, template.kept_socket_dir().as_deref());
         } else {
             let _ = std::fs::remove_dir_all(&template.dir);
         }

@@ -15,6 +15,7 @@ use crate::golden::{blocking, ensure_built, BuiltGolden, Golden};
 use crate::pool;
 use crate::root;
 use crate::server::{Server, SUPERUSER};
+use crate::socket_dir::SocketDir;
 use crate::template::{self, TemplateServer};
 use crate::url::{connection_url, Endpoint};
 
@@ -206,7 +207,10 @@ impl TestDb {
 
     /// Tears down now and reports what failed (`Drop` has to ignore errors).
     pub async fn close(mut self) -> Result<()> {
-        match self.owned.take() {
+        let owned = self.owned.take();
+        // Our own client goes first: a database cannot be dropped while a session is in it.
+        drop(self);
+        match owned {
             Some(owned) => blocking(move || tear_down(owned, false)).await,
             None => Ok(()),
         }
@@ -326,15 +330,13 @@ impl TestDb {
                 TestDb::from_cluster(golden, dir, server, Method::Clone(method)).await
             }
             Mode::Database => {
-                let template = template::template_for(golden.clone()).await?;
-                let t = template.clone();
-                let dbname = blocking(move || t.create_database()).await?;
+                let (template, dbname) = template::create_database(&golden).await?;
                 let owned = Owned::Database {
                     template: template.clone(),
                     dbname: dbname.clone(),
                 };
                 let method = Method::CreateDatabase {
-                    clone: template.major >= 18,
+                    clone: crate::pg_features::has_file_copy_method_clone(template.major),
                 };
                 let (socket_dir, data_dir) =
                     (template.socket_dir.clone(), template.dir.join("data"));
@@ -352,10 +354,15 @@ impl TestDb {
         }
     }
 
-    /// Tears down now, on this thread, ignoring errors (a pool's leftovers at exit).
-    pub(crate) fn discard_now(mut self) {
-        if let Some(owned) = self.owned.take() {
-            let _ = tear_down(owned, false);
+    /// A pool's leftover at exit: a cluster is stopped and removed now (a few ms); a database
+    /// is left to its template server, whose directory goes as a whole at exit, so that exit
+    /// never waits for a DROP DATABASE.
+    pub(crate) fn forget_at_exit(mut self) {
+        match self.owned.take() {
+            Some(owned @ Owned::Cluster { .. }) => {
+                let _ = tear_down(owned, false);
+            }
+            Some(Owned::Database { .. }) | None => {}
         }
     }
 }
@@ -417,9 +424,11 @@ fn tear_down(owned: Owned, background: bool) -> Result<()> {
     }
 }
 
-/// Keeps a copy and tells the user how to reach it again.
+/// Keeps a copy and tells the user how to reach it again: the printed command starts its
+/// server on a new private socket directory (never a shared one such as `/tmp`, where any local
+/// user could connect as the trusted superuser).
 fn keep(owned: Owned, why: &str) {
-    let (dir, dbname, golden) = match owned {
+    let (dir, dbname, golden, socket_dir) = match owned {
         Owned::Cluster {
             dir,
             server,
@@ -427,29 +436,55 @@ fn keep(owned: Owned, why: &str) {
             golden,
         } => {
             let _ = server.stop();
-            let _ = std::fs::write(dir.join(root::KEEP_FILE), "");
-            (dir, dbname, golden)
+            let socket_dir = SocketDir::create_for_kept(
+                &golden.env.socket_parent,
+                golden.env.run_as.as_ref(),
+                &dir,
+            );
+            let _ = root::mark_kept(&dir, socket_dir.as_deref().ok());
+            (dir, dbname, golden, socket_dir)
         }
         Owned::Database { template, dbname } => {
-            template.keep(); // the template server is stopped cleanly and kept at exit
-            (template.dir.clone(), dbname, template.golden.clone())
+            // The template server is stopped cleanly and kept at exit.
+            let socket_dir = template.keep();
+            (
+                template.dir.clone(),
+                dbname,
+                template.golden.clone(),
+                socket_dir,
+            )
+        }
+    };
+    let socket_dir = match socket_dir {
+        Ok(socket_dir) => socket_dir,
+        Err(e) => {
+            eprintln!("pgclone: kept this test's database ({why}) in {}, but found no private socket directory to restart it with: {e}", dir.display());
+            return;
         }
     };
     let data = dir.join("data");
     let port = portpicker::pick_unused_port().unwrap_or(5432);
     let pg_ctl = golden.env.binaries.program("pg_ctl");
     let start = format!(
-        "{} -D {} -l {} -o \"-k /tmp -p {port}\" start",
+        "{} -D {} -l {} -o \"-k {} -p {port}\" start",
         pg_ctl.display(),
         data.display(),
-        dir.join("postgres.log").display()
+        dir.join("postgres.log").display(),
+        socket_dir.display()
     );
     let start = match &golden.env.run_as {
         Some(user) => format!("su {} -s /bin/sh -c '{start}'", user.name()),
         None => start,
     };
+    let url = connection_url(
+        Endpoint::Socket(&socket_dir),
+        port,
+        SUPERUSER,
+        None,
+        &dbname,
+    );
     eprintln!(
-        "pgclone: kept this test's database ({why}) in {}\n  start it:   {start}\n  connect:    psql 'postgresql://{SUPERUSER}@%2Ftmp:{port}/{dbname}'\n  remove it:  pgclone gc --kept",
+        "pgclone: kept this test's database ({why}) in {}\n  start it:   {start}\n  connect:    psql '{url}'\n  remove it:  pgclone gc --kept",
         dir.display()
     );
 }

@@ -16,6 +16,7 @@ const EXCLUDED_TOP_FILES: &[&str] = &[
     "backup_label", // the clone gets its own (online) or none (offline)
     "tablespace_map",
     "backup_manifest",
+    "pgclone.log", // the log of a clone started by `pgclone clone --start`: its own, not ours
 ];
 
 /// Directories kept, but empty: their contents are rebuilt at startup or belong to the source.

@@ -198,10 +198,15 @@ impl Plan {
         let source = std::path::absolute(source).doing("resolve", source)?;
         let target = std::path::absolute(target).doing("resolve", target)?;
         crate::data_dir::major_of(&source)?;
+        let owner = crate::run_as_user()?;
+        if owner.is_some() {
+            // Root creates, chmods and chowns the target by path: no other user may be able to
+            // swap it (or a directory above it) for a symlink.
+            crate::safe_path::check_target_path(&target, "the clone's target")?;
+        }
         check_not_nested(&source, &target)?;
         let target_existed = check_target(&target)?;
         check_file_systems(&source, &target, options)?;
-        let owner = crate::run_as_user()?;
         if let Some(user) = &owner {
             let source_uid = std::fs::metadata(&source).doing("stat", &source)?.uid();
             if source_uid != user.uid() {

@@ -1,9 +1,14 @@
 //! Building a golden once, under a file lock, and finding it again.
 //!
-//! Layout: `<root>/golden/<name>-<key>/` holds `data/` (stopped cleanly, synced), `postgres.log`
-//! and `READY` (written last: a directory without it is not a golden). `<root>/golden/<name>.lock`
-//! is held exclusively while building (and removing older versions), and shared while cloning.
-//! `<root>/golden/builds.log` records every build.
+//! Layout: `<root>/golden/<key>/` holds `data/` (stopped cleanly, synced), `postgres.log` and
+//! `READY` (written last: a directory without it is not a golden). A golden is known by its key
+//! (a hash of the recipe's content), never by the name a user chose: two recipes named alike
+//! are two goldens. `<root>/golden/<key>.lock` is held exclusively while building or removing
+//! it, and shared while cloning it, so no golden disappears under a process cloning it.
+//! A build happens in a fresh clone directory of its own (owned by the building process, so a
+//! killed build is reaped like any clone, and its orphans never write where a later build
+//! does), moved into place when done. Goldens unused for [`UNUSED_FOR`] are removed by the
+//! next build. `<root>/golden/builds.log` records every build.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -87,10 +92,7 @@ impl BuiltGolden {
 pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
     let config = Config::from_env()?;
     let env = ServerOptions::new().resolve(&config)?;
-    let base = match &config.manifest_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_dir().doing("find the current directory", Path::new("."))?,
-    };
+    let base = config.recipe_base()?;
     let recipe = recipe::resolve(golden, &env.binaries, &base)?;
     let root = Root::open(None, &config, env.run_as.as_ref())?;
     root.reap_once_per_process();
@@ -115,6 +117,9 @@ pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
     Ok(built.clone())
 }
 
+/// A golden nobody cloned for this long is removed by the next build (of any recipe).
+pub(crate) const UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
 async fn build_or_reuse(
     golden: &Golden,
     recipe: recipe::Recipe,
@@ -122,9 +127,8 @@ async fn build_or_reuse(
     env: Resolved,
     config: &Config,
 ) -> Result<Arc<BuiltGolden>> {
-    let golden_dir = root.path().join("golden");
-    root::create_shared_dir(&golden_dir)?;
-    let dir = golden_dir.join(format!("{}-{}", golden.name, recipe.key));
+    let golden_dir = root.golden_dir();
+    let dir = golden_dir.join(&recipe.key);
     let run = match &config.run_id {
         Some(id) => format!("nextest run {id}"),
         None => format!("process {}", ProcessId::current()?),
@@ -134,10 +138,11 @@ async fn build_or_reuse(
         data_dir: dir.join("data"),
         root,
         env,
-        lock_path: golden_dir.join(format!("{}.lock", golden.name)),
+        lock_path: lock_path(&dir),
         shares_extents: OnceLock::new(),
     });
     if is_ready(&dir, config.rebuild, &run) {
+        mark_used(&dir);
         return Ok(built);
     }
 
@@ -151,9 +156,14 @@ async fn build_or_reuse(
     if is_ready(&dir, config.rebuild, &run) {
         return Ok(built); // built by the process we waited for
     }
-    build(golden, recipe.steps, &built.env, &dir, &run).await?;
-    remove_other_versions(&golden_dir, &golden.name, &dir);
+    build(golden, recipe.steps, &built, &dir, &run).await?;
+    remove_unused_goldens(&golden_dir, &dir);
     Ok(built)
+}
+
+/// `<root>/golden/<key>.lock` for the golden in `<root>/golden/<key>`.
+fn lock_path(dir: &Path) -> PathBuf {
+    dir.with_extension("lock")
 }
 
 /// Whether `dir` holds a finished golden usable now (with `PGCLONE_REBUILD`, only one built
@@ -168,19 +178,16 @@ fn is_ready(dir: &Path, rebuild: bool, run: &str) -> bool {
 async fn build(
     golden: &Golden,
     steps: Vec<Step>,
-    env: &Resolved,
+    built: &BuiltGolden,
     dir: &Path,
     run: &str,
 ) -> Result<()> {
     let started = Instant::now();
-    let name = golden.name.clone();
+    let (name, env) = (golden.name.clone(), &built.env);
     eprintln!("pgclone: building golden {name:?} in {}", dir.display());
-    let building = dir.with_extension("building");
-    let _ = std::fs::remove_dir_all(&building); // debris of a build that died (we hold the lock)
-    std::fs::create_dir_all(&building).doing("create", &building)?;
-    if let Some(user) = &env.run_as {
-        user.chown(&building)?;
-    }
+    // A new directory per attempt: what a killed build left (even a process still writing
+    // into it) is never in the way, and the reaper removes it once its owner is gone.
+    let building = built.root.new_clone_dir(env.run_as.as_ref())?;
 
     let (data, log) = (building.join("data"), building.join("postgres.log"));
     let result = async {
@@ -207,21 +214,13 @@ async fn build(
         applied.and(stopped)
     }
     .await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&building); // a failed build leaves nothing usable
+    let moved = result
+        .and_then(|()| sync_file_system(&building)) // later reflinks need no write-back
+        .and_then(|()| move_into_place(&building, dir, run));
+    if let Err(e) = moved {
+        let _ = root::remove_clone_dir(&building); // a failed build leaves nothing usable
         return Err(e);
     }
-
-    sync_file_system(&building)?; // later reflinks need no write-back (POSTGRES.md 16)
-    if dir.exists() {
-        let old = dir.with_extension(format!("old-{}", std::process::id()));
-        std::fs::rename(dir, &old).doing("move aside", dir)?;
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    std::fs::rename(&building, dir).doing("move into place", dir)?;
-    let ready = dir.join("READY");
-    std::fs::write(dir.join("READY.tmp"), format!("{run}\n")).doing("write", &ready)?;
-    std::fs::rename(dir.join("READY.tmp"), &ready).doing("write", &ready)?;
     record_build(dir, &name, started.elapsed());
     eprintln!(
         "pgclone: built golden {name:?} in {:.1} s",
@@ -328,27 +327,59 @@ fn statement_at(text: &str, position: usize) -> (usize, String) {
     (line, text[start..end].trim().to_string())
 }
 
-/// Removes the goldens of older recipes of this name (we hold the exclusive lock, so nobody
-/// clones them now).
-fn remove_other_versions(golden_dir: &Path, name: &str, current: &Path) {
+/// Moves a finished build to `dir` (replacing an older build of the same recipe: we hold its
+/// exclusive lock, so nobody clones it now), then writes `READY`, which makes it a golden.
+fn move_into_place(building: &Path, dir: &Path, run: &str) -> Result<()> {
+    let _ = std::fs::remove_file(building.join(root::OWNER_FILE)); // a golden has no owner
+    if dir.exists() {
+        let old = dir.with_extension(format!("old-{}", std::process::id()));
+        std::fs::rename(dir, &old).doing("move aside", dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(building, dir).doing("move into place", dir)?;
+    let ready = dir.join("READY");
+    std::fs::write(dir.join("READY.tmp"), format!("{run}\n")).doing("write", &ready)?;
+    std::fs::rename(dir.join("READY.tmp"), &ready).doing("write", &ready)
+}
+
+/// Records that `dir` was used now (the modification time of its `READY`).
+fn mark_used(dir: &Path) {
+    let ready = dir.join("READY");
+    if let Ok(file) = std::fs::File::options().append(true).open(&ready) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
+
+/// Removes the goldens (and the debris of builds that died) that nobody used for
+/// [`UNUSED_FOR`], each only if its exclusive lock is free: no process is cloning it.
+pub(crate) fn remove_unused_goldens(golden_dir: &Path, current: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(golden_dir) else {
-        return;
+        return Vec::new();
     };
-    for path in entries.flatten().map(|e| e.path()) {
-        let file_name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let Some(rest) = file_name.strip_prefix(&format!("{name}-")) else {
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || path == current {
+            continue;
+        }
+        let last_used = std::fs::metadata(path.join("READY"))
+            .or_else(|_| entry.metadata())
+            .and_then(|m| m.modified());
+        let unused = last_used
+            .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR);
+        if !unused {
+            continue;
+        }
+        let Ok(Some(_lock)) = FileLock::try_exclusive(&lock_path(&path)) else {
             continue;
         };
-        let key = rest.split('.').next().unwrap_or_default();
-        let ours = key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit());
-        if ours && path != current {
-            let _ = std::fs::remove_dir_all(&path);
+        if std::fs::remove_dir_all(&path).is_ok() {
+            let _ = std::fs::remove_file(lock_path(&path));
+            removed.push(path);
         }
     }
+    removed
 }
 
 fn record_build(dir: &Path, name: &str, took: Duration) {

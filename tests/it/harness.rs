@@ -24,13 +24,28 @@ fn builds(root: &Path) -> usize {
     std::fs::read_to_string(root.join("golden/builds.log")).map_or(0, |log| log.lines().count())
 }
 
-fn goldens(root: &Path, name: &str) -> Vec<String> {
-    std::fs::read_dir(root.join("golden"))
+/// The built goldens under `root` (directories with `READY`), by key.
+fn goldens(root: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(root.join("golden"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().join("READY").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!("{name}-")))
-        .collect()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Makes the golden `key` look unused for eight days.
+fn age(root: &Path, key: &str) {
+    let ready = root.join("golden").join(key).join("READY");
+    let eight_days_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::options()
+        .append(true)
+        .open(ready)
+        .unwrap()
+        .set_modified(eight_days_ago)
+        .unwrap();
 }
 
 fn acquire(root: &Path, dir: &Path) -> std::process::Command {
@@ -62,7 +77,7 @@ fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_re
         1,
         "exactly one of 8 processes built the golden"
     );
-    let first = goldens(&root, "concurrent");
+    let first = goldens(&root);
     assert_eq!(first.len(), 1, "{first:?}");
 
     assert_eq!(helper_result(acquire(&root, &dir)), "OK 7");
@@ -71,14 +86,15 @@ fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_re
     std::fs::write(dir.join("0002_more.sql"), "insert into t values (8);").unwrap();
     assert_eq!(helper_result(acquire(&root, &dir)), "OK 8");
     assert_eq!(builds(&root), 2, "a new migration rebuilds");
-    let second = goldens(&root, "concurrent");
+    let both = goldens(&root);
     assert_eq!(
-        second.len(),
-        1,
-        "the older golden of the name is removed: {second:?}"
+        both.len(),
+        2,
+        "a golden used recently stays, whatever its name: {both:?}"
     );
-    assert_ne!(first, second);
 
+    // Unused for a week: the next build removes it.
+    age(&root, &first[0]);
     let mut rebuild = acquire(&root, &dir);
     rebuild.env("PGCLONE_REBUILD", "1");
     assert_eq!(helper_result(rebuild), "OK 8");
@@ -87,6 +103,89 @@ fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_re
         3,
         "PGCLONE_REBUILD=1 rebuilds an unchanged recipe"
     );
+    let last = goldens(&root);
+    assert_eq!(
+        last.len(),
+        1,
+        "the golden unused for a week is gone: {last:?}"
+    );
+    assert!(!last.contains(&first[0]));
+}
+
+#[test]
+fn a_build_killed_during_initdb_never_breaks_the_process_waiting_for_it() {
+    // initdb's `postgres --single` outlives a SIGKILLed builder for a while and keeps writing
+    // where it was told to: the next build must happen elsewhere.
+    for _ in 0..3 {
+        let root = support::unique_root("killed-build");
+        let dir = migrations(&root);
+        let mut builder = acquire(&root, &dir).spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !initdb_runs_under(&root) {
+            assert!(std::time::Instant::now() < deadline, "initdb never ran");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let waiter = acquire(&root, &dir).spawn().unwrap();
+        builder.kill().unwrap(); // SIGKILL, during initdb
+        builder.wait().unwrap();
+        let output = waiter.wait_with_output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("RESULT OK 7"),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Whether an `initdb` (or the `postgres --single` it runs) works on a directory under `root`.
+fn initdb_runs_under(root: &Path) -> bool {
+    let needle = root.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+            let is_initdb = cmdline.split(|b| *b == 0).next().is_some_and(|program| {
+                program.ends_with(b"initdb") || cmdline.windows(8).any(|w| w == b"--single")
+            });
+            is_initdb && cmdline.windows(needle.len()).any(|w| w == needle)
+        })
+    })
+}
+
+#[test]
+fn recipes_with_the_same_name_are_two_goldens_and_never_remove_each_other() {
+    let root = support::unique_root("samename");
+    let (a, b) = (root.join("a"), root.join("b"));
+    for (dir, rows) in [(&a, 3), (&b, 5)] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("0001_t.sql"),
+            format!("create table t(x int); insert into t select generate_series(1, {rows});"),
+        )
+        .unwrap();
+    }
+    // Both recipes are named "concurrent"; processes use them at once, twice over.
+    for _ in 0..2 {
+        let helpers: Vec<_> = [&a, &b, &a, &b, &a, &b]
+            .iter()
+            .map(|dir| (dir.to_path_buf(), acquire(&root, dir).spawn().unwrap()))
+            .collect();
+        for (dir, helper) in helpers {
+            let output = helper.wait_with_output().unwrap();
+            let expected = if dir == a {
+                "RESULT OK 3"
+            } else {
+                "RESULT OK 5"
+            };
+            assert!(
+                String::from_utf8_lossy(&output.stdout).contains(expected),
+                "{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    assert_eq!(builds(&root), 2, "one build per recipe");
+    assert_eq!(goldens(&root).len(), 2);
 }
 
 /// Runs in a helper process: a TestDb of the golden "concurrent", the count of rows in `t`.
@@ -137,7 +236,7 @@ fn a_failing_migration_names_its_file_line_and_statement_and_leaves_nothing_usab
         );
     }
     assert!(
-        goldens(&root, "concurrent").is_empty(),
+        goldens(&root).is_empty(),
         "a failed build leaves no golden, not even a partial one"
     );
     assert_eq!(builds(&root), 0);
@@ -268,6 +367,18 @@ fn keep_failed_keeps_a_failing_tests_clone_and_the_printed_instructions_work() {
 
     // Follow the instructions: start it, connect, see the test's data.
     let start = line("start it:");
+    // Its socket goes into a new private directory, never a shared one like /tmp where any
+    // local user could connect as the trusted superuser.
+    let socket_dir = PathBuf::from(
+        start
+            .split_once("-k ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no -k in {start}")),
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket_dir).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "{}", socket_dir.display());
     let status = std::process::Command::new("sh")
         .args(["-c", &start])
         .stdout(Stdio::null())
@@ -296,6 +407,7 @@ fn keep_failed_keeps_a_failing_tests_clone_and_the_printed_instructions_work() {
         garbage.clones.contains(&kept_dir),
         "gc --kept removes it: {garbage:?}"
     );
+    assert!(!socket_dir.exists(), "and its socket directory");
 }
 
 /// Runs in a helper process: a #[pgclone::test]-style test that writes a row and panics.

@@ -12,4 +12,5 @@ mod online_clone;
 mod parent_death;
 mod support;
 mod tidy;
+mod trust;
 mod users;
