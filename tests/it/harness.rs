@@ -444,8 +444,23 @@ fn the_pool_hands_out_fresh_copies_once_and_exit_leaves_nothing() {
     let mut cmd = support::helper("use_pool");
     cmd.env("PGCLONE_DIR", &root)
         .env("PGCLONE_IT_MIGRATIONS", &dir)
-        .env("PGCLONE_POOL", "2");
-    assert_eq!(helper_result(cmd), "OK 10 distinct fresh copies");
+        .env("PGCLONE_POOL", "2")
+        .stdout(Stdio::piped());
+    let mut helper = cmd.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(helper.stdout.take().unwrap()));
+    let report = lines.find_map(|line| Some(line.ok()?.strip_prefix("RESULT ")?.to_string()));
+    assert_eq!(report.as_deref(), Some("OK 10 distinct fresh copies"));
+    std::thread::spawn(move || lines.for_each(drop)); // read what it prints while exiting
+                                                      // Exit closes the pools: it must not wait for a notification nobody sends (it stalled
+                                                      // 10 s). Generous bound: this catches a hang, it does not measure speed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while helper.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exit hangs on the pool"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(
         support::servers_under(&root),
         Vec::<u32>::new(),
@@ -457,6 +472,50 @@ fn the_pool_hands_out_fresh_copies_once_and_exit_leaves_nothing() {
         (0, 0),
         "no clone directory outlives the process"
     );
+}
+
+#[test]
+fn a_dead_template_server_is_replaced_and_the_next_database_works() {
+    let root = support::unique_root("dead-template");
+    let dir = migrations(&root);
+    let mut cmd = support::helper("outlive_the_template_server");
+    cmd.env("PGCLONE_DIR", &root)
+        .env("PGCLONE_IT_MIGRATIONS", &dir)
+        .env("PGCLONE_POOL", "0");
+    assert_eq!(helper_result(cmd), "OK 7 after the template server died");
+}
+
+/// Runs in a helper process: a database-mode copy, its template server killed, another copy.
+pub fn outlive_the_template_server() -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let golden = counting_golden();
+        let start = || {
+            TestDb::builder(&golden)
+                .mode(pgclone::Mode::Database)
+                .start()
+        };
+        let first = start().await.unwrap();
+        let pid_file = std::fs::read_to_string(first.data_dir().join("postmaster.pid")).unwrap();
+        let pid: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        drop(first);
+        // SAFETY: kill has no memory effects; the pid is the template's postmaster.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        while support::process_runs(pid as u32) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let second = start().await.unwrap();
+        let rows: i64 = second
+            .client()
+            .query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get(0);
+        format!("OK {rows} after the template server died")
+    })
 }
 
 /// Runs in a helper process: takes 5 copies in each mode from the pool, each used and dropped.

@@ -41,6 +41,7 @@ fn entry() {
         "hold_testdbs" => crate::harness::hold_testdbs(),
         "fail_a_test" => crate::harness::fail_a_test(),
         "use_pool" => crate::harness::use_pool(),
+        "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
         "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),
         other => panic!("unknown helper task {other}"),
     };
