@@ -4,11 +4,13 @@
 //! exit the ones never handed out are torn down.
 //!
 //! The clients' connections run on the pool's own runtime, which lives as long as the process, so
-//! they work from any test's runtime. Size: `PGCLONE_POOL`; by default 2 under `cargo test` on a
-//! file system where clones share extents, else 0: under nextest a process runs one test and the
-//! copies would be wasted, and where every clone copies every byte (ext4) the background copies
-//! slow the tests down more than they help (measured: 1 GB fixture on ext4, 835 ms a test without
-//! the pool, 1958 ms with it).
+//! they work from any test's runtime.
+//!
+//! Off unless asked for (`PGCLONE_POOL=n`, `TestDbBuilder::pool`): the copies it makes are the
+//! copies the tests would make, only earlier, plus a few never used, so it pays only where tests
+//! leave cores idle (waiting on I/O or timers). Measured on `tests/app` (ten tests doing real
+//! work, 2 cores, XFS): 2 ready copies made the suite 5-7% slower in both modes; under nextest a
+//! process runs one test and the copies are wasted; on ext4 every copy copies every byte.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -17,15 +19,6 @@ use std::time::Duration;
 
 use crate::golden::BuiltGolden;
 use crate::test_db::{Mode, TestDb};
-
-/// The default number of ready copies per golden and mode.
-pub(crate) fn default_size(under_nextest: bool, clones_share_extents: bool) -> usize {
-    if under_nextest || !clones_share_extents {
-        0
-    } else {
-        2
-    }
-}
 
 struct Pool {
     golden: Arc<BuiltGolden>,

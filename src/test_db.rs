@@ -290,8 +290,8 @@ impl TestDbBuilder<'_> {
     }
 
     /// How many ready copies to keep in the background for this golden and mode (default:
-    /// `PGCLONE_POOL`, else 2 under `cargo test` where clones share extents, 0 otherwise). With a
-    /// pool, acquiring takes a copy made in advance: microseconds instead of a clone and a start.
+    /// `PGCLONE_POOL`, else none). With a pool, acquiring takes a copy made in advance:
+    /// microseconds instead of a clone and a start. It pays only where tests leave cores idle.
     pub fn pool(mut self, size: usize) -> Self {
         self.pool = Some(size);
         self
@@ -302,9 +302,7 @@ impl TestDbBuilder<'_> {
     pub async fn start(self) -> Result<TestDb> {
         let golden = ensure_built(self.golden).await?;
         let config = Config::from_env()?;
-        let size = self.pool.or(config.pool).unwrap_or_else(|| {
-            pool::default_size(config.run_id.is_some(), golden.clones_share_extents())
-        });
+        let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
             pool::take(&golden, self.mode, size)
         } else {

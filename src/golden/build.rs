@@ -38,17 +38,9 @@ pub(crate) struct BuiltGolden {
     pub root: Root,
     pub env: Resolved,
     lock_path: PathBuf,
-    shares_extents: OnceLock<bool>,
 }
 
 impl BuiltGolden {
-    /// Whether clones of this golden share its extents (reflinks), probed once.
-    pub fn clones_share_extents(&self) -> bool {
-        *self.shares_extents.get_or_init(|| {
-            crate::fs_probe::probe_file_system(self.root.path()).is_ok_and(|fs| fs.shares_extents())
-        })
-    }
-
     /// A new clone directory, filled by `copy` (given its data directory), started with this
     /// golden's binaries and user: the server, the directory, and how the files were copied.
     /// The server is ready once the golden's database takes a connection (so the caller's first
@@ -139,7 +131,6 @@ async fn build_or_reuse(
         root,
         env,
         lock_path: lock_path(&dir),
-        shares_extents: OnceLock::new(),
     });
     if is_ready(&dir, config.rebuild, &run) {
         mark_used(&dir);
