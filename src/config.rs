@@ -9,7 +9,7 @@
 //! | `PGCLONE_SOCKET_DIR` | where the short private socket directories are made (default: `/tmp`) |
 //! | `PGCLONE_KEEP` | `failed`: keep a failing test's clone; `always`: keep every clone (default: none) |
 //! | `PGCLONE_POOL` | ready copies kept per golden and mode (default 0: off) |
-//! | `PGCLONE_REBUILD` | `1`: rebuild goldens once in this run even if cached |
+//! | `PGCLONE_REBUILD` | anything but `0`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
 //! | `XDG_CACHE_HOME`, `HOME` | the default `PGCLONE_DIR` outside cargo (not as root) |

@@ -33,7 +33,8 @@ pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcRepo
 }
 
 /// The pgclone directory this process uses (`PGCLONE_DIR`, else `<cargo target dir>/pgclone`,
-/// else `<tmp>/pgclone-root-<uid>`), created if needed.
+/// else `/var/cache/pgclone` for root and the user's cache directory for others), created if
+/// needed.
 pub fn pgclone_dir() -> Result<PathBuf> {
     Ok(config_and_root(None)?.1.path().to_path_buf())
 }

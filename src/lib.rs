@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Environment variables: `PGCLONE_PG_BIN`, `PGCLONE_PG_VERSION`, `PGCLONE_DIR`,
-//! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR` (see README.md).
+//! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR`, `PGCLONE_KEEP`, `PGCLONE_POOL`, `PGCLONE_REBUILD`
+//! (see README.md).
 
 mod binaries;
 mod clone;

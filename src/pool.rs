@@ -82,7 +82,7 @@ impl Pool {
             changed: Condvar::new(),
         });
         eprintln!(
-            "pgclone: keeping {size} ready {} of golden {:?} (pool; PGCLONE_POOL=0 turns it off)",
+            "pgclone: keeping {size} ready {} of golden {:?} (pool: PGCLONE_POOL or TestDbBuilder::pool)",
             match mode {
                 Mode::Cluster => "clusters",
                 Mode::Database => "databases",

@@ -594,6 +594,18 @@ fn redirect_output(cmd: &mut Command, log_path: &Path, run_as: Option<&RunAs>) -
         .mode(0o600)
         .open(log_path)
         .doing("open log file", log_path)?;
+    // A hard link planted where the log goes would turn the chown below against its target.
+    let links = log.metadata().doing("stat log file", log_path)?.nlink();
+    if links != 1 {
+        return Err(Error::new(
+            ErrorKind::Untrusted,
+            format!(
+                "log file {} has {links} names (a hard link): pgclone will not write or chown it",
+                log_path.display()
+            ),
+        )
+        .hint("remove it; pgclone creates its log files itself"));
+    }
     if let Some(user) = run_as {
         rustix::fs::fchown(
             &log,

@@ -1,5 +1,5 @@
 //! Golden clusters: a recipe (migrations, SQL, a Rust setup hook, settings) built once per recipe
-//! and PostgreSQL version, cached on disk in `<root>/golden/<name>-<hash>/`, and cloned per test.
+//! and PostgreSQL version, cached on disk in `<root>/golden/<key>/` (the key: a hash of the recipe's content), and cloned per test.
 
 mod build;
 mod recipe;
