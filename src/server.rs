@@ -595,7 +595,8 @@ fn redirect_output(cmd: &mut Command, log_path: &Path, run_as: Option<&RunAs>) -
         .open(log_path)
         .doing("open log file", log_path)?;
     // A hard link planted where the log goes would turn the chown below against its target.
-    let links = log.metadata().doing("stat log file", log_path)?.nlink();
+    let links =
+        std::os::unix::fs::MetadataExt::nlink(&log.metadata().doing("stat log file", log_path)?);
     if links != 1 {
         return Err(Error::new(
             ErrorKind::Untrusted,
