@@ -20,49 +20,32 @@
 //! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR`, `PGCLONE_KEEP`, `PGCLONE_POOL`, `PGCLONE_REBUILD`
 //! (see README.md).
 
-mod binaries;
 mod clone;
 mod config;
-mod data_dir;
 mod error;
 mod exit;
-mod fs_probe;
-mod gc;
-mod golden;
 mod harness;
-mod lock;
-mod options;
-mod pg_control;
-pub mod pg_features;
-mod pool;
-mod root;
-mod run_as;
-mod safe_path;
-mod server;
-mod socket_dir;
-mod temp_cluster;
-mod template;
-mod test_db;
-mod url;
-mod wire;
+mod postgres;
+mod store;
 
-pub use binaries::{PgBinaries, PgVersion};
+pub use clone::fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
 pub use clone::{
     clone_cluster, clone_running_cluster, clone_stopped_cluster, CloneEvent, CloneOptions,
     CloneReport, CopyMethod, Lsn, Step,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
-pub use gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
-pub use golden::{BoxError, Golden};
-pub use options::ServerOptions;
-pub use pg_control::{cluster_state, ClusterState};
-pub use pg_features::MIN_MAJOR;
-pub use run_as::RunAs;
-pub use server::Server;
-pub use socket_dir::MAX_SOCKET_PATH;
-pub use temp_cluster::{TempCluster, TempClusterBuilder, Timings};
-pub use test_db::{Method, Mode, TestDb, TestDbBuilder};
+pub use harness::golden::{BoxError, Golden};
+pub use harness::test_db::{Method, Mode, TestDb, TestDbBuilder};
+pub use postgres::binaries::{PgBinaries, PgVersion};
+pub use postgres::features as pg_features;
+pub use postgres::features::MIN_MAJOR;
+pub use postgres::options::ServerOptions;
+pub use postgres::pg_control::{cluster_state, ClusterState};
+pub use postgres::run_as::RunAs;
+pub use postgres::server::Server;
+pub use postgres::socket_dir::MAX_SOCKET_PATH;
+pub use postgres::temp_cluster::{TempCluster, TempClusterBuilder, Timings};
+pub use store::gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
 
 /// The user PostgreSQL runs as when this process is root (`PGCLONE_RUN_AS`, default `postgres`,
 /// else `nobody`); `None` when this process is not root and runs PostgreSQL itself.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::pg_features;
+use crate::postgres::features;
 
 /// Files never copied from the top level of the data directory.
 const EXCLUDED_TOP_FILES: &[&str] = &[
@@ -38,7 +38,7 @@ pub(crate) enum Source {
 }
 
 /// WAL directories kept (empty) in an online clone: its WAL is copied apart, by range.
-const WAL_SUBDIRS: &[&str] = &["pg_wal/archive_status", pg_features::WAL_SUMMARIES_DIR];
+const WAL_SUBDIRS: &[&str] = &["pg_wal/archive_status", features::WAL_SUMMARIES_DIR];
 
 /// Whether `name` (an entry of directory `rel_dir`, relative to the data directory) is left out.
 /// `init_forks` holds the relfilenodes of unlogged relations in that directory.

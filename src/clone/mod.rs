@@ -7,6 +7,7 @@
 
 mod exclude;
 mod file;
+pub(crate) mod fs_probe;
 mod offline;
 mod online;
 mod tree;
@@ -25,8 +26,8 @@ pub use tree::CloneReport;
 pub use wal::Lsn;
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::run_as::{with_identity, RunAs};
-use crate::server;
+use crate::postgres::run_as::{with_identity, RunAs};
+use crate::postgres::server;
 use tree::{device_of, existing_ancestor};
 
 /// Clones the cluster in `source` into `target`: online if a postmaster serves it, else offline.
@@ -197,12 +198,12 @@ impl Plan {
     fn new(source: &Path, target: &Path, options: &CloneOptions) -> Result<Plan> {
         let source = std::path::absolute(source).doing("resolve", source)?;
         let target = std::path::absolute(target).doing("resolve", target)?;
-        crate::data_dir::major_of(&source)?;
+        crate::postgres::data_dir::major_of(&source)?;
         let owner = crate::run_as_user()?;
         if owner.is_some() {
             // Root creates, chmods and chowns the target by path: no other user may be able to
             // swap it (or a directory above it) for a symlink.
-            crate::safe_path::check_target_path(&target, "the clone's target")?;
+            crate::store::safe_path::check_target_path(&target, "the clone's target")?;
         }
         check_not_nested(&source, &target)?;
         let target_existed = check_target(&target)?;

@@ -9,8 +9,8 @@ use super::exclude::Source;
 use super::tree::{copy_tree, CloneReport};
 use super::{finish_with_control_file, write_clone_config, CloneOptions, Plan, Step};
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::pg_control::cluster_state;
-use crate::server;
+use crate::postgres::pg_control::cluster_state;
+use crate::postgres::server;
 
 /// Clones the stopped cluster in `source` into `target` (absent or an empty directory). The
 /// source is only read. On failure the target is left as it was found.

@@ -20,12 +20,12 @@ use super::exclude::Source;
 use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
 use super::{finish_with_control_file, write_clone_config, write_file, CloneOptions, Plan, Step};
-use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::pg_control;
-use crate::pg_features;
-use crate::server;
-use crate::wire::{quote_literal, Session};
+use crate::postgres::data_dir;
+use crate::postgres::features;
+use crate::postgres::pg_control;
+use crate::postgres::server;
+use crate::postgres::wire::{quote_literal, Session};
 
 /// What a half-made clone's `backup_label` says: PostgreSQL refuses to start on it.
 pub(crate) const PLACEHOLDER_LABEL: &str =
@@ -100,7 +100,7 @@ impl OnlineClone<'_> {
         ))?;
         self.done(Step::Slot);
 
-        let start_sql = pg_features::backup_start_sql(self.major);
+        let start_sql = features::backup_start_sql(self.major);
         let start = parse_lsn(&session.query_value(start_sql)?)?;
         self.report.start_lsn = Some(start);
         self.done(Step::BackupStart);
@@ -122,7 +122,7 @@ impl OnlineClone<'_> {
         })?;
         self.done(Step::CopyFiles);
 
-        let row = session.query_row(pg_features::backup_stop_sql(self.major))?;
+        let row = session.query_row(features::backup_stop_sql(self.major))?;
         let stop = parse_lsn(row[0].as_deref().unwrap_or_default())?;
         let (label_file, map_file) = (
             row[1].clone().unwrap_or_default(),
@@ -155,7 +155,7 @@ impl OnlineClone<'_> {
     /// Returns the WAL segment size.
     fn prepare_session(&self, session: &mut Session) -> Result<u64> {
         session.query("set statement_timeout = 0; set idle_in_transaction_session_timeout = 0")?;
-        if pg_features::has_idle_session_timeout(self.major) {
+        if features::has_idle_session_timeout(self.major) {
             session.query("set idle_session_timeout = 0")?;
         }
         if session.query_value("select pg_is_in_recovery()::text")? == "true" {

@@ -14,7 +14,7 @@ use super::file::{copy_contents, CopyMethod};
 use super::wal::Lsn;
 use super::{Progress, Step};
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::run_as::RunAs;
+use crate::postgres::run_as::RunAs;
 
 /// What a clone copied, and how.
 #[derive(Debug, Clone, Default)]

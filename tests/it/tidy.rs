@@ -15,7 +15,7 @@ const TIDY: &str = "tests/it/tidy.rs";
 /// that owns it: remove it then.
 const PENDING: &[(&str, &str, &str)] = &[];
 
-/// What the library and the CLI may not do outside `src/server.rs`: start or signal a process.
+/// What the library and the CLI may not do outside `src/postgres/server.rs`: start or signal a process.
 const SPAWN_OR_SIGNAL: &[&str] = &[
     "process::Command",
     "Command::new",
@@ -38,7 +38,7 @@ const SPAWN_OR_SIGNAL: &[&str] = &[
 fn only_server_rs_spawns_or_signals_processes() {
     let mut found = Vec::new();
     for file in rust_files(&["src", "pgclone-cli/src"]) {
-        if file == Path::new("src/server.rs") {
+        if file == Path::new("src/postgres/server.rs") {
             continue;
         }
         for (number, line) in code_lines(&file) {
@@ -46,7 +46,7 @@ fn only_server_rs_spawns_or_signals_processes() {
                 found.push(at(
                     &file,
                     number,
-                    &format!("`{what}` outside src/server.rs"),
+                    &format!("`{what}` outside src/postgres/server.rs"),
                     &line,
                 ));
             }
@@ -90,7 +90,7 @@ fn the_macro_crate_does_no_io() {
 }
 
 #[test]
-fn only_pg_features_compares_major_versions() {
+fn only_postgres_features_compares_major_versions() {
     let mut found = Vec::new();
     for file in rust_files(&[
         "src",
@@ -100,7 +100,7 @@ fn only_pg_features_compares_major_versions() {
         "examples",
         "benches",
     ]) {
-        if file == Path::new("src/pg_features.rs") || file == Path::new(TIDY) {
+        if file == Path::new("src/postgres/features.rs") || file == Path::new(TIDY) {
             continue;
         }
         for (number, line) in code_lines(&file) {
@@ -108,7 +108,7 @@ fn only_pg_features_compares_major_versions() {
                 found.push(at(
                     &file,
                     number,
-                    "a major version compared outside src/pg_features.rs (ask it instead)",
+                    "a major version compared outside src/postgres/features.rs (ask it instead)",
                     &line,
                 ));
             }

@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::binaries::PgBinaries;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::root;
-use crate::run_as::RunAs;
-use crate::server::DEFAULT_START_TIMEOUT;
-use crate::socket_dir;
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::run_as::RunAs;
+use crate::postgres::server::DEFAULT_START_TIMEOUT;
+use crate::postgres::socket_dir;
+use crate::store::root;
 
 /// How to run a server. Each option overrides the matching environment variable.
 #[derive(Debug, Clone)]

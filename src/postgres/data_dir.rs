@@ -4,11 +4,11 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::binaries::PgBinaries;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::options::Resolved;
-use crate::run_as::{create_file_for, with_identity};
-use crate::server;
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::options::Resolved;
+use crate::postgres::run_as::{create_file_for, with_identity};
+use crate::postgres::server;
 
 /// Settings for disposable test clusters, written into `postgresql.conf` by `initdb` time.
 /// Durability is pointless for a clone that is thrown away (docs/postgres-facts.md 17).

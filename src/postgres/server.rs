@@ -25,16 +25,16 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
-use crate::binaries::PgBinaries;
 use crate::config::Config;
-use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::options::{default_log_file, Resolved, ServerOptions};
-use crate::pg_features;
-use crate::run_as::RunAs;
-use crate::socket_dir::SocketDir;
-use crate::url::{connection_url, Endpoint};
-use crate::wire::{self, Probe};
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::data_dir;
+use crate::postgres::features;
+use crate::postgres::options::{default_log_file, Resolved, ServerOptions};
+use crate::postgres::run_as::RunAs;
+use crate::postgres::socket_dir::SocketDir;
+use crate::postgres::url::{connection_url, Endpoint};
+use crate::postgres::wire::{self, Probe};
 
 /// The superuser name pgclone's clusters are created with.
 pub const SUPERUSER: &str = "postgres";
@@ -81,7 +81,7 @@ pub(crate) fn initdb(
         .arg(data_dir)
         .args(INITDB_ARGS)
         .arg(format!("--pwfile={}", pwfile.display()));
-    cmd.args(pg_features::initdb_args(bins.version().major()));
+    cmd.args(features::initdb_args(bins.version().major()));
     let log_start = file_len(log_path);
     redirect_output(&mut cmd, log_path, run_as)?;
     let mut child = spawn(cmd, "initdb", run_as)?;

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::golden::BuiltGolden;
-use crate::root;
-use crate::server::{Server, SUPERUSER};
-use crate::socket_dir::SocketDir;
-use crate::wire::{quote_ident, quote_literal, Session};
+use crate::harness::golden::BuiltGolden;
+use crate::postgres::server::{Server, SUPERUSER};
+use crate::postgres::socket_dir::SocketDir;
+use crate::postgres::wire::{quote_ident, quote_literal, Session};
+use crate::store::root;
 
 /// A running clone of a golden that hands out databases.
 pub(crate) struct TemplateServer {
@@ -52,19 +52,19 @@ pub(crate) async fn create_database(
 ) -> Result<(Arc<TemplateServer>, String)> {
     let template = template_for(golden.clone()).await?;
     let t = template.clone();
-    match crate::golden::blocking(move || t.create_database()).await {
+    match crate::harness::golden::blocking(move || t.create_database()).await {
         Ok(name) => Ok((template, name)),
         Err(e) if template.has_died() => {
             // Not this test's fault: forget the dead server and start a new one.
             eprintln!(
                 "pgclone: the template server of golden {:?} died ({e}); starting a new one\n{}",
                 golden.dbname,
-                crate::server::log_tail(&template.dir.join("postgres.log"), 0)
+                crate::postgres::server::log_tail(&template.dir.join("postgres.log"), 0)
             );
             templates().lock().unwrap().remove(&golden.data_dir);
             let template = template_for(golden.clone()).await?;
             let t = template.clone();
-            let name = crate::golden::blocking(move || t.create_database()).await?;
+            let name = crate::harness::golden::blocking(move || t.create_database()).await?;
             Ok((template, name))
         }
         Err(e) => Err(e),
@@ -80,7 +80,7 @@ async fn template_for(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
         .or_default()
         .clone();
     let template = cell
-        .get_or_try_init(|| crate::golden::blocking(move || TemplateServer::start(golden)))
+        .get_or_try_init(|| crate::harness::golden::blocking(move || TemplateServer::start(golden)))
         .await?;
     Ok(template.clone())
 }
@@ -102,7 +102,7 @@ impl TemplateServer {
             "pgclone template",
         )?;
         let major = golden.env.binaries.version().major();
-        if crate::pg_features::has_file_copy_method_clone(major) {
+        if crate::postgres::features::has_file_copy_method_clone(major) {
             admin.query("set file_copy_method = clone")?;
         }
         Ok(Arc::new(TemplateServer {
@@ -121,8 +121,11 @@ impl TemplateServer {
     /// Creates a database copied from the golden one; returns its name.
     pub fn create_database(&self) -> Result<String> {
         let prefix: String = self.golden.dbname.chars().take(40).collect();
-        let name = format!("{prefix}_{}", &crate::data_dir::new_password()?[..12]);
-        let strategy = if crate::pg_features::has_create_database_strategy(self.major) {
+        let name = format!(
+            "{prefix}_{}",
+            &crate::postgres::data_dir::new_password()?[..12]
+        );
+        let strategy = if crate::postgres::features::has_create_database_strategy(self.major) {
             " strategy = file_copy"
         } else {
             ""

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::root::Root;
-use crate::run_as::RunAs;
-use crate::socket_dir;
+use crate::postgres::run_as::RunAs;
+use crate::postgres::socket_dir;
+use crate::store::root::Root;
 
 /// What [`collect_garbage`] removed.
 #[derive(Debug, Clone, Default)]

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::golden::BuiltGolden;
-use crate::test_db::{Mode, TestDb};
+use crate::harness::golden::BuiltGolden;
+use crate::harness::test_db::{Mode, TestDb};
 
 struct Pool {
     golden: Arc<BuiltGolden>,

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{Golden, Hook, Ingredient};
-use crate::binaries::PgBinaries;
-use crate::data_dir::TEST_SETTINGS;
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::check_setting;
-use crate::server::INITDB_ARGS;
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::data_dir::TEST_SETTINGS;
+use crate::postgres::options::check_setting;
+use crate::postgres::server::INITDB_ARGS;
 
 /// Changed when the way goldens are built changes, so that older caches are not reused.
 const FORMAT: &str = "pgclone golden 3";

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::run_as::RunAs;
-use crate::safe_path;
-use crate::server;
+use crate::postgres::run_as::RunAs;
+use crate::postgres::server;
+use crate::store::safe_path;
 
 const CLONES: &str = "clones";
 /// Clone directories on their way out, deleted by a background thread (or the next run).
@@ -316,7 +316,7 @@ pub(crate) fn mark_kept(dir: &Path, socket_dir: Option<&Path>) -> Result<()> {
 pub(crate) fn remove_clone_dir(dir: &Path) -> Result<()> {
     if let Ok(socket_dir) = std::fs::read_to_string(dir.join(KEEP_FILE)) {
         if !socket_dir.is_empty() {
-            crate::socket_dir::remove_kept(Path::new(&socket_dir));
+            crate::postgres::socket_dir::remove_kept(Path::new(&socket_dir));
         }
     }
     let data_dir = dir.join("data");

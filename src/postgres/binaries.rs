@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg_features::{self, MIN_MAJOR};
-use crate::server;
+use crate::postgres::features::{self, MIN_MAJOR};
+use crate::postgres::server;
 
 /// How long `postgres --version` or `pg_config` may take (milliseconds, normally).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,7 +162,7 @@ impl PgBinaries {
             }
         }
         let version = version_of(&dir.join("postgres"))?;
-        if !pg_features::is_supported(version.major) {
+        if !features::is_supported(version.major) {
             return Err(Error::new(
                 ErrorKind::BinariesNotFound,
                 format!(

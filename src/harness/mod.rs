@@ -2,13 +2,18 @@
 //! it, and afterwards (passed or failed) tear the copy down or keep it (`PGCLONE_KEEP`).
 //! Not a public API: the macro's expansion is its only caller.
 
+pub(crate) mod golden;
+pub(crate) mod pool;
+pub(crate) mod template;
+pub(crate) mod test_db;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::golden::Golden;
-use crate::test_db::{finish, HarnessSlot, Mode, TestDb};
+use crate::harness::golden::Golden;
+use crate::harness::test_db::{finish, HarnessSlot, Mode, TestDb};
 
 /// How a test asked to be run.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::run_as::RunAs;
+use crate::postgres::run_as::RunAs;
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the final NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -69,7 +69,11 @@ impl SocketDir {
             .doing("create a socket directory in", parent)?;
         let note = format!("socket directory of the kept clone {}\n", clone.display());
         // Written while the directory is still ours alone.
-        crate::run_as::create_file_for(run_as, &dir.path().join(KEPT_NOTE), note.as_bytes())?;
+        crate::postgres::run_as::create_file_for(
+            run_as,
+            &dir.path().join(KEPT_NOTE),
+            note.as_bytes(),
+        )?;
         if let Some(user) = run_as {
             user.chown(dir.path())?;
         }

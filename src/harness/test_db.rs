@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use crate::clone::{clone_running_cluster, CloneOptions, CopyMethod};
 use crate::config::{Config, Keep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::golden::{blocking, ensure_built, BuiltGolden, Golden};
-use crate::pool;
-use crate::root;
-use crate::server::{Server, SUPERUSER};
-use crate::socket_dir::SocketDir;
-use crate::template::{self, TemplateServer};
-use crate::url::{connection_url, Endpoint};
+use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
+use crate::harness::pool;
+use crate::harness::template::{self, TemplateServer};
+use crate::postgres::server::{Server, SUPERUSER};
+use crate::postgres::socket_dir::SocketDir;
+use crate::postgres::url::{connection_url, Endpoint};
+use crate::store::root;
 
 /// How a test gets its database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -334,7 +334,7 @@ impl TestDb {
                     dbname: dbname.clone(),
                 };
                 let method = Method::CreateDatabase {
-                    clone: crate::pg_features::has_file_copy_method_clone(template.major),
+                    clone: crate::postgres::features::has_file_copy_method_clone(template.major),
                 };
                 let (socket_dir, data_dir) =
                     (template.socket_dir.clone(), template.dir.join("data"));

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::binaries::PgBinaries;
 use crate::config::Config;
-use crate::data_dir;
 use crate::error::Result;
-use crate::options::ServerOptions;
-use crate::root::{self, Root};
-use crate::server::{Server, StartSpec, SUPERUSER};
-use crate::url::{connection_url, Endpoint};
+use crate::postgres::binaries::PgBinaries;
+use crate::postgres::data_dir;
+use crate::postgres::options::ServerOptions;
+use crate::postgres::server::{Server, StartSpec, SUPERUSER};
+use crate::postgres::url::{connection_url, Endpoint};
+use crate::store::root::{self, Root};
 
 /// How long each step of making a [`TempCluster`] took.
 #[derive(Debug, Clone, Copy, Default)]

@@ -20,14 +20,14 @@ use super::recipe::{self, Step};
 use super::Golden;
 use crate::clone::{clone_stopped_cluster, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
-use crate::data_dir;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::lock::FileLock;
-use crate::options::{Resolved, ServerOptions};
-use crate::root::{self, ProcessId, Root};
-use crate::server::{Server, StartSpec};
-use crate::test_db::connect;
-use crate::wire::quote_ident;
+use crate::harness::test_db::connect;
+use crate::postgres::data_dir;
+use crate::postgres::options::{Resolved, ServerOptions};
+use crate::postgres::server::{Server, StartSpec};
+use crate::postgres::wire::quote_ident;
+use crate::store::lock::FileLock;
+use crate::store::root::{self, ProcessId, Root};
 
 /// A built golden, ready to be cloned.
 #[derive(Debug)]
