@@ -20,6 +20,7 @@
 //! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR`, `PGCLONE_KEEP`, `PGCLONE_POOL`, `PGCLONE_REBUILD`
 //! (see README.md).
 
+#![deny(missing_docs)]
 mod clone;
 mod config;
 mod error;

@@ -3,6 +3,8 @@
 //! This crate does no I/O and knows nothing about PostgreSQL: the attribute expands to one call
 //! into the `pgclone` library.
 
+#![deny(missing_docs)]
+
 mod entry;
 
 /// Runs a test with its own PostgreSQL database, a copy of a golden cluster.

@@ -52,6 +52,7 @@ pub struct CloneOptions {
 }
 
 impl CloneOptions {
+    /// The defaults: same file system only, a stopped or running source, the current user.
     pub fn new() -> Self {
         Self::default()
     }
@@ -163,7 +164,12 @@ pub enum CloneEvent {
     /// A step finished.
     Done(Step),
     /// Files and bytes copied so far.
-    Copied { files: u64, bytes: u64 },
+    Copied {
+        /// Files copied so far.
+        files: u64,
+        /// Bytes copied so far.
+        bytes: u64,
+    },
 }
 
 /// The optional progress callback.

@@ -8,9 +8,13 @@ use crate::error::{Error, ErrorKind, IoContext, Result};
 
 /// A WAL position (`XLogRecPtr`), written `X/X` in hexadecimal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Lsn(pub u64);
+pub struct Lsn(
+    /// The byte position in the WAL stream.
+    pub u64,
+);
 
 impl Lsn {
+    /// Parses PostgreSQL's text form, `16/B374D848`.
     pub fn parse(text: &str) -> Option<Lsn> {
         let (high, low) = text.trim().split_once('/')?;
         let high = u64::from_str_radix(high, 16).ok()?;

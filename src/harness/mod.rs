@@ -22,9 +22,11 @@ pub struct TestSpec {
     pub name: &'static str,
     /// The recipe (`None`: an empty cluster).
     pub golden: Option<fn() -> Golden>,
+    /// `mode = "database"` or the default, cluster mode.
     pub mode: Mode,
     /// `flavor = "multi_thread"`; async tests default to a current-thread runtime.
     pub multi_thread: bool,
+    /// `worker_threads = N` (multi-thread flavor only).
     pub worker_threads: Option<usize>,
     /// `#[should_panic]`: a panic is the test passing.
     pub should_panic: bool,
@@ -32,6 +34,7 @@ pub struct TestSpec {
 
 /// What a test function may return: `()` or `Result<(), E: Debug>`.
 pub trait TestOutcome {
+    /// `Err` with the message to fail the test with.
     fn into_result(self) -> Result<(), String>;
 }
 

@@ -37,7 +37,11 @@ pub enum Method {
     Clone(CopyMethod),
     /// Database mode: `CREATE DATABASE ... STRATEGY FILE_COPY`, with `file_copy_method = clone`
     /// on PostgreSQL 18.
-    CreateDatabase { clone: bool },
+    CreateDatabase {
+        /// Whether `file_copy_method = clone` was asked for (the file system decides whether it
+        /// shares extents or copies).
+        clone: bool,
+    },
 }
 
 impl fmt::Display for Method {

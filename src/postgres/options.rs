@@ -43,6 +43,7 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    /// The defaults: found binaries, a private socket directory, no TCP, pgclone's test settings.
     pub fn new() -> Self {
         Self::default()
     }

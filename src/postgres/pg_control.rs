@@ -11,13 +11,21 @@ use crate::error::{IoContext, Result};
 /// `DBState` from PostgreSQL's `pg_control.h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterState {
+    /// The server is starting.
     StartingUp,
+    /// Stopped cleanly: a shutdown checkpoint is the last record.
     ShutDown,
+    /// A standby stopped cleanly.
     ShutDownInRecovery,
+    /// The server is stopping.
     ShuttingDown,
+    /// Replaying WAL after a crash (or the server was killed while running).
     InCrashRecovery,
+    /// Replaying WAL as a standby or from a backup.
     InArchiveRecovery,
+    /// Running (or killed while running).
     InProduction,
+    /// A value this version of pgclone does not know.
     Unknown(u32),
 }
 

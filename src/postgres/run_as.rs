@@ -57,14 +57,17 @@ impl RunAs {
         Ok(Some(user))
     }
 
+    /// The user's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The user's id.
     pub fn uid(&self) -> u32 {
         self.uid
     }
 
+    /// The user's primary group.
     pub fn gid(&self) -> u32 {
         self.gid
     }
