@@ -22,9 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(20);
-    let bins = pgclone::PgBinaries::find()?;
-    let dir = pgclone::pgclone_dir()?;
-    let fs = pgclone::probe_file_system(&dir)?;
+    let bins = pgclone::server::PgBinaries::find()?;
+    let dir = pgclone::gc::pgclone_dir()?;
+    let fs = pgclone::clone::probe_file_system(&dir)?;
     println!(
         "# PostgreSQL {}, {} ({}), {iterations} iterations, ms",
         bins.version(),

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use pgclone::{
-    clone_cluster, probe_file_system, CloneOptions, CloneReport, Server, ServerOptions, TempCluster,
+    clone::{clone_cluster, probe_file_system, CloneOptions, CloneReport},
+    server::{Server, ServerOptions, TempCluster},
 };
 
 struct Args {
@@ -43,14 +44,14 @@ fn parse_args() -> Args {
         }
     }
     if args.dirs.is_empty() {
-        args.dirs.push(pgclone::pgclone_dir().unwrap());
+        args.dirs.push(pgclone::gc::pgclone_dir().unwrap());
     }
     args
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args();
-    let bins = pgclone::PgBinaries::find()?;
+    let bins = pgclone::server::PgBinaries::find()?;
     println!(
         "# PostgreSQL {} ({}); times in ms, median of 3",
         bins.version(),
@@ -132,7 +133,7 @@ struct Row {
 
 fn measure(
     dir: &Path,
-    bins: &pgclone::PgBinaries,
+    bins: &pgclone::server::PgBinaries,
     fixture: &Fixture,
 ) -> Result<Row, Box<dyn std::error::Error>> {
     let work = tempfile::Builder::new()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[path = "../examples/common/mod.rs"]
 mod common;
 
-use pgclone::{Server, ServerOptions, TempCluster};
+use pgclone::server::{Server, ServerOptions, TempCluster};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let iterations: usize = std::env::args()
@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let socket_dir = tempfile::Builder::new()
         .prefix("pgclone-bench")
         .tempdir_in("/tmp")?;
-    if let Some(user) = pgclone::run_as_user()? {
+    if let Some(user) = pgclone::server::run_as_user()? {
         std::os::unix::fs::chown(socket_dir.path(), Some(user.uid()), Some(user.gid()))?;
     }
     let options = format!("-k {} -c listen_addresses=''", socket_dir.path().display());
@@ -96,7 +96,7 @@ fn run_pg_ctl(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut cmd = Command::new(pg_ctl);
     cmd.arg("-D").arg(data).args(args);
-    if let Some(user) = pgclone::run_as_user()? {
+    if let Some(user) = pgclone::server::run_as_user()? {
         cmd.uid(user.uid()).gid(user.gid()).current_dir("/");
     }
     let status = cmd.stdout(std::process::Stdio::null()).status()?;

@@ -14,8 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgclone::{
-    clone_cluster, pg_features, CloneOptions, Golden, Mode, PgBinaries, Server, ServerOptions,
-    TempCluster, TestDb,
+    clone::{clone_cluster, CloneOptions},
+    server::{features as pg_features, PgBinaries, Server, ServerOptions, TempCluster},
+    Golden, Mode, TestDb,
 };
 
 mod common;
@@ -55,8 +56,8 @@ fn parse_args() -> Args {
 async fn main() -> Result<(), Error> {
     let args = parse_args();
     let bins = PgBinaries::find()?;
-    let root = pgclone::pgclone_dir()?;
-    let fs = pgclone::probe_file_system(&root)?.fs_type;
+    let root = pgclone::gc::pgclone_dir()?;
+    let fs = pgclone::clone::probe_file_system(&root)?.fs_type;
     println!(
         "# PostgreSQL {}, PGCLONE_DIR {} ({fs}); acquire -> first query, ms",
         bins.version(),
@@ -191,7 +192,7 @@ impl Alternatives {
             work.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
-        if let Some(user) = pgclone::run_as_user()? {
+        if let Some(user) = pgclone::server::run_as_user()? {
             std::os::unix::fs::chown(work.path(), Some(user.uid()), Some(user.gid()))?;
         }
         Ok(Alternatives {

@@ -25,8 +25,8 @@ async fn main() -> Result<(), Error> {
     let golden =
         Golden::new(format!("disk{megabytes}mb")).sql(common::fixture_sql("fixture", megabytes));
     let first = TestDb::builder(&golden).pool(0).start().await?; // builds the golden
-    let root = pgclone::pgclone_dir()?;
-    let fs = pgclone::probe_file_system(&root)?;
+    let root = pgclone::gc::pgclone_dir()?;
+    let fs = pgclone::clone::probe_file_system(&root)?;
     let golden_bytes = tree_bytes(first.data_dir())?.0;
     drop(first);
     std::thread::sleep(std::time::Duration::from_millis(500)); // let the background delete finish
@@ -55,7 +55,7 @@ async fn main() -> Result<(), Error> {
 
     println!(
         "# PostgreSQL {}, {} ({})",
-        pgclone::PgBinaries::find()?.version(),
+        pgclone::server::PgBinaries::find()?.version(),
         root.display(),
         fs.fs_type
     );
@@ -106,7 +106,7 @@ fn tree_bytes(dir: &Path) -> Result<(u64, u64), Error> {
         } else if meta.is_file() {
             bytes += meta.len();
             if let Ok(file) = std::fs::File::open(entry.path()) {
-                shared += pgclone::shared_bytes(&file).unwrap_or(0);
+                shared += pgclone::clone::shared_bytes(&file).unwrap_or(0);
             }
         }
     }

@@ -15,14 +15,14 @@ fn app() -> Golden {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let binaries = pgclone::PgBinaries::find()?;
+    let binaries = pgclone::server::PgBinaries::find()?;
     println!(
         "postgres      {} from {}",
         binaries.version(),
         binaries.bin_dir().display()
     );
-    let root = pgclone::pgclone_dir()?;
-    let fs = pgclone::probe_file_system(&root)?;
+    let root = pgclone::gc::pgclone_dir()?;
+    let fs = pgclone::clone::probe_file_system(&root)?;
     println!(
         "pgclone dir   {} ({}, {})",
         root.display(),

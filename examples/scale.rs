@@ -14,7 +14,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgclone::{clone_cluster, CloneOptions, Golden, Mode, Server, ServerOptions, TestDb};
+use pgclone::{
+    clone::{clone_cluster, CloneOptions},
+    server::{Server, ServerOptions},
+    Golden, Mode, TestDb,
+};
 
 mod common;
 use common::{connect, fixture_sql};
@@ -69,11 +73,11 @@ async fn main() -> Result<(), Error> {
     let sql = fixture_sql("fixture", megabytes);
     let golden = Golden::new(format!("scale{megabytes}mb")).sql(sql.clone());
     TestDb::builder(&golden).pool(0).start().await?; // build it first: not measured
-    let root = pgclone::pgclone_dir()?;
-    let fs = pgclone::probe_file_system(&root)?.fs_type;
+    let root = pgclone::gc::pgclone_dir()?;
+    let fs = pgclone::clone::probe_file_system(&root)?.fs_type;
     println!(
         "# {tests} tests, {CONCURRENCY} at a time, {megabytes} MB golden, PostgreSQL {}, {} ({fs})",
-        pgclone::PgBinaries::find()?.version(),
+        pgclone::server::PgBinaries::find()?.version(),
         root.display()
     );
 
@@ -105,7 +109,7 @@ async fn main() -> Result<(), Error> {
     let work = tempfile::Builder::new()
         .prefix("scale-")
         .tempdir_in(&root)?;
-    if let Some(user) = pgclone::run_as_user()? {
+    if let Some(user) = pgclone::server::run_as_user()? {
         std::os::unix::fs::chown(work.path(), Some(user.uid()), Some(user.gid()))?;
     }
     let data = work.path().join("template");

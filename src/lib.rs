@@ -1,27 +1,29 @@
-//! pgclone: a real, isolated PostgreSQL database for every test.
+//! pgclone: a real, isolated PostgreSQL database for every test, copied from a golden cluster
+//! that is built once and cached.
 //!
-//! This layer finds the PostgreSQL binaries ([`PgBinaries`]) and runs throwaway clusters
-//! ([`TempCluster`]) safely: the server is a child of the test process that dies with it, its
-//! output goes to a log file, it is ready when a real connection succeeds, and when the caller is
-//! root it runs as an unprivileged user. See ARCHITECTURE.md for the map of the code.
+//! The API is grouped by audience:
+//! - at the top, the test harness: [`Golden`] recipes, [`TestDb`] (a test's own copy, in
+//!   [`Mode::Cluster`] or [`Mode::Database`]), and the [`test`] attribute;
+//! - [`clone`]: copying a data directory, stopped or running (what `pgclone clone` does);
+//! - [`server`]: running PostgreSQL yourself ([`server::TempCluster`], [`server::Server`]) and
+//!   finding its binaries;
+//! - [`gc`]: removing what killed processes left.
 //!
 //! ```no_run
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cluster = pgclone::TempCluster::start()?;
-//! let (client, connection) =
-//!     tokio_postgres::connect(&cluster.connection_string(), tokio_postgres::NoTls).await?;
-//! tokio::spawn(connection);
-//! let row = client.query_one("select version()", &[]).await?;
-//! println!("{}", row.get::<_, String>(0));
+//! use pgclone::{Golden, TestDb};
+//!
+//! # async fn f() -> pgclone::Result<()> {
+//! let db = TestDb::start(&Golden::new("app").migrations("migrations")).await?;
+//! let n: i64 = db.client().query_one("select count(*) from users", &[]).await.unwrap().get(0);
 //! # Ok(()) }
 //! ```
 //!
 //! Environment variables: `PGCLONE_PG_BIN`, `PGCLONE_PG_VERSION`, `PGCLONE_DIR`,
 //! `PGCLONE_RUN_AS`, `PGCLONE_SOCKET_DIR`, `PGCLONE_KEEP`, `PGCLONE_POOL`, `PGCLONE_REBUILD`
-//! (see README.md).
+//! (see README.md). ARCHITECTURE.md is the map of the code.
 
 #![deny(missing_docs)]
-mod clone;
+pub mod clone;
 mod config;
 mod error;
 mod exit;
@@ -29,29 +31,33 @@ mod harness;
 mod postgres;
 mod store;
 
-pub use clone::fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
-pub use clone::{
-    clone_cluster, clone_running_cluster, clone_stopped_cluster, CloneEvent, CloneOptions,
-    CloneReport, CopyMethod, Lsn, Step,
-};
 pub use error::{Error, ErrorKind, Result};
 pub use harness::golden::{BoxError, Golden};
 pub use harness::test_db::{Method, Mode, TestDb, TestDbBuilder};
-pub use postgres::binaries::{PgBinaries, PgVersion};
-pub use postgres::features as pg_features;
-pub use postgres::features::MIN_MAJOR;
-pub use postgres::options::ServerOptions;
-pub use postgres::pg_control::{cluster_state, ClusterState};
-pub use postgres::run_as::RunAs;
-pub use postgres::server::Server;
-pub use postgres::socket_dir::MAX_SOCKET_PATH;
-pub use postgres::temp_cluster::{TempCluster, TempClusterBuilder, Timings};
-pub use store::gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
 
-/// The user PostgreSQL runs as when this process is root (`PGCLONE_RUN_AS`, default `postgres`,
-/// else `nobody`); `None` when this process is not root and runs PostgreSQL itself.
-pub fn run_as_user() -> Result<Option<RunAs>> {
-    RunAs::for_current_user(config::Config::from_env()?.run_as.as_deref())
+/// Running PostgreSQL yourself: a throwaway [`TempCluster`], a [`Server`] on a data directory,
+/// the binaries and what each major version has, and the user PostgreSQL runs as under root.
+pub mod server {
+    pub use crate::postgres::binaries::{PgBinaries, PgVersion};
+    pub use crate::postgres::features;
+    pub use crate::postgres::features::MIN_MAJOR;
+    pub use crate::postgres::options::ServerOptions;
+    pub use crate::postgres::run_as::RunAs;
+    pub use crate::postgres::server::Server;
+    pub use crate::postgres::socket_dir::MAX_SOCKET_PATH;
+    pub use crate::postgres::temp_cluster::{TempCluster, TempClusterBuilder, Timings};
+
+    /// The user PostgreSQL runs as when this process is root (`PGCLONE_RUN_AS`, default
+    /// `postgres`, else `nobody`); `None` when this process is not root and runs PostgreSQL itself.
+    pub fn run_as_user() -> crate::Result<Option<RunAs>> {
+        RunAs::for_current_user(crate::config::Config::from_env()?.run_as.as_deref())
+    }
+}
+
+/// Removing what killed processes left (clones, unfinished clones, socket directories) and
+/// what users kept.
+pub mod gc {
+    pub use crate::store::gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
 }
 
 /// What `#[pgclone::test]` expands to. Not a public API.

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pgclone::{CloneEvent, CloneOptions, CloneReport, Server, ServerOptions};
+use pgclone::{
+    clone::{CloneEvent, CloneOptions, CloneReport},
+    server::{Server, ServerOptions},
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -112,13 +115,13 @@ fn clone(
     json: bool,
     dir: Option<PathBuf>,
 ) -> pgclone::Result<()> {
-    let _record = pgclone::UnfinishedClone::begin(dir.as_deref(), dst)?;
+    let _record = pgclone::gc::UnfinishedClone::begin(dir.as_deref(), dst)?;
     let options = if std::io::stderr().is_terminal() {
         options.on_progress(show_progress)
     } else {
         options
     };
-    let report = pgclone::clone_cluster(src, dst, &options)?;
+    let report = pgclone::clone::clone_cluster(src, dst, &options)?;
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
@@ -210,13 +213,13 @@ fn show_progress(event: CloneEvent) {
 }
 
 fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
-    let binaries = pgclone::PgBinaries::find()?;
+    let binaries = pgclone::server::PgBinaries::find()?;
     println!(
         "postgres         {} in {}",
         binaries.version(),
         binaries.bin_dir().display()
     );
-    match pgclone::run_as_user()? {
+    match pgclone::server::run_as_user()? {
         Some(user) => println!(
             "run as           {} (uid {}), because this process is root",
             user.name(),
@@ -226,9 +229,9 @@ fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
     }
     let dir = match dir {
         Some(dir) => dir,
-        None => pgclone::pgclone_dir()?,
+        None => pgclone::gc::pgclone_dir()?,
     };
-    let fs = pgclone::probe_file_system(&dir)?;
+    let fs = pgclone::clone::probe_file_system(&dir)?;
     println!("directory        {} ({})", dir.display(), fs.fs_type);
     println!(
         "FICLONE          {}",
@@ -254,7 +257,7 @@ fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
         format!("{} cannot share extents: every clone copies every byte (XFS with reflink=1 or btrfs can)", fs.fs_type)
     };
     println!("cluster mode     {} ({why})", fs.best_method());
-    let clone = pgclone::pg_features::has_file_copy_method_clone(binaries.version().major());
+    let clone = pgclone::server::features::has_file_copy_method_clone(binaries.version().major());
     let database = match (clone, fs.copy_file_range == Ok(true)) {
         (true, true) => "CREATE DATABASE ... STRATEGY FILE_COPY with file_copy_method = clone: shares extents".to_string(),
         (true, false) => "CREATE DATABASE ... STRATEGY FILE_COPY with file_copy_method = clone: the kernel copies (no extents shared here)".to_string(),
@@ -265,7 +268,7 @@ fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
 }
 
 fn gc(kept: bool, dir: Option<PathBuf>) -> pgclone::Result<()> {
-    let report = pgclone::collect_garbage(dir.as_deref(), kept)?;
+    let report = pgclone::gc::collect_garbage(dir.as_deref(), kept)?;
     for clone in &report.clones {
         println!("removed clone      {}", clone.display());
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use pgclone::TempCluster;
+use pgclone::server::TempCluster;
 
 fn pgclone(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pgclone"))

@@ -18,7 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crate::postgres::pg_control::{cluster_state, ClusterState};
 pub use file::CopyMethod;
+pub use fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
 pub use offline::clone_stopped_cluster;
 pub use online::clone_running_cluster;
 pub(crate) use online::PLACEHOLDER_LABEL;
@@ -205,7 +207,7 @@ impl Plan {
         let source = std::path::absolute(source).doing("resolve", source)?;
         let target = std::path::absolute(target).doing("resolve", target)?;
         crate::postgres::data_dir::major_of(&source)?;
-        let owner = crate::run_as_user()?;
+        let owner = crate::server::run_as_user()?;
         if owner.is_some() {
             // Root creates, chmods and chowns the target by path: no other user may be able to
             // swap it (or a directory above it) for a symlink.

@@ -142,7 +142,7 @@ mod tests {
     /// password through the link and gave the file to that user).
     #[test]
     fn writes_into_the_servers_data_directory_never_follow_its_symlinks() {
-        let run_as = crate::run_as_user().unwrap();
+        let run_as = crate::server::run_as_user().unwrap();
         let base = tempfile::tempdir().unwrap();
         let victim = base.path().join("victim.conf");
         std::fs::write(&victim, "precious\n").unwrap();

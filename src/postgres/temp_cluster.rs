@@ -29,7 +29,7 @@ pub struct Timings {
 /// reports cleanup errors that `Drop` has to ignore, and [`keep`](Self::keep) opts out.
 ///
 /// ```no_run
-/// let cluster = pgclone::TempCluster::start()?;
+/// let cluster = pgclone::server::TempCluster::start()?;
 /// println!("psql '{}'", cluster.connection_string());
 /// # Ok::<(), pgclone::Error>(())
 /// ```

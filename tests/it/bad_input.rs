@@ -1,6 +1,9 @@
 //! Bad input: each a clear error that says what is wrong and what to do, and nothing left behind.
 
-use pgclone::{ErrorKind, Golden, PgBinaries, Server, ServerOptions, TempCluster, TestDb};
+use pgclone::{
+    server::{PgBinaries, Server, ServerOptions, TempCluster},
+    ErrorKind, Golden, TestDb,
+};
 
 use crate::support::{self, helper_result, is_root};
 
@@ -134,7 +137,7 @@ fn an_unwritable_pgclone_dir() {
 
 #[test]
 fn a_pgclone_dir_the_run_as_user_cannot_reach() {
-    let Some(user) = pgclone::run_as_user().unwrap() else {
+    let Some(user) = pgclone::server::run_as_user().unwrap() else {
         assert!(!is_root(), "only root hands the server to another user");
         return;
     };

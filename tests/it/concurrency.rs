@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use pgclone::TempCluster;
+use pgclone::server::TempCluster;
 
 use crate::support::{self, execute, process_runs, query_text};
 

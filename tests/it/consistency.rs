@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pgclone::{
-    clone_running_cluster, CloneEvent, CloneOptions, PgBinaries, Server, ServerOptions, Step,
-    TempCluster,
+    clone::{clone_running_cluster, CloneEvent, CloneOptions, Step},
+    server::{PgBinaries, Server, ServerOptions, TempCluster},
 };
 
 use crate::online_clone::assert_source_clean;

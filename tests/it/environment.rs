@@ -1,13 +1,15 @@
 //! What CI promises about the machine: checked, so a missing capability fails instead of skipping.
 
-use pgclone::PgBinaries;
+use pgclone::server::PgBinaries;
 
 use crate::support;
 
 #[test]
 fn the_binaries_found_are_the_ones_pgclone_pg_bin_names() {
     let bins = PgBinaries::find().unwrap();
-    assert!(pgclone::pg_features::is_supported(bins.version().major()));
+    assert!(pgclone::server::features::is_supported(
+        bins.version().major()
+    ));
     assert!(bins.program("postgres").is_file() && bins.program("initdb").is_file());
     if let Some(dir) = std::env::var_os("PGCLONE_PG_BIN").filter(|d| !d.is_empty()) {
         assert_eq!(bins.bin_dir(), std::path::Path::new(&dir));

@@ -281,7 +281,7 @@ fn a_sigkilled_test_process_leaves_no_server_and_the_next_run_no_clone_directory
         "nothing could clean up after SIGKILL"
     );
 
-    let garbage = pgclone::collect_garbage(Some(&root), false).unwrap(); // what the next run does first
+    let garbage = pgclone::gc::collect_garbage(Some(&root), false).unwrap(); // what the next run does first
     for data_dir in &data_dirs {
         let clone_dir = data_dir.parent().unwrap().to_path_buf();
         assert!(
@@ -402,7 +402,7 @@ fn keep_failed_keeps_a_failing_tests_clone_and_the_printed_instructions_work() {
         .unwrap()
         .success());
 
-    let garbage = pgclone::collect_garbage(Some(&root), true).unwrap();
+    let garbage = pgclone::gc::collect_garbage(Some(&root), true).unwrap();
     assert!(
         garbage.clones.contains(&kept_dir),
         "gc --kept removes it: {garbage:?}"

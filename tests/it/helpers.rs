@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use pgclone::{PgBinaries, TempCluster};
+use pgclone::server::{PgBinaries, TempCluster};
 
 #[test]
 #[ignore = "entry point of the helper processes that other tests start"]

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use pgclone::{ErrorKind, Server, ServerOptions, TempCluster};
+use pgclone::{
+    server::{Server, ServerOptions, TempCluster},
+    ErrorKind,
+};
 
 use crate::support::{self, process_runs, query_text};
 

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use pgclone::{
-    clone_stopped_cluster, CloneOptions, CopyMethod, ErrorKind, Server, ServerOptions, TempCluster,
+    clone::{clone_stopped_cluster, CloneOptions, CopyMethod},
+    server::{Server, ServerOptions, TempCluster},
+    ErrorKind,
 };
 
 use crate::support::{self, execute, query_text};
@@ -255,7 +257,7 @@ fn a_cloner_killed_mid_copy_leaves_an_unstartable_target_that_gc_removes() {
         Server::start(&target, &ServerOptions::new()).is_err(),
         "pg_control comes last: no start"
     );
-    let garbage = pgclone::collect_garbage(Some(&root), false).unwrap();
+    let garbage = pgclone::gc::collect_garbage(Some(&root), false).unwrap();
     assert_eq!(garbage.unfinished, vec![target.clone()]);
     assert!(!target.exists());
 }
@@ -264,9 +266,9 @@ fn a_cloner_killed_mid_copy_leaves_an_unstartable_target_that_gc_removes() {
 pub fn offline_clone_until_copying() -> String {
     let source = PathBuf::from(std::env::var("PGCLONE_IT_SOURCE").unwrap());
     let target = PathBuf::from(std::env::var("PGCLONE_IT_TARGET").unwrap());
-    let _record = pgclone::UnfinishedClone::begin(None, &target).unwrap();
+    let _record = pgclone::gc::UnfinishedClone::begin(None, &target).unwrap();
     let options = CloneOptions::new().on_progress(|event| {
-        if matches!(event, pgclone::CloneEvent::Copied { .. }) {
+        if matches!(event, pgclone::clone::CloneEvent::Copied { .. }) {
             crate::helpers::report_and_wait_to_be_killed("COPYING");
         }
     });
@@ -294,15 +296,15 @@ fn gc_leaves_a_target_alone_while_a_live_process_clones_into_it() {
         format!("999999999 1\n{}\n", target.display()),
     )
     .unwrap();
-    let live = pgclone::UnfinishedClone::begin(Some(&root), &target).unwrap();
-    assert!(pgclone::collect_garbage(Some(&root), false)
+    let live = pgclone::gc::UnfinishedClone::begin(Some(&root), &target).unwrap();
+    assert!(pgclone::gc::collect_garbage(Some(&root), false)
         .unwrap()
         .unfinished
         .is_empty());
     assert!(target.exists(), "a live process is making it");
     drop(live);
     assert_eq!(
-        pgclone::collect_garbage(Some(&root), false)
+        pgclone::gc::collect_garbage(Some(&root), false)
             .unwrap()
             .unfinished,
         vec![target.clone()]

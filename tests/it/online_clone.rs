@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pgclone::{
-    clone_running_cluster, CloneEvent, CloneOptions, CopyMethod, ErrorKind, Server, ServerOptions,
-    Step, TempCluster,
+    clone::{clone_running_cluster, CloneEvent, CloneOptions, CopyMethod, Step},
+    server::{Server, ServerOptions, TempCluster},
+    ErrorKind,
 };
 
 use crate::support::{self, execute, query_text};
@@ -207,7 +208,7 @@ fn bad_sources_and_targets_are_refused_and_the_source_keeps_no_slot_or_backup() 
     // A tablespace created during the copy.
     let location = root.join("tablespace");
     std::fs::create_dir_all(&location).unwrap();
-    if let Some(user) = pgclone::run_as_user().unwrap() {
+    if let Some(user) = pgclone::server::run_as_user().unwrap() {
         std::os::unix::fs::chown(&location, Some(user.uid()), Some(user.gid())).unwrap();
     }
     let during = url.clone();
@@ -336,7 +337,7 @@ fn a_cloner_killed_at_any_step_leaves_the_source_clean_and_the_target_unstartabl
         let control = target.join("global/pg_control");
         if before_label && target.join("global").exists() {
             std::fs::copy(source.data_dir().join("global/pg_control"), &control).unwrap();
-            if let Some(user) = pgclone::run_as_user().unwrap() {
+            if let Some(user) = pgclone::server::run_as_user().unwrap() {
                 std::os::unix::fs::chown(&control, Some(user.uid()), Some(user.gid())).unwrap();
             }
         }
@@ -357,7 +358,7 @@ fn a_cloner_killed_at_any_step_leaves_the_source_clean_and_the_target_unstartabl
                 "after {step}: {err}"
             );
         }
-        let garbage = pgclone::collect_garbage(Some(&root), false).unwrap();
+        let garbage = pgclone::gc::collect_garbage(Some(&root), false).unwrap();
         assert_eq!(
             garbage.unfinished,
             vec![target.clone()],
@@ -372,7 +373,7 @@ pub fn clone_until_step() -> String {
     let source = PathBuf::from(std::env::var("PGCLONE_IT_SOURCE").unwrap());
     let target = PathBuf::from(std::env::var("PGCLONE_IT_TARGET").unwrap());
     let stop_at = std::env::var("PGCLONE_IT_STEP").unwrap();
-    let _record = pgclone::UnfinishedClone::begin(None, &target).unwrap(); // as `pgclone clone` does
+    let _record = pgclone::gc::UnfinishedClone::begin(None, &target).unwrap(); // as `pgclone clone` does
     let options = CloneOptions::new().on_progress(move |event| {
         if let CloneEvent::Done(step) = event {
             if format!("{step:?}") == stop_at {
@@ -393,7 +394,7 @@ fn a_tablespace_created_after_the_walk_is_caught_before_the_clone_is_finished() 
     let url = source.connection_string();
     let location = root.join("tablespace");
     std::fs::create_dir_all(&location).unwrap();
-    if let Some(user) = pgclone::run_as_user().unwrap() {
+    if let Some(user) = pgclone::server::run_as_user().unwrap() {
         std::os::unix::fs::chown(&location, Some(user.uid()), Some(user.gid())).unwrap();
     }
     let created = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -441,7 +442,7 @@ fn a_pg_wal_symlink_becomes_a_directory_in_online_and_offline_clones() {
 }
 
 fn clone_cluster_checked(source: &Path, target: &Path) {
-    pgclone::clone_cluster(source, target, &CloneOptions::new()).unwrap();
+    pgclone::clone::clone_cluster(source, target, &CloneOptions::new()).unwrap();
     let wal = std::fs::symlink_metadata(target.join("pg_wal")).unwrap();
     assert!(
         wal.is_dir(),

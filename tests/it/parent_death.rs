@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use pgclone::TempCluster;
+use pgclone::server::TempCluster;
 
 use crate::support::{self, process_runs, wait_for_report, wait_until_gone};
 

@@ -4,7 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use pgclone::{CloneOptions, ErrorKind, TempCluster};
+use pgclone::{clone::CloneOptions, server::TempCluster, ErrorKind};
 
 use crate::support::{self, is_root};
 
@@ -47,7 +47,7 @@ fn a_pgclone_dir_others_can_write_is_refused_and_nothing_is_deleted() {
         let err = TempCluster::builder().root(&shared).start().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
         assert!(err.to_string().contains("other users may write"), "{err}");
-        let err = pgclone::collect_garbage(Some(&shared), true).unwrap_err();
+        let err = pgclone::gc::collect_garbage(Some(&shared), true).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
         assert_untouched(&victim);
     }
@@ -55,7 +55,7 @@ fn a_pgclone_dir_others_can_write_is_refused_and_nothing_is_deleted() {
 
 #[test]
 fn as_root_a_pgclone_dir_of_another_user_or_below_one_is_refused() {
-    let Some(user) = pgclone::run_as_user().unwrap() else {
+    let Some(user) = pgclone::server::run_as_user().unwrap() else {
         assert!(!is_root(), "root always has a run-as user");
         return; // only root can make a directory another user's; the test above covers the rest
     };
@@ -77,7 +77,7 @@ fn as_root_a_pgclone_dir_of_another_user_or_below_one_is_refused() {
                 .contains(&format!("belongs to uid {}", user.uid())),
             "{err}"
         );
-        let err = pgclone::collect_garbage(Some(root), false).unwrap_err();
+        let err = pgclone::gc::collect_garbage(Some(root), false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
     }
     assert_untouched(&victim);
@@ -91,7 +91,7 @@ fn a_symlink_where_a_pgclone_subdirectory_belongs_is_refused() {
     std::fs::create_dir(&root).unwrap();
     chmod(&root, 0o755);
     std::os::unix::fs::symlink(&victim, root.join("trash")).unwrap();
-    let err = pgclone::collect_garbage(Some(&root), true).unwrap_err();
+    let err = pgclone::gc::collect_garbage(Some(&root), true).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
     assert!(err.to_string().contains("symlink"), "{err}");
     assert_untouched(&victim);
@@ -107,7 +107,7 @@ fn a_clones_directory_belongs_to_the_caller_and_only_its_data_to_the_server_user
     let dir = std::fs::metadata(cluster.dir()).unwrap();
     assert_eq!(dir.uid(), me);
     assert_eq!(dir.mode() & 0o022, 0, "nobody else writes in it");
-    let server_user = pgclone::run_as_user()
+    let server_user = pgclone::server::run_as_user()
         .unwrap()
         .map_or(me, |user| user.uid());
     assert_eq!(
@@ -116,12 +116,12 @@ fn a_clones_directory_belongs_to_the_caller_and_only_its_data_to_the_server_user
     );
     let kept = cluster.keep().unwrap();
     assert_eq!(std::fs::metadata(kept.join("keep")).unwrap().uid(), me);
-    pgclone::collect_garbage(Some(&root), true).unwrap();
+    pgclone::gc::collect_garbage(Some(&root), true).unwrap();
 }
 
 #[test]
 fn as_root_a_clone_target_that_is_another_users_symlink_is_refused() {
-    let Some(user) = pgclone::run_as_user().unwrap() else {
+    let Some(user) = pgclone::server::run_as_user().unwrap() else {
         assert!(!is_root(), "root always has a run-as user");
         return;
     };
@@ -137,13 +137,14 @@ fn as_root_a_clone_target_that_is_another_users_symlink_is_refused() {
     let link = theirs.join("target");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let options = CloneOptions::new().allow_copy(true);
-    let err = pgclone::clone_cluster(&source_data, &link, &options).unwrap_err();
+    let err = pgclone::clone::clone_cluster(&source_data, &link, &options).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
     // A plain target inside their directory is refused too: they could swap it meanwhile.
-    let err = pgclone::clone_cluster(&source_data, &theirs.join("plain"), &options).unwrap_err();
+    let err =
+        pgclone::clone::clone_cluster(&source_data, &theirs.join("plain"), &options).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Untrusted, "{err}");
     assert_untouched(&victim);
     assert_eq!(std::fs::metadata(&victim).unwrap().uid(), 0);
     assert!(!theirs.join("plain").exists());
-    pgclone::collect_garbage(Some(&root), true).unwrap();
+    pgclone::gc::collect_garbage(Some(&root), true).unwrap();
 }

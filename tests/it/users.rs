@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use pgclone::TempCluster;
+use pgclone::server::TempCluster;
 
 use crate::support::{self, helper_result, is_root, uid_of};
 
@@ -10,7 +10,7 @@ use crate::support::{self, helper_result, is_root, uid_of};
 fn the_server_runs_as_the_run_as_user_when_root_and_as_the_caller_otherwise() {
     let root = support::unique_root("uid");
     let cluster = TempCluster::builder().root(&root).start().unwrap();
-    let expected = match pgclone::run_as_user().unwrap() {
+    let expected = match pgclone::server::run_as_user().unwrap() {
         Some(user) => {
             assert!(is_root(), "a run-as user only when root");
             user.uid()
@@ -48,7 +48,7 @@ fn the_non_root_path_works_for_an_unprivileged_caller() {
     }
     // Run this suite's own check as the run-as user: copy the test binary where that user can
     // execute it, give it a root of its own, and start a cluster there without any uid change.
-    let user = pgclone::run_as_user().unwrap().unwrap();
+    let user = pgclone::server::run_as_user().unwrap().unwrap();
     let root = support::unique_root("nonroot");
     std::os::unix::fs::chown(&root, Some(user.uid()), Some(user.gid())).unwrap();
     let exe = root.join("it-helper");
