@@ -486,8 +486,9 @@ fn keep(owned: Owned, why: &str) {
         &dbname,
     );
     eprintln!(
-        "pgclone: kept this test's database ({why}) in {}\n  start it:   {start}\n  connect:    psql '{url}'\n  remove it:  pgclone gc --kept",
-        dir.display()
+        "pgclone: kept this test's database ({why}) in {}\n  start it:   {start}\n  connect:    psql '{url}'\n  remove it:  pgclone gc --kept --dir {}",
+        dir.display(),
+        golden.root.path().display()
     );
 }
 

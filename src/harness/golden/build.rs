@@ -132,8 +132,10 @@ async fn build_or_reuse(
         env,
         lock_path: lock_path(&dir),
     });
+    // Marked used before it is looked at: a removal of unused goldens that checks the mark
+    // after taking the golden's lock then leaves it alone.
+    mark_used(&dir);
     if is_ready(&dir, config.rebuild, &run) {
-        mark_used(&dir);
         return Ok(built);
     }
 
@@ -354,17 +356,21 @@ pub(crate) fn remove_unused_goldens(golden_dir: &Path, current: &Path) -> Vec<Pa
         if !is_dir || path == current {
             continue;
         }
-        let last_used = std::fs::metadata(path.join("READY"))
-            .or_else(|_| entry.metadata())
-            .and_then(|m| m.modified());
-        let unused = last_used
-            .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR);
-        if !unused {
+        let unused = || {
+            std::fs::metadata(path.join("READY"))
+                .or_else(|_| entry.metadata())
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR)
+        };
+        if !unused() {
             continue;
         }
         let Ok(Some(_lock)) = FileLock::try_exclusive(&lock_path(&path)) else {
             continue;
         };
+        if !unused() {
+            continue; // a process marked it used meanwhile
+        }
         if std::fs::remove_dir_all(&path).is_ok() {
             let _ = std::fs::remove_file(lock_path(&path));
             removed.push(path);
