@@ -120,7 +120,7 @@ impl ServerOptions {
             .unwrap_or_else(socket_dir::default_parent);
         socket_dir::check_parent(&socket_parent)?;
         if root::first_use_in_process("sockets", &socket_parent) {
-            socket_dir::reap_stale(&socket_parent);
+            socket_dir::reap_stale(&socket_parent, run_as.as_ref());
         }
         Ok(Resolved {
             binaries,

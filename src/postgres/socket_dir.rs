@@ -126,18 +126,30 @@ pub(crate) fn remove_kept(dir: &Path) {
 
 /// Removes socket directories in `parent` that a killed process left: older than a minute,
 /// holding nothing but socket and lock files, and with no live postmaster named in their lock
-/// file. Returns how many it removed.
-pub(crate) fn reap_stale(parent: &Path) -> usize {
+/// file, and made by this user (for `run_as`, when root). Returns how many it removed.
+pub(crate) fn reap_stale(parent: &Path, run_as: Option<&RunAs>) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return 0;
     };
     let mut reaped = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let is_ours = name
+        let named_ours = name
             .to_str()
             .is_some_and(|n| n.starts_with(PREFIX) && n.len() == PREFIX.len() + RANDOM_CHARS);
-        if is_ours && is_stale(&entry.path()) && std::fs::remove_dir_all(entry.path()).is_ok() {
+        // A real directory (never a link) that this user or its server's user owns: another
+        // user's look-alike in a shared /tmp is not ours to remove.
+        let owned = std::fs::symlink_metadata(entry.path()).is_ok_and(|meta| {
+            use std::os::unix::fs::MetadataExt;
+            meta.is_dir()
+                && (meta.uid() == rustix::process::geteuid().as_raw()
+                    || run_as.is_some_and(|user| meta.uid() == user.uid()))
+        });
+        if named_ours
+            && owned
+            && is_stale(&entry.path())
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
             reaped += 1;
         }
     }
@@ -170,4 +182,45 @@ fn is_stale(dir: &Path) -> bool {
                 .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
                 .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stale-looking socket directory: named like ours, a socket-named file, old enough.
+    fn stale_dir(parent: &Path, name: &str) -> PathBuf {
+        let dir = parent.join(format!("{PREFIX}{name}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(".s.PGSQL.5432.lock"), "999999999\n").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_stale_directories_of_this_user_are_reaped() {
+        let parent = tempfile::tempdir().unwrap();
+        let ours = stale_dir(parent.path(), "ours0000");
+        let theirs = stale_dir(parent.path(), "theirs00");
+        let link = parent.path().join(format!("{PREFIX}link0000"));
+        std::os::unix::fs::symlink(&ours, &link).unwrap();
+        if rustix::process::geteuid().is_root() {
+            // Another user's look-alike (nobody's), in a shared directory.
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        }
+        let reaped = reap_stale(parent.path(), None);
+        assert!(!ours.exists(), "our stale directory goes");
+        assert!(
+            link.symlink_metadata().is_ok(),
+            "a link is never followed nor removed"
+        );
+        if rustix::process::geteuid().is_root() {
+            assert!(theirs.exists(), "another user's stays");
+            assert_eq!(reaped, 1);
+        }
+    }
 }

@@ -24,11 +24,12 @@ pub struct GcReport {
 /// directories; with `include_kept`, also the clones users kept (`PGCLONE_KEEP`, `keep()`).
 pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcReport> {
     let (config, root) = config_and_root(root)?;
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
     let socket_parent = config.socket_dir.unwrap_or_else(socket_dir::default_parent);
     Ok(GcReport {
         clones: root.reap_stale_clones(include_kept),
         unfinished: root.reap_unfinished_clones(),
-        socket_dirs: socket_dir::reap_stale(&socket_parent),
+        socket_dirs: socket_dir::reap_stale(&socket_parent, run_as.as_ref()),
     })
 }
 
