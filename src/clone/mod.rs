@@ -21,12 +21,15 @@ use std::sync::Arc;
 pub use crate::postgres::pg_control::{cluster_state, ClusterState};
 pub use file::CopyMethod;
 pub use fs_probe::{probe_file_system, shared_bytes, FsCapabilities};
+pub(crate) use offline::clone_stopped;
 pub use offline::clone_stopped_cluster;
+pub(crate) use online::clone_running;
 pub use online::clone_running_cluster;
 pub(crate) use online::PLACEHOLDER_LABEL;
 pub use tree::CloneReport;
 pub use wal::Lsn;
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::postgres::run_as::{with_identity, RunAs};
 use crate::postgres::server;
@@ -35,10 +38,11 @@ use tree::{device_of, existing_ancestor};
 /// Clones the cluster in `source` into `target`: online if a postmaster serves it, else offline.
 pub fn clone_cluster(source: &Path, target: &Path, options: &CloneOptions) -> Result<CloneReport> {
     let source = std::path::absolute(source).doing("resolve", source)?;
+    let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
     if server::live_postmaster(&source).is_some() {
-        clone_running_cluster(&source, target, options)
+        clone_running(&source, target, options, owner)
     } else {
-        clone_stopped_cluster(&source, target, options)
+        clone_stopped(&source, target, options, owner)
     }
 }
 
@@ -203,11 +207,15 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(source: &Path, target: &Path, options: &CloneOptions) -> Result<Plan> {
+    fn new(
+        source: &Path,
+        target: &Path,
+        options: &CloneOptions,
+        owner: Option<RunAs>,
+    ) -> Result<Plan> {
         let source = std::path::absolute(source).doing("resolve", source)?;
         let target = std::path::absolute(target).doing("resolve", target)?;
         crate::postgres::data_dir::major_of(&source)?;
-        let owner = crate::server::run_as_user()?;
         if owner.is_some() {
             // Root creates, chmods and chowns the target by path: no other user may be able to
             // swap it (or a directory above it) for a symlink.

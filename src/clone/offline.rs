@@ -8,8 +8,10 @@ use std::time::Instant;
 use super::exclude::Source;
 use super::tree::{copy_tree, CloneReport};
 use super::{finish_with_control_file, write_clone_config, CloneOptions, Plan, Step};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::postgres::pg_control::cluster_state;
+use crate::postgres::run_as::RunAs;
 use crate::postgres::server;
 
 /// Clones the stopped cluster in `source` into `target` (absent or an empty directory). The
@@ -19,7 +21,19 @@ pub fn clone_stopped_cluster(
     target: &Path,
     options: &CloneOptions,
 ) -> Result<CloneReport> {
-    let plan = Plan::new(source, target, options)?;
+    let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
+    clone_stopped(source, target, options, owner)
+}
+
+/// [`clone_stopped_cluster`], copying as `owner` (the server's user when this process is root),
+/// which the caller resolved from its configuration.
+pub(crate) fn clone_stopped(
+    source: &Path,
+    target: &Path,
+    options: &CloneOptions,
+    owner: Option<RunAs>,
+) -> Result<CloneReport> {
+    let plan = Plan::new(source, target, options, owner)?;
     check_stopped(&plan.source)?;
     let control_path = plan.source.join("global/pg_control");
     let control = std::fs::read(&control_path).doing("read", &control_path)?;

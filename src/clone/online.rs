@@ -20,10 +20,12 @@ use super::exclude::Source;
 use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
 use super::{finish_with_control_file, write_clone_config, write_file, CloneOptions, Plan, Step};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::postgres::data_dir;
 use crate::postgres::features;
 use crate::postgres::pg_control;
+use crate::postgres::run_as::RunAs;
 use crate::postgres::server;
 use crate::postgres::wire::{quote_literal, Session};
 
@@ -37,7 +39,19 @@ pub fn clone_running_cluster(
     target: &Path,
     options: &CloneOptions,
 ) -> Result<CloneReport> {
-    let plan = Plan::new(source, target, options)?;
+    let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
+    clone_running(source, target, options, owner)
+}
+
+/// [`clone_running_cluster`], copying as `owner` (the server's user when this process is root),
+/// which the caller resolved from its configuration.
+pub(crate) fn clone_running(
+    source: &Path,
+    target: &Path,
+    options: &CloneOptions,
+    owner: Option<RunAs>,
+) -> Result<CloneReport> {
+    let plan = Plan::new(source, target, options, owner)?;
     let major = data_dir::major_of(&plan.source)?;
     let Some(pid) = server::live_postmaster(&plan.source) else {
         return Err(Error::new(

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::harness::golden::Golden;
 use crate::harness::test_db::{finish, HarnessSlot, Mode, TestDb};
 
@@ -83,14 +84,20 @@ fn run(
     body: impl FnOnce(TestDb) -> Result<(), String>,
 ) {
     let golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
+    // Read once per test: the builder and the teardown below take it from here.
+    let config = Config::from_env();
+    let keep = config.as_ref().map(|config| config.keep).unwrap_or_default();
     let slot = HarnessSlot::default();
-    let db = runtime
-        .block_on(
-            TestDb::builder(&golden)
-                .mode(spec.mode)
-                .harness(Arc::clone(&slot))
-                .start(),
-        )
+    let db = config
+        .and_then(|config| {
+            runtime.block_on(
+                TestDb::builder(&golden)
+                    .mode(spec.mode)
+                    .harness(Arc::clone(&slot))
+                    .config(config)
+                    .start(),
+            )
+        })
         .unwrap_or_else(|e| panic!("pgclone: no database for test {}: {e}", spec.name));
     let outcome = catch_unwind(AssertUnwindSafe(|| body(db)));
     let failed = match &outcome {
@@ -99,7 +106,7 @@ fn run(
     };
     let leftover = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(owned) = leftover {
-        finish(owned, failed);
+        finish(owned, failed, keep);
     }
     match outcome {
         Err(panic) => resume_unwind(panic),

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::clone::{clone_running_cluster, CloneOptions, CopyMethod};
+use crate::clone::{clone_running, CloneOptions, CopyMethod};
 use crate::config::{Config, Keep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
@@ -75,6 +75,8 @@ pub struct TestDb {
     golden: Arc<BuiltGolden>,
     owned: Option<Owned>,
     harness: Option<HarnessSlot>,
+    /// `PGCLONE_KEEP` as read when it was made: what `Drop` does outside the harness.
+    keep_policy: Keep,
 }
 
 /// What tearing a `TestDb` down releases.
@@ -103,6 +105,8 @@ pub struct TestDbBuilder<'a> {
     mode: Mode,
     harness: Option<HarnessSlot>,
     pool: Option<usize>,
+    /// The configuration its caller already read (the harness: once per test).
+    config: Option<Config>,
 }
 
 impl TestDb {
@@ -118,6 +122,7 @@ impl TestDb {
             mode: Mode::Cluster,
             harness: None,
             pool: None,
+            config: None,
         }
     }
 
@@ -188,10 +193,14 @@ impl TestDb {
                 .allow_copy(true)
                 .no_sync(true)
                 .user(SUPERUSER);
-            golden.start_clone(|data| clone_running_cluster(&source, data, &options))
+            let owner = golden.env.run_as.clone();
+            golden.start_clone(|data| clone_running(&source, data, &options, owner))
         })
         .await?;
-        TestDb::from_cluster(self.golden.clone(), dir, server, Method::Clone(method)).await
+        let mut forked =
+            TestDb::from_cluster(self.golden.clone(), dir, server, Method::Clone(method)).await?;
+        forked.keep_policy = self.keep_policy;
+        Ok(forked)
     }
 
     /// Opts out of teardown: stops the server cleanly (cluster mode) and leaves the copy on
@@ -277,6 +286,7 @@ impl TestDb {
             golden,
             owned: Some(owned),
             harness: None,
+            keep_policy: Keep::Never,
         })
     }
 }
@@ -293,6 +303,12 @@ impl TestDbBuilder<'_> {
         self
     }
 
+    /// Uses `config` instead of reading the environment again.
+    pub(crate) fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
     /// How many ready copies to keep in the background for this golden and mode (default:
     /// `PGCLONE_POOL`, else none). With a pool, acquiring takes a copy made in advance:
     /// microseconds instead of a clone and a start. It pays only where tests leave cores idle.
@@ -304,8 +320,11 @@ impl TestDbBuilder<'_> {
     /// Builds the golden if needed (once, whatever the number of tests and processes asking),
     /// then makes this test's copy, or takes one the pool made.
     pub async fn start(self) -> Result<TestDb> {
-        let golden = ensure_built(self.golden).await?;
-        let config = Config::from_env()?;
+        let config = match self.config {
+            Some(config) => config,
+            None => Config::from_env()?,
+        };
+        let golden = ensure_built(self.golden, &config).await?;
         let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
             pool::take(&golden, self.mode, size)
@@ -317,6 +336,7 @@ impl TestDbBuilder<'_> {
             None => TestDb::fresh(golden, self.mode).await?,
         };
         db.harness = self.harness;
+        db.keep_policy = config.keep;
         Ok(db)
     }
 }
@@ -378,7 +398,7 @@ impl Drop for TestDb {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(owned);
             return; // the harness decides once it knows whether the test passed
         }
-        finish(owned, std::thread::panicking());
+        finish(owned, std::thread::panicking(), self.keep_policy);
     }
 }
 
@@ -393,9 +413,8 @@ impl fmt::Debug for TestDb {
     }
 }
 
-/// Tears down, or keeps if `PGCLONE_KEEP` says so for a test that `failed`.
-pub(crate) fn finish(owned: Owned, failed: bool) {
-    let policy = Config::from_env().map(|c| c.keep).unwrap_or_default();
+/// Tears down, or keeps if `policy` (`PGCLONE_KEEP`) says so for a test that `failed`.
+pub(crate) fn finish(owned: Owned, failed: bool, policy: Keep) {
     match policy {
         Keep::Always => keep(owned, "PGCLONE_KEEP=always"),
         Keep::Failed if failed => keep(owned, "PGCLONE_KEEP=failed"),

@@ -23,8 +23,9 @@ pub struct GcReport {
 /// the clones of dead processes (stopping their servers), unfinished clones, and stale socket
 /// directories; with `include_kept`, also the clones users kept (`PGCLONE_KEEP`, `keep()`).
 pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcReport> {
-    let (config, root) = config_and_root(root)?;
+    let config = Config::from_env()?;
     let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    let root = Root::open(root, &config, run_as.as_ref())?;
     let socket_parent = config.socket_dir.unwrap_or_else(socket_dir::default_parent);
     Ok(GcReport {
         clones: root.reap_stale_clones(include_kept),
@@ -37,15 +38,13 @@ pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcRepo
 /// else `/var/cache/pgclone` for root and the user's cache directory for others), created if
 /// needed.
 pub fn pgclone_dir() -> Result<PathBuf> {
-    Ok(config_and_root(None)?.1.path().to_path_buf())
+    Ok(open_root(None, &Config::from_env()?)?.path().to_path_buf())
 }
 
-/// The environment's settings, and the pgclone directory `root` (default: the configured one).
-fn config_and_root(root: Option<&Path>) -> Result<(Config, Root)> {
-    let config = Config::from_env()?;
+/// The pgclone directory `root` (default: the one `config` names).
+fn open_root(root: Option<&Path>, config: &Config) -> Result<Root> {
     let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    let root = Root::open(root, &config, run_as.as_ref())?;
-    Ok((config, root))
+    Root::open(root, config, run_as.as_ref())
 }
 
 /// A clone being made outside the pgclone directory, recorded in it until this value drops, so
@@ -59,7 +58,7 @@ impl UnfinishedClone {
     /// Records the clone at `target` in the pgclone directory `root` (default as in
     /// [`collect_garbage`]).
     pub fn begin(root: Option<&Path>, target: &Path) -> Result<UnfinishedClone> {
-        let (_, root) = config_and_root(root)?;
+        let root = open_root(root, &Config::from_env()?)?;
         let target = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
         Ok(UnfinishedClone {
             record: root.record_unfinished(&target)?,

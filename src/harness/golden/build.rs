@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::recipe::{self, Step};
 use super::Golden;
-use crate::clone::{clone_stopped_cluster, CloneOptions, CloneReport, CopyMethod};
+use crate::clone::{clone_stopped, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::test_db::connect;
@@ -76,17 +76,17 @@ impl BuiltGolden {
         })?;
         // Test clones are disposable: no flush (a host crash loses them anyway).
         let options = CloneOptions::new().allow_copy(true).no_sync(true);
-        clone_stopped_cluster(&self.data_dir, target, &options)
+        clone_stopped(&self.data_dir, target, &options, self.env.run_as.clone())
     }
 }
 
-/// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now.
-pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
-    let config = Config::from_env()?;
-    let env = ServerOptions::new().resolve(&config)?;
+/// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now,
+/// as `config` (the caller's, read once) says.
+pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc<BuiltGolden>> {
+    let env = ServerOptions::new().resolve(config)?;
     let base = config.recipe_base()?;
     let recipe = recipe::resolve(golden, &env.binaries, &base)?;
-    let root = Root::open(None, &config, env.run_as.as_ref())?;
+    let root = Root::open(None, config, env.run_as.as_ref())?;
     root.reap_once_per_process();
 
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
@@ -104,7 +104,7 @@ pub(crate) async fn ensure_built(golden: &Golden) -> Result<Arc<BuiltGolden>> {
         .or_default()
         .clone();
     let built = cell
-        .get_or_try_init(|| build_or_reuse(golden, recipe, root, env, &config))
+        .get_or_try_init(|| build_or_reuse(golden, recipe, root, env, config))
         .await?;
     Ok(built.clone())
 }
