@@ -30,6 +30,7 @@ mod exit;
 mod harness;
 mod postgres;
 mod store;
+mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use harness::golden::{BoxError, Golden};

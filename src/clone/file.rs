@@ -78,18 +78,12 @@ pub(crate) fn copy_contents(
 
 fn try_method(method: CopyMethod, from: &File, to: &File, len: u64) -> std::io::Result<()> {
     match method {
-        CopyMethod::Reflink => Ok(rustix::fs::ioctl_ficlone(to, from)?),
+        CopyMethod::Reflink => crate::sys::reflink(from, to),
         CopyMethod::CopyFileRange => {
             let (mut off_in, mut off_out) = (0u64, 0u64);
             while off_in < len {
                 let chunk = (len - off_in).min(1 << 30) as usize;
-                let n = rustix::fs::copy_file_range(
-                    from,
-                    Some(&mut off_in),
-                    to,
-                    Some(&mut off_out),
-                    chunk,
-                )?;
+                let n = crate::sys::copy_range(from, &mut off_in, to, &mut off_out, chunk)?;
                 if n == 0 {
                     break; // the file shrank while we copied: copy what there is
                 }

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::clone::CopyMethod;
@@ -54,13 +53,12 @@ pub fn probe_file_system(dir: &Path) -> Result<FsCapabilities> {
     let source = File::open(&source_path).doing("open", &source_path)?;
 
     let reflinked = File::create(scratch.path().join("reflink")).doing("create", scratch.path())?;
-    let reflink = rustix::fs::ioctl_ficlone(&reflinked, &source).map_err(|e| e.to_string());
+    let reflink = crate::sys::reflink(&source, &reflinked).map_err(|e| e.to_string());
 
     let copied = File::create(scratch.path().join("copy")).doing("create", scratch.path())?;
-    let copy_file_range =
-        rustix::fs::copy_file_range(&source, Some(&mut 0), &copied, Some(&mut 0), 1 << 20)
-            .map_err(|e| e.to_string())
-            .map(|_| shared_bytes(&copied).unwrap_or(0) > 0);
+    let copy_file_range = crate::sys::copy_range(&source, &mut 0, &copied, &mut 0, 1 << 20)
+        .map_err(|e| e.to_string())
+        .map(|_| shared_bytes(&copied).unwrap_or(0) > 0);
 
     Ok(FsCapabilities {
         dir: dir.to_path_buf(),
@@ -72,80 +70,9 @@ pub fn probe_file_system(dir: &Path) -> Result<FsCapabilities> {
 
 /// How many bytes of `file` share extents with another file (FIEMAP's SHARED flag).
 pub fn shared_bytes(file: &File) -> std::io::Result<u64> {
-    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
-    const FIEMAP_FLAG_SYNC: u32 = 0x1;
-    const FIEMAP_EXTENT_LAST: u32 = 0x1;
-    const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
-    const EXTENTS: usize = 128;
-
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Extent {
-        logical: u64,
-        physical: u64,
-        length: u64,
-        reserved64: [u64; 2],
-        flags: u32,
-        reserved: [u32; 3],
-    }
-    #[repr(C)]
-    struct Fiemap {
-        start: u64,
-        length: u64,
-        flags: u32,
-        mapped_extents: u32,
-        extent_count: u32,
-        reserved: u32,
-        extents: [Extent; EXTENTS],
-    }
-
-    let mut shared = 0;
-    let mut start = 0;
-    loop {
-        let mut map = Fiemap {
-            start,
-            length: u64::MAX - start,
-            flags: FIEMAP_FLAG_SYNC,
-            mapped_extents: 0,
-            extent_count: EXTENTS as u32,
-            reserved: 0,
-            extents: [Extent::default(); EXTENTS],
-        };
-        // SAFETY: FS_IOC_FIEMAP reads the header and writes at most `extent_count` extents
-        // into the array that follows it, which `map` holds.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let extents = &map.extents[..map.mapped_extents as usize];
-        for extent in extents {
-            if extent.flags & FIEMAP_EXTENT_SHARED != 0 {
-                shared += extent.length;
-            }
-        }
-        match extents.last() {
-            Some(last) if last.flags & FIEMAP_EXTENT_LAST == 0 => {
-                start = last.logical + last.length
-            }
-            _ => return Ok(shared),
-        }
-    }
+    crate::sys::shared_bytes(file)
 }
 
 fn fs_type(dir: &Path) -> String {
-    let Ok(stat) = rustix::fs::statfs(dir) else {
-        return "unknown".into();
-    };
-    match stat.f_type as u64 {
-        0x5846_5342 => "xfs".into(),
-        0xEF53 => "ext4".into(),
-        0x9123_683E => "btrfs".into(),
-        0x0102_1994 => "tmpfs".into(),
-        0x794C_7630 => "overlayfs".into(),
-        0x2FC1_2FC1 => "zfs".into(),
-        0x6969 => "nfs".into(),
-        0xF2F5_2010 => "f2fs".into(),
-        0x6A65_6A62 => "bcachefs".into(),
-        other => format!("unknown (magic {other:#x})"),
-    }
+    crate::sys::file_system_name(dir)
 }

@@ -400,9 +400,7 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 fn finish_with_control_file(source: &Path, target: &Path, sync: bool) -> Result<(CopyMethod, u64)> {
     if sync {
         let dir = std::fs::File::open(target).doing("open", target)?;
-        rustix::fs::syncfs(&dir)
-            .map_err(std::io::Error::from)
-            .doing("sync", target)?;
+        crate::sys::sync_file_system(&dir).doing("sync", target)?;
     }
     let (from, to) = (
         source.join("global/pg_control"),

@@ -278,15 +278,9 @@ fn default_user() -> String {
         return server::SUPERUSER.to_string();
     }
     let uid = rustix::process::getuid().as_raw();
-    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name at once.
-    unsafe {
-        let entry = libc::getpwuid(uid);
-        if entry.is_null() {
-            return server::SUPERUSER.to_string();
-        }
-        std::ffi::CStr::from_ptr((*entry).pw_name)
-            .to_string_lossy()
-            .into_owned()
+    match crate::sys::user_by_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => server::SUPERUSER.to_string(),
     }
 }
 

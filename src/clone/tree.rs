@@ -342,19 +342,11 @@ fn umask_changes(mode: u32) -> bool {
     mode & 0o777 & !process_umask() != mode
 }
 
-/// The process's umask, read once (`Umask:` in /proc/self/status; reading it with umask(2)
-/// would change it for a moment under other threads). Unknown: assume it strips everything.
+/// The process's umask, read once (without changing it: see [`crate::sys::process_umask`]).
+/// Unknown: assume it strips everything.
 fn process_umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *UMASK.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
-                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
-            })
-            .unwrap_or(0o7777)
-    })
+    *UMASK.get_or_init(|| crate::sys::process_umask().unwrap_or(0o7777))
 }
 
 pub(crate) fn device_of(path: &Path) -> Result<u64> {

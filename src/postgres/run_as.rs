@@ -5,7 +5,7 @@
 //! user exists, else `nobody`) and chowns what it creates for them. The caller keeps connecting as
 //! usual: root may open any socket.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -165,28 +165,10 @@ pub(crate) fn create_file_for(owner: Option<&RunAs>, path: &Path, contents: &[u8
 
 impl RunAs {
     /// Switches the calling thread's file-system identity to this user, for good (call it on a
-    /// thread that ends with the work). Only this thread changes: these are raw system calls,
-    /// not the libc wrappers that apply to every thread.
+    /// thread that ends with the work). Only this thread changes (see
+    /// [`crate::sys::set_thread_fs_identity`]).
     pub(crate) fn become_on_this_thread(&self) -> Result<()> {
-        // SAFETY: setgroups, setfsgid and setfsuid change only the calling thread's credentials.
-        let groups = unsafe {
-            let groups =
-                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
-            libc::syscall(libc::SYS_setfsgid, self.gid as libc::c_long);
-            libc::syscall(libc::SYS_setfsuid, self.uid as libc::c_long);
-            groups
-        };
-        // setfsuid/setfsgid return the previous id; asking again (with an invalid id) tells
-        // whether the change took.
-        // SAFETY: as above; -1 changes nothing.
-        let (now_gid, now_uid) = unsafe {
-            (
-                libc::syscall(libc::SYS_setfsgid, -1 as libc::c_long),
-                libc::syscall(libc::SYS_setfsuid, -1 as libc::c_long),
-            )
-        };
-        if groups != 0 || now_gid != self.gid as libc::c_long || now_uid != self.uid as libc::c_long
-        {
+        if crate::sys::set_thread_fs_identity(self.uid, self.gid).is_err() {
             return Err(Error::new(
                 ErrorKind::RunAsUser,
                 format!(
@@ -207,33 +189,15 @@ fn lookup(name: &str) -> Result<Option<RunAs>> {
             format!("user name {name:?} contains a NUL byte"),
         )
     })?;
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: passwd is plain data; getpwnam_r writes into `pwd` and `buf`, and `result` points at
-    // `pwd` or is null. We copy out what we need before `buf` goes away.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 {
-            let cause = std::io::Error::from_raw_os_error(rc);
-            return Err(Error::new(
-                ErrorKind::RunAsUser,
-                format!("look up user {name:?}: {cause}"),
-            ));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        Ok(Some(RunAs {
-            name: CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-        }))
-    }
+    let user = crate::sys::user_by_name(&c_name).map_err(|cause| {
+        Error::new(
+            ErrorKind::RunAsUser,
+            format!("look up user {name:?}: {cause}"),
+        )
+    })?;
+    Ok(user.map(|user| RunAs {
+        name: user.name,
+        uid: user.uid,
+        gid: user.gid,
+    }))
 }

@@ -455,31 +455,23 @@ pub(crate) fn live_postmaster(data_dir: &Path) -> Option<u32> {
 
 /// Whether process `pid` runs a postgres binary.
 fn is_postgres(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-        cmdline
-            .split(|b| *b == 0)
-            .next()
-            .is_some_and(|program| program.ends_with(b"postgres"))
+    crate::sys::process_args(pid).is_some_and(|args| {
+        args.first()
+            .is_some_and(|program| program.as_encoded_bytes().ends_with(b"postgres"))
     })
 }
 
 /// Whether process `pid` is a postgres serving `data_dir` (before signalling one we did not
 /// start): its working directory is the data directory (the postmaster changes into it), or,
-/// where /proc does not show that, its command line names it.
+/// where the system does not show that, its command line names it.
 fn serves(pid: u32, data_dir: &Path) -> bool {
     if !is_postgres(pid) {
         return false;
     }
-    match (
-        std::fs::read_link(format!("/proc/{pid}/cwd")),
-        data_dir.canonicalize(),
-    ) {
+    match (crate::sys::process_cwd(pid), data_dir.canonicalize()) {
         (Ok(cwd), Ok(dir)) => cwd == dir,
-        _ => std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-            cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == data_dir.as_os_str().as_encoded_bytes())
-        }),
+        _ => crate::sys::process_args(pid)
+            .is_some_and(|args| args.iter().any(|arg| arg == data_dir.as_os_str())),
     }
 }
 
@@ -527,18 +519,12 @@ fn command(
     };
     cmd.process_group(0);
     let parent = rustix::process::getpid();
-    // SAFETY: the closure runs between fork and exec, allocates nothing and only makes two
-    // async-signal-safe system calls. It runs after the uid change, which would otherwise clear
-    // the death signal.
+    // SAFETY: the closure runs between fork and exec; arm_parent_death_signal allocates nothing
+    // and only makes two async-signal-safe system calls. It runs after the uid change, which
+    // would otherwise clear the death signal, and fails (so the child does not run) if this
+    // process died before the signal was armed.
     unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(death_signal))?;
-            if rustix::process::getppid() != Some(parent) {
-                // This process died before the death signal was armed: do not outlive it.
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || crate::sys::arm_parent_death_signal(death_signal, parent));
     }
     cmd
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::postgres::run_as::RunAs;
 
-/// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the final NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket path the kernel accepts (on Linux, 107: `sun_path` is 108 bytes with the
+/// final NUL).
+pub const MAX_SOCKET_PATH: usize = crate::sys::MAX_SOCKET_PATH;
 const PREFIX: &str = "pgclone-sock-";
 const RANDOM_CHARS: usize = 8;
 /// The note in a kept clone's socket directory.
@@ -180,7 +181,7 @@ fn is_stale(dir: &Path) -> bool {
             && std::fs::read_to_string(entry.path())
                 .ok()
                 .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
-                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                .is_some_and(crate::sys::process_exists)
     })
 }
 

@@ -83,32 +83,12 @@ impl FileLock {
     }
 }
 
-/// The processes holding a lock on `file` (pid, program name), as `/proc/locks` lists them:
-/// `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, where `08:01:5678` is the file's device
-/// (major:minor, hex) and inode. Empty where /proc says nothing.
+/// The processes holding a lock on `file` (pid, program name), as the system lists them (see
+/// [`crate::sys::lock_holders`]). Empty where it says nothing.
 fn holders(file: &File) -> Vec<(u32, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = file.metadata() else {
-        return Vec::new();
-    };
-    let dev = meta.dev();
-    let id = format!(
-        "{:02x}:{:02x}:{}",
-        rustix::fs::major(dev),
-        rustix::fs::minor(dev),
-        meta.ino()
-    );
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    locks
-        .lines()
-        .filter(|line| !line.contains("->")) // a process waiting, like this one
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let at = fields.iter().position(|field| *field == id)?;
-            let pid: u32 = fields.get(at.checked_sub(1)?)?.parse().ok()?;
-            let program = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            Some((pid, program.trim().to_string()))
-        })
+    crate::sys::lock_holders(file)
+        .into_iter()
+        .map(|pid| (pid, crate::sys::program_name(pid).unwrap_or_default()))
         .collect()
 }
 

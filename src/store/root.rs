@@ -373,10 +373,10 @@ pub(crate) struct ProcessId {
 impl ProcessId {
     pub fn current() -> Result<ProcessId> {
         let pid = std::process::id();
-        let start_time = start_time_of(pid).ok_or_else(|| {
+        let start_time = crate::sys::process_start_time(pid).ok_or_else(|| {
             Error::new(
                 ErrorKind::Io,
-                format!("read this process's start time from /proc/{pid}/stat"),
+                format!("read the start time of this process (pid {pid})"),
             )
             .hint("pgclone needs /proc to record which process owns a clone")
         })?;
@@ -392,7 +392,7 @@ impl ProcessId {
     }
 
     pub fn is_alive(&self) -> bool {
-        start_time_of(self.pid) == Some(self.start_time)
+        crate::sys::process_start_time(self.pid) == Some(self.start_time)
     }
 }
 
@@ -400,14 +400,6 @@ impl std::fmt::Display for ProcessId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.pid, self.start_time)
     }
-}
-
-/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
-fn start_time_of(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]

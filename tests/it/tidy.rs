@@ -55,6 +55,46 @@ fn only_server_rs_spawns_or_signals_processes() {
     report("spawn", found);
 }
 
+/// What only Linux has (docs/platforms.md), which the library may use in `src/sys/` only: /proc,
+/// per-thread credentials, prctl, the FICLONE and FIEMAP ioctls, `copy_file_range`, `syncfs`,
+/// the passwd lookups (the last four lines: the same calls through rustix).
+const LINUX_ONLY: &[&str] = &[
+    "libc::syscall",
+    "libc::prctl",
+    "/proc/",
+    "FICLONE",
+    "FIEMAP",
+    "syncfs",
+    "getpwnam",
+    "getpwuid",
+    "setfsuid",
+    "ioctl_ficlone",
+    "libc::ioctl",
+    "set_parent_process_death_signal",
+    "fs::copy_file_range",
+];
+
+#[test]
+fn linux_specifics_live_in_sys() {
+    let mut found = Vec::new();
+    for file in rust_files(&["src"]) {
+        if file.starts_with("src/sys") {
+            continue;
+        }
+        for (number, line) in code_lines(&file) {
+            if let Some(what) = linux_only(&line) {
+                found.push(at(
+                    &file,
+                    number,
+                    &format!("`{what}` outside src/sys/ (see docs/platforms.md)"),
+                    &line,
+                ));
+            }
+        }
+    }
+    report("platform", found);
+}
+
 #[test]
 fn environment_is_read_in_config_rs_only() {
     let mut found = Vec::new();
@@ -167,6 +207,22 @@ fn the_detectors_find_what_they_look_for() {
     assert!(!spawns("pub async fn fork(&self) -> Result<TestDb> {"));
     assert!(!spawns("let pid = std::process::id();"));
 
+    assert!(
+        linux_only("let stat = std::fs::read_to_string(format!(\"/proc/{pid}/stat\"));").is_some()
+    );
+    assert!(linux_only("libc::syscall(libc::SYS_setfsuid, uid as libc::c_long);").is_some());
+    assert!(linux_only("rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;").is_some());
+    assert!(
+        linux_only("CopyMethod::Reflink => Ok(rustix::fs::ioctl_ficlone(to, from)?),").is_some()
+    );
+    assert!(linux_only("let entry = libc::getpwuid(uid);").is_some());
+    assert!(linux_only(
+        "let n = crate::sys::copy_range(from, &mut off_in, to, &mut off_out, chunk)?;"
+    )
+    .is_none());
+    assert!(linux_only("CopyMethod::CopyFileRange => \"copy_file_range\",").is_none());
+    assert!(linux_only("let dir = Path::new(\"/var/cache/pgclone\");").is_none());
+
     assert!(reads_environment("let dir = std::env::temp_dir();"));
     assert!(reads_environment("use std::env;"));
     assert!(reads_environment("let v = env::var(\"PGCLONE_DIR\");"));
@@ -205,6 +261,11 @@ fn the_detectors_find_what_they_look_for() {
         ["docs/compare.png"]
     );
     assert!(cited_files("https://example.invalid/README.md", true).is_empty());
+}
+
+/// The Linux-only call a line of code makes, if any.
+fn linux_only(line: &str) -> Option<&'static str> {
+    LINUX_ONLY.iter().find(|p| line.contains(*p)).copied()
 }
 
 /// Whether a line of code reads the environment (`std::env`, or `env::` imported from it).

@@ -402,9 +402,7 @@ fn record_build(dir: &Path, name: &str, took: Duration) {
 
 fn sync_file_system(dir: &Path) -> Result<()> {
     let file = std::fs::File::open(dir).doing("open", dir)?;
-    rustix::fs::syncfs(&file)
-        .map_err(std::io::Error::from)
-        .doing("sync the file system of", dir)
+    crate::sys::sync_file_system(&file).doing("sync the file system of", dir)
 }
 
 /// Runs blocking work (process spawning, file copies) off the async runtime's threads.
