@@ -111,6 +111,155 @@ fn environment_is_read_in_config_rs_only() {
     report("env", found);
 }
 
+/// The entry points that read the configuration (`Config::from_env`), once per call; whatever
+/// they call takes it (or what was resolved from it) as a parameter. (file, function: `Type::fn`
+/// inside an `impl`.)
+const CONFIG_READERS: &[(&str, &str)] = &[
+    // `run_async` and `run_sync`: once per test, handed to the builder and the teardown.
+    ("src/harness/mod.rs", "run"),
+    // Unless the harness handed it one.
+    ("src/harness/test_db.rs", "TestDbBuilder::start"),
+    ("src/postgres/temp_cluster.rs", "TempClusterBuilder::start"),
+    ("src/postgres/server.rs", "Server::start"),
+    ("src/postgres/binaries.rs", "PgBinaries::find"),
+    ("src/store/gc.rs", "collect_garbage"),
+    ("src/store/gc.rs", "pgclone_dir"),
+    ("src/store/gc.rs", "UnfinishedClone::begin"),
+    ("src/clone/mod.rs", "clone_cluster"),
+    ("src/clone/offline.rs", "clone_stopped_cluster"),
+    ("src/clone/online.rs", "clone_running_cluster"),
+    ("src/lib.rs", "run_as_user"),
+];
+
+/// Public entry points that read the configuration themselves: the library calling one reads
+/// it again, so it calls what they call instead.
+const CONFIG_READING_CALLS: &[&str] = &[
+    "run_as_user(",
+    "clone_cluster(",
+    "clone_stopped_cluster(",
+    "clone_running_cluster(",
+    "collect_garbage(",
+    "pgclone_dir(",
+    "UnfinishedClone::begin(",
+    "PgBinaries::find(",
+    "Server::start(",
+    "TempCluster::start(",
+    "TestDb::start(",
+];
+
+#[test]
+fn configuration_is_read_once_per_entry_point() {
+    let mut found = Vec::new();
+    for file in rust_files(&["src"]) {
+        if file == Path::new("src/config.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(repository().join(&file)).unwrap();
+        for (number, line, what) in config_reads(&file, &text) {
+            found.push(at(&file, number, &what, &line));
+        }
+    }
+    report("config", found);
+}
+
+/// The lines of a library file (its tests aside) that read the configuration outside the
+/// entry points of `CONFIG_READERS`, or call one of those entry points: (line number, line,
+/// what is wrong).
+fn config_reads(file: &Path, text: &str) -> Vec<(usize, String, String)> {
+    let mut found = Vec::new();
+    // The impl blocks and functions the line is in: (indentation, `impl` or `fn`, name).
+    let mut scopes: Vec<(usize, &str, String)> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("#[cfg(test)]") {
+            break; // test code is an entry point of its own
+        }
+        if code.is_empty() || code.starts_with("//") {
+            continue;
+        }
+        let indent = line.len() - code.len();
+        // A scope ends at the first line as little indented as its opening one, but for the
+        // rest of a signature (`) -> T {`, `where`) and its closing brace.
+        let continues =
+            |c: &str| c.starts_with(')') || c.starts_with("where") || c.starts_with('}');
+        while scopes
+            .last()
+            .is_some_and(|(open, ..)| indent < *open || (indent == *open && !continues(code)))
+        {
+            scopes.pop();
+        }
+        if let Some(name) = declared(code, "fn") {
+            scopes.push((indent, "fn", name));
+        } else if let Some(name) = declared(code, "impl") {
+            scopes.push((indent, "impl", name));
+            continue;
+        }
+        let function = scopes.iter().rposition(|(_, kind, _)| *kind == "fn");
+        let qualified = function.map(|at| {
+            let name = &scopes[at].2;
+            match scopes[..at]
+                .iter()
+                .rev()
+                .find(|(_, kind, _)| *kind == "impl")
+            {
+                Some((.., ty)) => format!("{ty}::{name}"),
+                None => name.clone(),
+            }
+        });
+        let qualified = qualified.unwrap_or_default();
+        let allowed = CONFIG_READERS
+            .iter()
+            .any(|(f, entry)| file == Path::new(f) && qualified == *entry);
+        if code.contains("Config::from_env(") && !allowed {
+            let what = format!(
+                "`Config::from_env` in `{qualified}`, which is not an entry point of \
+                 CONFIG_READERS in tests/it/tidy.rs: take the caller's `Config` as a parameter"
+            );
+            found.push((index + 1, line.to_string(), what));
+        }
+        let declaration = declared(code, "fn");
+        for call in CONFIG_READING_CALLS {
+            let name = call.trim_end_matches('(');
+            let own = declaration.as_deref() == name.rsplit("::").next();
+            if has_path_segment(code, call) && !own {
+                let what = format!(
+                    "calls `{name}`, an entry point that reads the configuration again: call \
+                     what it calls, with the `Config` (or what was resolved from it) at hand"
+                );
+                found.push((index + 1, line.to_string(), what));
+            }
+        }
+    }
+    found
+}
+
+/// The name a line declares with `keyword` (`fn`, `impl`): a function's name, or the type an
+/// impl block is for (`impl<T> Trait for Type<T> {` gives `Type`).
+fn declared(code: &str, keyword: &str) -> Option<String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let at = code
+        .match_indices(&format!("{keyword} "))
+        .chain(code.match_indices(&format!("{keyword}<")))
+        .map(|(at, _)| at)
+        .find(|&at| match keyword {
+            // An impl block starts its line; `impl Trait` in a signature is no block.
+            "impl" => at == 0 || code[..at].trim_end() == "unsafe",
+            _ => at == 0 || code[..at].ends_with(' '),
+        })?;
+    let mut rest = &code[at + keyword.len()..];
+    if keyword == "impl" {
+        if rest.starts_with('<') {
+            rest = &rest[rest.find('>')? + 1..]; // impl<T>: its generics
+        }
+        if let Some(target) = rest.split(" for ").nth(1) {
+            rest = target;
+        }
+    }
+    let rest = rest.trim_start();
+    let name: String = rest.chars().take_while(|c| is_ident(*c)).collect();
+    (!name.is_empty()).then_some(name)
+}
+
 #[test]
 fn the_macro_crate_does_no_io() {
     let mut found = Vec::new();
@@ -222,6 +371,46 @@ fn the_detectors_find_what_they_look_for() {
     .is_none());
     assert!(linux_only("CopyMethod::CopyFileRange => \"copy_file_range\",").is_none());
     assert!(linux_only("let dir = Path::new(\"/var/cache/pgclone\");").is_none());
+
+    let reads = |file: &str, text: &str| -> Vec<usize> {
+        config_reads(Path::new(file), text)
+            .into_iter()
+            .map(|(number, ..)| number)
+            .collect()
+    };
+    let gc = "pub fn collect_garbage(root: Option<&Path>) -> Result<GcReport> {\n    \
+              let config = Config::from_env()?;\n    sweep(&config)\n}\n\n\
+              fn sweep(config: &Config) -> Result<GcReport> {\n    \
+              let again = Config::from_env()?;\n    let user = crate::server::run_as_user()?;\n}\n";
+    assert_eq!(reads("src/store/gc.rs", gc), [7, 8]);
+    assert_eq!(reads("src/store/root.rs", gc), [2, 7, 8]);
+    let builder = "impl TestDbBuilder<'_> {\n    pub async fn start(\n        self,\n    \
+                   ) -> Result<TestDb> {\n        let config = match self.config {\n            \
+                   None => Config::from_env()?,\n        };\n    }\n}\n\
+                   impl TestDb {\n    pub async fn start(golden: &Golden) -> Result<TestDb> {\n        \
+                   Config::from_env()?;\n    }\n}\n#[cfg(test)]\nfn t() { Config::from_env(); }\n";
+    assert_eq!(reads("src/harness/test_db.rs", builder), [12]);
+    assert_eq!(
+        declared("impl<T: Debug> TestOutcome for Result<(), T> {", "impl").as_deref(),
+        Some("Result")
+    );
+    assert_eq!(
+        declared("pub(crate) async fn ensure_built(", "fn").as_deref(),
+        Some("ensure_built")
+    );
+    assert_eq!(declared("let f: fn() -> Golden = app;", "fn"), None);
+    assert_eq!(
+        declared(
+            "pub fn start(dir: impl AsRef<Path>) -> Result<Server> {",
+            "impl"
+        ),
+        None
+    );
+    assert!(reads(
+        "src/harness/template.rs",
+        "fn go() {\n    TemplateServer::start(golden)\n}\n"
+    )
+    .is_empty());
 
     assert!(reads_environment("let dir = std::env::temp_dir();"));
     assert!(reads_environment("use std::env;"));
