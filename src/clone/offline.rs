@@ -49,23 +49,25 @@ pub(crate) fn clone_stopped(
             options.copy_threads(),
         )?;
         // Started (and maybe stopped again) during the copy: the files may be torn.
-        let changed = check_stopped(&plan.source)
-            .err()
-            .map(|e| e.to_string())
-            .or_else(|| {
-                let now = std::fs::read(&control_path).ok();
-                (now.as_deref() != Some(control.as_slice()))
-                    .then(|| "its pg_control changed".to_string())
-            });
-        if let Some(why) = changed {
-            return Err(Error::new(
+        let torn = |how: &str| {
+            Error::new(
                 ErrorKind::SourceState,
                 format!(
-                    "source {} changed during the copy ({why}), so the clone would be torn",
+                    "source {} changed during the copy{how}, so the clone would be torn",
                     plan.source.display()
                 ),
             )
-            .hint("stop the source for the whole copy, or clone it while it runs"));
+        };
+        let changed = match check_stopped(&plan.source) {
+            Err(e) => Some(torn("").with_source(e)),
+            Ok(()) => {
+                let now = std::fs::read(&control_path).ok();
+                (now.as_deref() != Some(control.as_slice()))
+                    .then(|| torn(" (its pg_control changed)"))
+            }
+        };
+        if let Some(error) = changed {
+            return Err(error.hint("stop the source for the whole copy, or clone it while it runs"));
         }
         step(&mut report, options, Step::CopyFiles, started);
 

@@ -129,10 +129,7 @@ impl OnlineClone<'_> {
         )?;
         self.report.absorb(copied);
         check_tablespaces(source).map_err(|e| {
-            Error::new(
-                ErrorKind::Unsupported,
-                format!("the source changed during the copy: {e}"),
-            )
+            Error::new(ErrorKind::Unsupported, "the source changed during the copy").with_source(e)
         })?;
         self.done(Step::CopyFiles);
 
@@ -330,13 +327,14 @@ fn check_tablespaces(source: &Path) -> Result<()> {
 /// The source ended the backup session; by far the likeliest cause is that it invalidated the
 /// clone's slot to free WAL, which terminates the session holding it.
 fn lost_session(cause: Option<Error>) -> Error {
-    let cause = cause.map(|e| e.to_string()).unwrap_or_default();
-    Error::new(
-        ErrorKind::Wal,
-        format!(
-            "the source ended pgclone's backup session ({cause}); it does so when it invalidates the \
-             clone's replication slot to remove WAL the clone needs (max_slot_wal_keep_size), or when it shuts down"
-        ),
+    let error = Error::new(ErrorKind::Wal, "the source ended pgclone's backup session");
+    match cause {
+        Some(cause) => error.with_source(cause),
+        None => error,
+    }
+    .note(
+        "it does so when it invalidates the clone's replication slot to remove WAL the clone needs \
+         (max_slot_wal_keep_size), or when it shuts down",
     )
     .hint("raise max_slot_wal_keep_size on the source (-1: unlimited) and clone again")
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::socket_dir::SocketDir;
@@ -32,7 +32,7 @@ pub(crate) struct TemplateServer {
     pub major: u32,
     /// A user asked to keep a database of it: keep the whole clone at exit, with this private
     /// socket directory to restart it on.
-    kept: OnceLock<std::result::Result<PathBuf, String>>,
+    kept: OnceLock<std::result::Result<PathBuf, Arc<Error>>>,
 }
 
 type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
@@ -186,10 +186,13 @@ impl TemplateServer {
         self.kept
             .get_or_init(|| {
                 SocketDir::create_for_kept(&env.socket_parent, env.run_as.as_ref(), &self.dir)
-                    .map_err(|e| e.to_string())
+                    .map_err(Arc::new)
             })
             .clone()
-            .map_err(|e| Error::new(ErrorKind::Io, e))
+            .map_err(|e| {
+                let keep = format!("keep the template server's clone {}", self.dir.display());
+                Error::new(e.kind(), keep).with_source(e)
+            })
     }
 
     /// The socket directory made for a kept clone, if it was kept.

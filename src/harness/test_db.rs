@@ -16,7 +16,7 @@ use crate::harness::pool;
 use crate::harness::template::{self, TemplateServer};
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::socket_dir::SocketDir;
-use crate::postgres::url::{connection_url, Endpoint};
+use crate::postgres::url::{connection_url, redacted, Endpoint};
 use crate::store::root;
 
 /// How a test gets its database.
@@ -515,7 +515,7 @@ fn keep(owned: Owned, why: &str) {
 pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| Error::new(ErrorKind::Query, format!("connect to {url}: {e}")))?;
+        .map_err(|e| Error::query(format!("connect to {}", redacted(url)), e))?;
     tokio::spawn(connection);
     Ok(client)
 }

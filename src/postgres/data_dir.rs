@@ -91,7 +91,7 @@ pub fn major_of(data_dir: &Path) -> Result<u32> {
         return Err(not_a_cluster("no such directory".into()));
     }
     let text = std::fs::read_to_string(data_dir.join("PG_VERSION"))
-        .map_err(|e| not_a_cluster(format!("cannot read PG_VERSION ({e})")))?;
+        .map_err(|e| not_a_cluster("cannot read PG_VERSION".into()).with_source(e))?;
     if !data_dir.join("global/pg_control").is_file() {
         return Err(not_a_cluster("no global/pg_control".into()));
     }

@@ -190,10 +190,7 @@ fn lookup(name: &str) -> Result<Option<RunAs>> {
         )
     })?;
     let user = crate::sys::user_by_name(&c_name).map_err(|cause| {
-        Error::new(
-            ErrorKind::RunAsUser,
-            format!("look up user {name:?}: {cause}"),
-        )
+        Error::new(ErrorKind::RunAsUser, format!("look up user {name:?}")).with_source(cause)
     })?;
     Ok(user.map(|user| RunAs {
         name: user.name,

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ServerError};
 
 /// SQLSTATE `cannot_connect_now`: starting up, shutting down, or in recovery before consistency.
 const CANNOT_CONNECT_NOW: &str = "57P03";
@@ -90,10 +90,7 @@ impl Session {
     ) -> Result<Session> {
         let name = socket.display().to_string();
         let failed = |e: io::Error| {
-            Error::new(
-                ErrorKind::Query,
-                format!("connect to {name} as {user}: {e}"),
-            )
+            Error::new(ErrorKind::Query, format!("connect to {name} as {user}")).with_source(e)
         };
         let mut stream = UnixStream::connect(socket).map_err(failed)?;
         stream
@@ -135,17 +132,17 @@ impl Session {
 
     /// Runs one statement (or several separated by `;`) and returns the rows of the last result.
     pub fn query(&mut self, sql: &str) -> Result<Vec<Row>> {
-        let result = self.try_query(sql);
-        if result.is_err() && self.lost {
-            return Err(Error::new(
+        match self.try_query(sql) {
+            // Unless the server said why (a FATAL error), the cause is an end of file.
+            Err(e) if self.lost && e.sqlstate().is_none() => Err(Error::new(
                 ErrorKind::Query,
                 format!(
                     "run `{sql}` on {}: the server closed the connection",
                     self.socket
                 ),
-            ));
+            )),
+            result => result,
         }
-        result
     }
 
     /// Whether the server closed this session.
@@ -155,7 +152,7 @@ impl Session {
 
     fn try_query(&mut self, sql: &str) -> Result<Vec<Row>> {
         let failed = |e: io::Error, socket: &str| {
-            Error::new(ErrorKind::Query, format!("run `{sql}` on {socket}: {e}"))
+            Error::new(ErrorKind::Query, format!("run `{sql}` on {socket}")).with_source(e)
         };
         let mut message = vec![b'Q'];
         message.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
@@ -167,7 +164,11 @@ impl Session {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            let (tag, body) = self.read().map_err(|e| failed(e, &self.socket))?;
+            let (tag, body) = match self.read() {
+                Ok(message) => message,
+                // A FATAL error comes just before the server closes the connection.
+                Err(e) => return Err(error.unwrap_or_else(|| failed(e, &self.socket))),
+            };
             match tag {
                 b'T' => rows.clear(), // a new result set starts
                 b'D' => rows.push(parse_data_row(&body)),
@@ -208,15 +209,14 @@ impl Session {
         result
     }
 
+    /// An ErrorResponse as the cause of an error, keeping its SQLSTATE.
     fn server_error(&self, body: &[u8], doing: &str) -> Error {
-        let (code, message) = error_fields(body);
+        let (sqlstate, message) = error_fields(body);
         Error::new(
             ErrorKind::Query,
-            format!(
-                "run `{doing}` on {}: {message} (SQLSTATE {code})",
-                self.socket
-            ),
+            format!("run `{doing}` on {}", self.socket),
         )
+        .with_source(ServerError { sqlstate, message })
     }
 }
 

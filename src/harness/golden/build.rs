@@ -242,8 +242,9 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Golden,
-                    format!("golden {name:?}: create database: {e}"),
+                    format!("golden {name:?}: create database"),
                 )
+                .with_source(e)
             })?;
     }
     let client = connect(&url(name)).await?;
@@ -253,15 +254,16 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
                 client
                     .batch_execute(&text)
                     .await
-                    .map_err(|e| step_error(name, &origin, &text, &e))?;
+                    .map_err(|e| step_error(name, &origin, &text, e))?;
             }
             Step::Hook(hook) => {
                 let hook_client = connect(&url(name)).await?;
                 hook(hook_client).await.map_err(|e| {
                     Error::new(
                         ErrorKind::Golden,
-                        format!("golden {name:?}: the setup hook failed: {e}"),
+                        format!("golden {name:?}: the setup hook failed"),
                     )
+                    .with_source(e)
                 })?;
             }
         }
@@ -273,39 +275,33 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
         client
             .batch_execute(sql)
             .await
-            .map_err(|e| step_error(name, sql, sql, &e))?;
+            .map_err(|e| step_error(name, sql, sql, e))?;
     }
     Ok(())
 }
 
-/// "golden "app": migration migrations/0002.sql failed at line 3: <message>\n  in: <statement>"
-fn step_error(name: &str, origin: &str, text: &str, error: &tokio_postgres::Error) -> Error {
+/// `golden "app": migration migrations/0002.sql failed at line 3: <message> (SQLSTATE <code>)`,
+/// then `in: <statement>` and the hint.
+fn step_error(name: &str, origin: &str, text: &str, error: tokio_postgres::Error) -> Error {
     let Some(db) = error.as_db_error() else {
         return Error::new(
             ErrorKind::Golden,
-            format!("golden {name:?}: {origin} failed: {error}"),
-        );
+            format!("golden {name:?}: {origin} failed"),
+        )
+        .with_source(error);
     };
     let mut message = format!("golden {name:?}: {origin} failed");
+    let mut statement = None;
     if let Some(tokio_postgres::error::ErrorPosition::Original(position)) = db.position() {
-        let (line, statement) = statement_at(text, *position as usize);
-        message.push_str(&format!(
-            " at line {line}: {} (SQLSTATE {})\n  in: {statement}",
-            db.message(),
-            db.code().code()
-        ));
-    } else {
-        message.push_str(&format!(
-            ": {} (SQLSTATE {})",
-            db.message(),
-            db.code().code()
-        ));
+        let (line, at) = statement_at(text, *position as usize);
+        message.push_str(&format!(" at line {line}"));
+        statement = Some(at);
     }
-    if let Some(detail) = db.detail() {
-        message.push_str(&format!("\n  detail: {detail}"));
+    let mut error = Error::new(ErrorKind::Golden, message).with_source(error);
+    if let Some(statement) = statement {
+        error = error.note(format_args!("in: {statement}"));
     }
-    Error::new(ErrorKind::Golden, message)
-        .hint("fix that statement; the golden is rebuilt on the next run")
+    error.hint("fix that statement; the golden is rebuilt on the next run")
 }
 
 /// The line number and the statement around a 1-based character position in `text`.
@@ -409,12 +405,9 @@ fn sync_file_system(dir: &Path) -> Result<()> {
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("a pgclone worker thread failed: {e}"),
-        )
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, "a pgclone worker thread failed").with_source(e))?
 }
 
 #[cfg(test)]

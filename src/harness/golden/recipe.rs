@@ -99,10 +99,11 @@ fn migration_files(name: &str, dir: &Path, base: &Path) -> Result<Vec<PathBuf>> 
         Error::new(
             ErrorKind::Golden,
             format!(
-                "golden {name:?}: cannot read migrations directory {}: {e}",
+                "golden {name:?}: cannot read migrations directory {}",
                 dir.display()
             ),
         )
+        .with_source(e)
         .hint(format!(
             "relative paths are taken from the crate's directory ({})",
             base.display()
@@ -121,8 +122,9 @@ fn read(name: &str, file: &Path, base: &Path) -> Result<String> {
     std::fs::read_to_string(file).map_err(|e| {
         Error::new(
             ErrorKind::Golden,
-            format!("golden {name:?}: cannot read {}: {e}", file.display()),
+            format!("golden {name:?}: cannot read {}", file.display()),
         )
+        .with_source(e)
         .hint(format!(
             "relative paths are taken from the crate's directory ({})",
             base.display()
