@@ -7,6 +7,7 @@ mod environment;
 mod harness;
 mod helpers;
 mod lifecycle;
+mod migrations;
 mod offline_clone;
 mod online_clone;
 mod parent_death;

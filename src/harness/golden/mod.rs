@@ -2,12 +2,15 @@
 //! and PostgreSQL version, cached on disk in `<root>/golden/<key>/` (the key: a hash of the recipe's content), and cloned per test.
 
 mod build;
+mod migrations;
 mod recipe;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use migrations::Format;
 
 pub(crate) use build::{blocking, ensure_built, BuiltGolden};
 
@@ -23,7 +26,7 @@ type Hook = Arc<
 /// One part of a recipe, applied in the order the recipe lists them.
 #[derive(Clone)]
 enum Ingredient {
-    Migrations(PathBuf),
+    Migrations(Format, PathBuf),
     SqlFile(PathBuf),
     Sql(String),
     Setup(Hook),
@@ -75,8 +78,52 @@ impl Golden {
 
     /// Applies every `*.sql` file of `dir`, in lexical order of their names, each in one
     /// transaction. A relative path is taken from `CARGO_MANIFEST_DIR` (the crate being tested).
-    pub fn migrations(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.ingredients.push(Ingredient::Migrations(dir.into()));
+    pub fn migrations(self, dir: impl Into<PathBuf>) -> Self {
+        self.migrations_in(Format::Plain, dir)
+    }
+
+    /// Applies sqlx migrations as sqlx's `Migrator` does, so that it finds nothing to do on a
+    /// copy. The files of `dir` named `<version>_<description>.sql` or `.up.sql` (never
+    /// `.down.sql`; names without `_` or not ending in `.sql` are not migrations), in numeric
+    /// order of their `i64` versions, each in a transaction unless it starts with
+    /// `-- no-transaction`. Each gets its row in `_sqlx_migrations` (created with sqlx's DDL):
+    /// version, description (`_` read as a space), success, execution time, and the SHA-384 of
+    /// the file's bytes, the checksum the runner compares. A version that is not an integer and
+    /// two migrations of one version are refused, naming the files. A `sqlx.toml` is not read:
+    /// its `ignored-chars` or table name would not match. Relative paths as for
+    /// [`migrations`](Golden::migrations).
+    pub fn sqlx_migrations(self, dir: impl Into<PathBuf>) -> Self {
+        self.migrations_in(Format::Sqlx, dir)
+    }
+
+    /// Applies diesel migrations as diesel's migration harness does, so that
+    /// `run_pending_migrations` finds nothing to do on a copy. Each subdirectory
+    /// `<version>_<name>` of `dir` holding `up.sql` (`down.sql` never runs), in order of the
+    /// version strings (the part before the first `_`, without `-`), each in a transaction unless
+    /// its `metadata.toml` says `run_in_transaction = false` (a `metadata.toml` without the key
+    /// means false, as in diesel; only that key is read). Each version gets its row in
+    /// `__diesel_schema_migrations` (created with diesel's DDL). A subdirectory without `up.sql`,
+    /// an empty `up.sql` and two migrations of one version are refused, naming them. Relative
+    /// paths as for [`migrations`](Golden::migrations).
+    pub fn diesel_migrations(self, dir: impl Into<PathBuf>) -> Self {
+        self.migrations_in(Format::Diesel, dir)
+    }
+
+    /// Applies refinery migrations as refinery's async runner does, so that it finds nothing to
+    /// do on a copy. The files named `V<version>__<name>.sql` or `U<version>__<name>.sql` (the
+    /// name letters, digits and `_`) under `dir`, subdirectories included, in order of their
+    /// `i32` versions, each in a transaction. Each gets its row in `refinery_schema_history`
+    /// (created with refinery's DDL): version, name, when it was applied (RFC 3339, UTC) and the
+    /// checksum the runner compares (SipHash-1-3 of the name, version and SQL). A version that is
+    /// not an integer, two migrations of one version and Rust migrations (`.rs`) are refused,
+    /// naming the files. Relative paths as for [`migrations`](Golden::migrations).
+    pub fn refinery_migrations(self, dir: impl Into<PathBuf>) -> Self {
+        self.migrations_in(Format::Refinery, dir)
+    }
+
+    fn migrations_in(mut self, format: Format, dir: impl Into<PathBuf>) -> Self {
+        self.ingredients
+            .push(Ingredient::Migrations(format, dir.into()));
         self
     }
 

@@ -1,10 +1,11 @@
 //! Reading a recipe's files, and the cache key: a hash of everything that decides what the
 //! golden holds. The steps built are exactly the bytes hashed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::migrations;
 use super::{Golden, Hook, Ingredient};
 use crate::error::{Error, ErrorKind, Result};
 use crate::postgres::binaries::PgBinaries;
@@ -54,13 +55,12 @@ pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result
     let mut sql_count = 0;
     for ingredient in &golden.ingredients {
         match ingredient {
-            Ingredient::Migrations(dir) => {
-                for file in migration_files(&golden.name, &base.join(dir), base)? {
-                    let text = read(&golden.name, &file, base)?;
-                    hash.add(&file.file_name().unwrap_or_default().to_string_lossy());
-                    hash.add(&text);
-                    let origin = format!("migration {}", display(&file, base));
-                    steps.push(Step::Sql { origin, text });
+            Ingredient::Migrations(format, dir) => {
+                let read = migrations::read(*format, &golden.name, &base.join(dir), base)?;
+                read.key.iter().for_each(|part| hash.add(part));
+                for migration in read.steps {
+                    let sql = migration.statements().into_iter();
+                    steps.extend(sql.map(|(origin, text)| Step::Sql { origin, text }));
                 }
             }
             Ingredient::SqlFile(path) => {
@@ -93,32 +93,7 @@ pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result
     })
 }
 
-/// The `*.sql` files of a migrations directory, in lexical order of their names.
-fn migration_files(name: &str, dir: &Path, base: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Error::new(
-            ErrorKind::Golden,
-            format!(
-                "golden {name:?}: cannot read migrations directory {}",
-                dir.display()
-            ),
-        )
-        .with_source(e)
-        .hint(format!(
-            "relative paths are taken from the crate's directory ({})",
-            base.display()
-        ))
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|ext| ext == "sql"))
-        .collect();
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
-}
-
-fn read(name: &str, file: &Path, base: &Path) -> Result<String> {
+pub(super) fn read(name: &str, file: &Path, base: &Path) -> Result<String> {
     std::fs::read_to_string(file).map_err(|e| {
         Error::new(
             ErrorKind::Golden,
@@ -132,7 +107,7 @@ fn read(name: &str, file: &Path, base: &Path) -> Result<String> {
     })
 }
 
-fn display(file: &Path, base: &Path) -> String {
+pub(super) fn display(file: &Path, base: &Path) -> String {
     file.strip_prefix(base)
         .unwrap_or(file)
         .display()

@@ -1,0 +1,217 @@
+//! Migration formats. A format reads a directory into [`Migration`]s in the order its runner
+//! applies them: the SQL, whether the runner wraps it in a transaction, and the bookkeeping the
+//! runner writes with it (its table's DDL comes first, as a step of its own). A golden built
+//! from them holds what the runner would have left, so the application's own runner finds
+//! nothing to do on a copy. With the steps come the parts of the cache key: every byte that
+//! decides what the golden holds (file names, contents, the format).
+
+mod diesel;
+mod plain;
+mod refinery;
+mod sqlx;
+
+use std::path::{Path, PathBuf};
+
+use super::recipe;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How a directory of migrations is read, and which runner's bookkeeping goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `*.sql` in lexical order, no bookkeeping.
+    Plain,
+    /// sqlx's `<version>_<description>.sql`, recorded in `_sqlx_migrations`.
+    Sqlx,
+    /// diesel's `<version>_<name>/up.sql`, recorded in `__diesel_schema_migrations`.
+    Diesel,
+    /// refinery's `V<version>__<name>.sql`, recorded in `refinery_schema_history`.
+    Refinery,
+}
+
+/// What a format read from a directory.
+pub(super) struct Migrations {
+    pub steps: Vec<Migration>,
+    /// The parts of the cache key, in order.
+    pub key: Vec<String>,
+}
+
+/// One step: a migration (or the bookkeeping table's DDL) and its bookkeeping.
+#[derive(Debug)]
+pub(super) struct Migration {
+    /// The file, relative to the migrations directory (`1_init.sql`, `2024_init/up.sql`);
+    /// empty for the bookkeeping table. Part of the cache key.
+    pub name: String,
+    /// Where it came from (`sqlx migration migrations/1_init.sql`), for error messages.
+    pub origin: String,
+    pub sql: String,
+    /// Whether `sql` and `record` run between `begin` and `commit`. Without it `sql` is sent
+    /// alone, as one simple-protocol query (which PostgreSQL runs as one implicit transaction
+    /// when it holds several statements, and outside any when it holds one).
+    pub transaction: bool,
+    /// Bookkeeping run after `sql`, in its transaction when there is one; empty for none.
+    pub record: String,
+    /// Bookkeeping run after the transaction; empty for none.
+    pub after: String,
+}
+
+impl Migration {
+    /// SQL run alone, without bookkeeping.
+    fn alone(name: String, origin: String, sql: String) -> Migration {
+        Migration {
+            name,
+            origin,
+            sql,
+            transaction: false,
+            record: String::new(),
+            after: String::new(),
+        }
+    }
+
+    /// The SQL texts to send, one simple-protocol query each, in order, with their origins.
+    pub fn statements(self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let bookkeeping = format!("{}: bookkeeping", self.origin);
+        if self.transaction {
+            out.push((self.origin.clone(), "begin".to_string()));
+        }
+        out.push((self.origin.clone(), self.sql));
+        if !self.record.is_empty() {
+            out.push((bookkeeping.clone(), self.record));
+        }
+        if self.transaction {
+            out.push((self.origin, "commit".to_string()));
+        }
+        if !self.after.is_empty() {
+            out.push((bookkeeping, self.after));
+        }
+        out
+    }
+}
+
+/// Reads the migrations of `dir` (already joined to `base`) in `format`, for the golden `golden`.
+pub(super) fn read(format: Format, golden: &str, dir: &Path, base: &Path) -> Result<Migrations> {
+    let source = Source { golden, dir, base };
+    match format {
+        Format::Plain => plain::read(&source),
+        Format::Sqlx => sqlx::read(&source).map(|steps| keyed("sqlx", steps)),
+        Format::Diesel => diesel::read(&source).map(|steps| keyed("diesel", steps)),
+        Format::Refinery => refinery::read(&source).map(|steps| keyed("refinery", steps)),
+    }
+}
+
+/// The key of a format with bookkeeping: its name, then every part of every step.
+fn keyed(format: &str, steps: Vec<Migration>) -> Migrations {
+    let mut key = vec![format!("{format} migrations")];
+    for step in &steps {
+        key.push(step.name.clone());
+        key.push(
+            if step.transaction {
+                "transaction"
+            } else {
+                "no transaction"
+            }
+            .to_string(),
+        );
+        key.extend([step.sql.clone(), step.record.clone(), step.after.clone()]);
+    }
+    Migrations { steps, key }
+}
+
+/// A migrations directory being read.
+struct Source<'a> {
+    golden: &'a str,
+    dir: &'a Path,
+    base: &'a Path,
+}
+
+impl Source<'_> {
+    /// The entries of `dir` (a directory of this source), sorted by name.
+    fn entries(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            self.error(format!(
+                "cannot read migrations directory {}",
+                dir.display()
+            ))
+            .with_source(e)
+            .hint(self.relative_hint())
+        })?;
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        Ok(paths)
+    }
+
+    /// A file's text (UTF-8, as the runners read it).
+    fn read(&self, file: &Path) -> Result<String> {
+        recipe::read(self.golden, file, self.base)
+    }
+
+    /// A file's path for messages: relative to the crate's directory when inside it.
+    fn display(&self, file: &Path) -> String {
+        recipe::display(file, self.base)
+    }
+
+    /// A file's path relative to the migrations directory, for the cache key.
+    fn name(&self, file: &Path) -> String {
+        file.strip_prefix(self.dir)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// `golden "app": <what>`.
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::new(
+            ErrorKind::Golden,
+            format!("golden {:?}: {what}", self.golden),
+        )
+    }
+
+    fn relative_hint(&self) -> String {
+        format!(
+            "relative paths are taken from the crate's directory ({})",
+            self.base.display()
+        )
+    }
+}
+
+/// `text` as an SQL string literal, whatever `standard_conforming_strings` says.
+fn literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal(r"it's C:\x"), r"E'it''s C:\\x'");
+    }
+
+    #[test]
+    fn a_transaction_holds_the_sql_and_its_record_and_the_rest_follows() {
+        let step = Migration {
+            name: "1_a.sql".into(),
+            origin: "m".into(),
+            sql: "create table a()".into(),
+            transaction: true,
+            record: "insert".into(),
+            after: "update".into(),
+        };
+        let sent: Vec<String> = step.statements().into_iter().map(|(_, s)| s).collect();
+        assert_eq!(
+            sent,
+            ["begin", "create table a()", "insert", "commit", "update"]
+        );
+        let alone = Migration::alone("x".into(), "m".into(), "select 1".into());
+        assert_eq!(
+            alone.statements(),
+            [("m".to_string(), "select 1".to_string())]
+        );
+    }
+}
