@@ -168,19 +168,22 @@ impl TemplateServer {
     }
 
     /// Whether its server has exited (crashed, or was killed). A dead server's directory is
-    /// removed here: nothing will use it again.
+    /// removed here, unless a database of it was kept: nothing will use it again.
     fn has_died(&self) -> bool {
         let mut server = self.server.lock().unwrap();
         let died = server.as_mut().is_some_and(Server::has_exited);
         if died {
             server.take();
-            let _ = root::remove_clone_dir(&self.dir);
+            // A kept one stays (marked when kept): only `gc --kept` removes it.
+            if self.kept.get().is_none() {
+                let _ = root::remove_clone_dir(&self.dir);
+            }
         }
         died
     }
 
     /// Keeps the whole clone (its server stopped cleanly) when the process exits; returns the
-    /// private socket directory made to restart it on.
+    /// private socket directory made to restart it on. The caller marks the clone kept at once.
     pub fn keep(&self) -> Result<PathBuf> {
         let env = &self.golden.env;
         self.kept

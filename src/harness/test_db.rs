@@ -5,6 +5,7 @@
 //! server. Dropping the guard tears it down (also when the test panics); `PGCLONE_KEEP` keeps it.
 
 use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -65,6 +66,10 @@ impl fmt::Display for Method {
 /// teardown does not wait for the file system. [`close`](TestDb::close) reports teardown
 /// errors; [`keep`](TestDb::keep) opts out. With `PGCLONE_KEEP=failed`, a failing test's copy is
 /// kept and pgclone prints how to connect to it.
+///
+/// A guard (ARCHITECTURE.md): `Drop` tears down (or keeps, as `PGCLONE_KEEP` says), ignoring
+/// errors; `close` tears down and reports them; `keep` opts out and never deletes; `Debug` shows
+/// where it lives (database, socket URL, data directory) and no secret.
 pub struct TestDb {
     client: tokio_postgres::Client,
     dbname: String,
@@ -204,7 +209,9 @@ impl TestDb {
     }
 
     /// Opts out of teardown: stops the server cleanly (cluster mode) and leaves the copy on
-    /// disk; returns where it is. `pgclone gc --kept` removes it later.
+    /// disk, marked kept at once so that only `pgclone gc --kept` removes it; returns where it
+    /// is. In database mode that is the whole clone of the template server, whose server stops
+    /// cleanly at exit. Never deletes anything; what goes wrong is printed on stderr.
     pub fn keep(mut self) -> PathBuf {
         let owned = self.owned.take();
         let dir = match &owned {
@@ -449,7 +456,7 @@ fn tear_down(owned: Owned, background: bool) -> Result<()> {
 /// server on a new private socket directory (never a shared one such as `/tmp`, where any local
 /// user could connect as the trusted superuser).
 fn keep(owned: Owned, why: &str) {
-    let (dir, dbname, golden, socket_dir) = match owned {
+    let (dir, dbname, golden, socket_dir, marked) = match owned {
         Owned::Cluster {
             dir,
             server,
@@ -462,24 +469,38 @@ fn keep(owned: Owned, why: &str) {
                 golden.env.run_as.as_ref(),
                 &dir,
             );
-            let _ = root::mark_kept(&dir, socket_dir.as_deref().ok());
-            (dir, dbname, golden, socket_dir)
+            let marked = root::mark_kept(&dir, socket_dir.as_deref().ok());
+            (dir, dbname, golden, socket_dir, marked)
         }
         Owned::Database { template, dbname } => {
-            // The template server is stopped cleanly and kept at exit.
+            // The whole clone, marked now (so that no reaper takes it if this process is
+            // killed); its server keeps serving the process's tests and stops cleanly at exit.
             let socket_dir = template.keep();
+            let marked = root::mark_kept(&template.dir, socket_dir.as_deref().ok());
             (
                 template.dir.clone(),
                 dbname,
                 template.golden.clone(),
                 socket_dir,
+                marked,
             )
         }
     };
+    // Called from `Drop`: stderr that cannot be written must not panic.
+    let say = |text: String| {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    };
+    if let Err(e) = marked {
+        say(format!(
+            "pgclone: left this test's database ({why}) in {}, but could not mark it kept, so it \
+             is removed once this process is gone: {e}",
+            dir.display()
+        ));
+    }
     let socket_dir = match socket_dir {
         Ok(socket_dir) => socket_dir,
         Err(e) => {
-            eprintln!("pgclone: kept this test's database ({why}) in {}, but found no private socket directory to restart it with: {e}", dir.display());
+            say(format!("pgclone: kept this test's database ({why}) in {}, but found no private socket directory to restart it with: {e}", dir.display()));
             return;
         }
     };
@@ -504,11 +525,11 @@ fn keep(owned: Owned, why: &str) {
         None,
         &dbname,
     );
-    eprintln!(
+    say(format!(
         "pgclone: kept this test's database ({why}) in {}\n  start it:   {start}\n  connect:    psql '{url}'\n  remove it:  pgclone gc --kept --dir {}",
         dir.display(),
         golden.root.path().display()
-    );
+    ));
 }
 
 /// Connects a client; its connection runs on the current tokio runtime.

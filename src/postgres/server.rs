@@ -164,7 +164,10 @@ pub(crate) struct StartSpec<'a> {
 
 /// A running `postgres`, child of this process. Dropping it shuts the server down immediately
 /// (it is disposable); call [`Server::stop`] for a clean shutdown.
-#[derive(Debug)]
+///
+/// A guard (ARCHITECTURE.md): `Drop` stops the server, ignoring errors; [`close`](Server::close)
+/// does the same and reports them; [`keep`](Server::keep) lets it run on; `Debug` shows where it
+/// lives (pid, data directory, socket, log) and no secret.
 pub struct Server {
     child: Child,
     socket_dir: SocketDir,
@@ -360,11 +363,26 @@ impl Server {
 
     /// Lets the server run on after this value and this process are gone; returns its pid.
     /// Meant for servers started with [`ServerOptions::detached`]: others die with this process
-    /// anyway. Stop it later with `pg_ctl stop -D <data dir>`, or SIGINT to the pid.
-    pub fn detach(mut self) -> u32 {
+    /// anyway. Stop it later with `pg_ctl stop -D <data dir>`, or SIGINT to the pid. The same as
+    /// [`keep`](Server::keep).
+    pub fn detach(self) -> u32 {
+        self.keep()
+    }
+
+    /// Opts out of teardown, as every guard's `keep` does: the server runs on after this value
+    /// (and, if started [`detached`](ServerOptions::detached), after this process), its socket
+    /// directory with it; returns its pid. Nothing is stopped or removed.
+    pub fn keep(mut self) -> u32 {
         self.detached = true;
         self.socket_dir.keep();
         self.child.id()
+    }
+
+    /// The teardown `Drop` does (an immediate shutdown, escalating to SIGKILL), reporting what
+    /// failed. The same as [`stop_immediately`](Server::stop_immediately); [`stop`](Server::stop)
+    /// shuts down cleanly.
+    pub fn close(self) -> Result<()> {
+        self.stop_immediately()
     }
 
     /// Whether the server has exited (crashed, or was killed), reaping it if so.
@@ -421,6 +439,21 @@ impl Server {
         self.child
             .try_wait()
             .doing("wait for server of", &self.data_dir)
+    }
+}
+
+/// Where the server lives; it holds no secret.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("pid", &self.child.id())
+            .field("data_dir", &self.data_dir)
+            .field("socket_dir", &self.socket_dir.path())
+            .field("port", &self.port)
+            .field("tcp", &self.tcp)
+            .field("log_path", &self.log_path)
+            .field("kept", &self.detached)
+            .finish()
     }
 }
 

@@ -28,6 +28,10 @@ pub struct Timings {
 /// pgclone directory removes what was left. Like `tempfile::TempDir`, [`close`](Self::close)
 /// reports cleanup errors that `Drop` has to ignore, and [`keep`](Self::keep) opts out.
 ///
+/// A guard (ARCHITECTURE.md): `Drop` stops the server and removes the directory, ignoring
+/// errors; `close` does the same and reports them; `keep` opts out and never deletes; `Debug`
+/// shows where it lives and redacts the password.
+///
 /// ```no_run
 /// let cluster = pgclone::server::TempCluster::start()?;
 /// println!("psql '{}'", cluster.connection_string());
@@ -139,13 +143,25 @@ impl TempCluster {
     }
 
     /// Opts out of cleanup: stops the server cleanly, marks the directory so that nothing reaps
-    /// it, and returns it. Start it again with `postgres -D <dir>/data`.
+    /// it (only `pgclone gc --kept` removes it), and returns it. Start it again with
+    /// `postgres -D <dir>/data`. It never deletes the files, not even when it fails (the server
+    /// would not stop, the mark could not be written): they stay, unmarked, and the error says so.
     pub fn keep(mut self) -> Result<PathBuf> {
-        if let Some(server) = self.server.take() {
-            server.stop()?;
-        }
-        root::mark_kept(&self.dir, None)?;
+        // Taken first: whatever fails below, neither this method nor `Drop` removes it.
         let dir = std::mem::take(&mut self.dir);
+        let stopped = match self.server.take() {
+            Some(server) => server.stop(),
+            None => Ok(()),
+        };
+        stopped
+            .and_then(|()| root::mark_kept(&dir, None))
+            .map_err(|e| {
+                e.hint(format!(
+                    "the files stay in {}, but unmarked: the first use of the pgclone directory \
+                     after this process exits removes them",
+                    dir.display()
+                ))
+            })?;
         Ok(dir)
     }
 

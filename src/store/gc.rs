@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::postgres::run_as::RunAs;
 use crate::postgres::socket_dir;
 use crate::store::root::Root;
@@ -49,9 +49,13 @@ fn open_root(root: Option<&Path>, config: &Config) -> Result<Root> {
 
 /// A clone being made outside the pgclone directory, recorded in it until this value drops, so
 /// that [`collect_garbage`] removes the target if this process dies before finishing it.
-#[derive(Debug)]
+///
+/// A guard (ARCHITECTURE.md): `Drop` removes the record, ignoring errors; [`close`](Self::close)
+/// does the same and reports them; no `keep` (a record left behind asks gc to delete the target);
+/// `Debug` shows the record and the target.
 pub struct UnfinishedClone {
     record: PathBuf,
+    target: PathBuf,
 }
 
 impl UnfinishedClone {
@@ -62,12 +66,31 @@ impl UnfinishedClone {
         let target = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
         Ok(UnfinishedClone {
             record: root.record_unfinished(&target)?,
+            target,
         })
+    }
+
+    /// The clone is finished (or undone): removes the record as `Drop` does, reporting what
+    /// failed.
+    pub fn close(mut self) -> Result<()> {
+        let record = std::mem::take(&mut self.record);
+        std::fs::remove_file(&record).doing("remove the unfinished-clone record", &record)
+    }
+}
+
+impl std::fmt::Debug for UnfinishedClone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnfinishedClone")
+            .field("record", &self.record)
+            .field("target", &self.target)
+            .finish()
     }
 }
 
 impl Drop for UnfinishedClone {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.record);
+        if !self.record.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.record);
+        }
     }
 }

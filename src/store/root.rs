@@ -148,9 +148,11 @@ impl Root {
             .map(|entry| entry.path());
         let mut reaped = Vec::new();
         for dir in dirs {
-            // A kept clone is stopped and the user's: it goes when asked, whoever made it.
+            // A kept clone is stopped and the user's: it goes when asked, whoever made it; but
+            // not while a live owner still serves it (a database-mode template server, marked
+            // kept at once, stopped at its process's exit).
             let remove = match dir.join(KEEP_FILE).exists() {
-                true => include_kept,
+                true => include_kept && (owner_is_gone(&dir) || !serves(&dir)),
                 false => owner_is_gone(&dir),
             };
             if !remove {
@@ -324,6 +326,11 @@ pub(crate) fn remove_clone_dir(dir: &Path) -> Result<()> {
         server::stop_orphan(pid, &data_dir);
     }
     std::fs::remove_dir_all(dir).doing("remove clone directory", dir)
+}
+
+/// Whether a postmaster runs on the clone directory's data directory.
+fn serves(dir: &Path) -> bool {
+    server::live_postmaster(&dir.join("data")).is_some()
 }
 
 fn owner_is_gone(dir: &Path) -> bool {

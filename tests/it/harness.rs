@@ -518,6 +518,95 @@ pub fn outlive_the_template_server() -> String {
     })
 }
 
+#[test]
+fn a_kept_database_is_never_deleted_by_its_process_a_reaper_or_gc_without_kept() {
+    let root = support::unique_root("keep-database");
+    let dir = migrations(&root);
+    let mut helper = support::KilledOnDrop(
+        support::helper("keep_databases")
+            .env("PGCLONE_DIR", &root)
+            .env("PGCLONE_IT_MIGRATIONS", &dir)
+            .env("PGCLONE_POOL", "0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let report = wait_for_report(&mut helper.0);
+    let kept: Vec<PathBuf> = report.split(' ').map(PathBuf::from).collect();
+    let [dead, serving] = &kept[..] else {
+        panic!("two kept template clones: {report}")
+    };
+    assert!(
+        dead.join("keep").exists() && dead.join("data/PG_VERSION").exists(),
+        "the kept clone whose template server died is still there, marked"
+    );
+    assert!(
+        serving.join("keep").exists(),
+        "marked when kept, not at exit"
+    );
+
+    // While its process serves it, not even gc --kept takes the template server's clone.
+    let garbage = pgclone::gc::collect_garbage(Some(&root), true).unwrap();
+    assert_eq!(
+        garbage.clones,
+        std::slice::from_ref(dead),
+        "only the dead server's clone"
+    );
+    let pid = postmaster_pid(&serving.join("data"));
+    assert!(process_runs(pid));
+
+    helper.0.kill().unwrap();
+    helper.0.wait().unwrap();
+    assert!(wait_until_gone(pid, Duration::from_secs(2)));
+    let garbage = pgclone::gc::collect_garbage(Some(&root), false).unwrap(); // the next run's reaper
+    assert!(garbage.clones.is_empty(), "{garbage:?}");
+    assert!(
+        serving.join("data/PG_VERSION").exists(),
+        "a killed process's kept database stays"
+    );
+
+    let garbage = pgclone::gc::collect_garbage(Some(&root), true).unwrap();
+    assert_eq!(garbage.clones, std::slice::from_ref(serving));
+}
+
+/// Runs in a helper process: keeps a database-mode copy, kills its template server, takes a
+/// copy from the new one and keeps that too; reports both kept clones and waits to be killed.
+pub fn keep_databases() -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dead, serving) = rt.block_on(async {
+        let golden = counting_golden();
+        let start = || {
+            TestDb::builder(&golden)
+                .mode(pgclone::Mode::Database)
+                .start()
+        };
+        let first = start().await.unwrap();
+        let pid = postmaster_pid(first.data_dir());
+        let dead = first.keep();
+        // SAFETY: kill has no memory effects; the pid is the template's postmaster.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        assert!(wait_until_gone(pid, Duration::from_secs(5)));
+        // Finds the template server dead and starts another: the kept clone must stay.
+        let second = start().await.unwrap();
+        let rows: i64 = second
+            .client()
+            .query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 7);
+        (dead, second.keep())
+    });
+    crate::helpers::report_and_wait_to_be_killed(&format!(
+        "{} {}",
+        dead.display(),
+        serving.display()
+    ));
+}
+
 /// Runs in a helper process: takes 5 copies in each mode from the pool, each used and dropped.
 pub fn use_pool() -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -42,6 +42,8 @@ fn entry() {
         "fail_a_test" => crate::harness::fail_a_test(),
         "use_pool" => crate::harness::use_pool(),
         "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
+        "keep_databases" => crate::harness::keep_databases(),
+        "keep_a_cluster_hold_another" => crate::lifecycle::keep_a_cluster_hold_another(),
         "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),
         other => panic!("unknown helper task {other}"),
     };

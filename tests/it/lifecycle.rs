@@ -170,6 +170,149 @@ fn close_reports_success_and_removes_everything() {
 }
 
 #[test]
+fn keep_never_deletes_not_even_when_it_fails() {
+    let root = support::unique_root("keep-fails");
+    let cluster = TempCluster::builder().root(&root).start().unwrap();
+    let (pid, dir) = (cluster.server().pid(), cluster.dir().to_path_buf());
+    // A directory where the `keep` mark goes: the mark cannot be written, even by root.
+    std::fs::create_dir(dir.join("keep")).unwrap();
+    let err = cluster.keep().unwrap_err();
+    assert!(err.to_string().contains("the files stay in"), "{err}");
+    assert!(!process_runs(pid), "the server was stopped");
+    assert!(
+        dir.join("data/PG_VERSION").exists(),
+        "neither keep() nor Drop removed what it was asked to keep"
+    );
+}
+
+#[test]
+fn a_kept_cluster_outlives_its_killed_process_and_only_gc_kept_removes_it() {
+    let root = support::unique_root("keep-gc");
+    let mut helper = support::KilledOnDrop(
+        support::helper("keep_a_cluster_hold_another")
+            .env("PGCLONE_DIR", &root)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let report = support::wait_for_report(&mut helper.0);
+    let (kept, held) = report.split_once(' ').unwrap();
+    let (kept, held) = (
+        std::path::PathBuf::from(kept),
+        std::path::PathBuf::from(held),
+    );
+    helper.0.kill().unwrap();
+    helper.0.wait().unwrap();
+
+    let garbage = pgclone::gc::collect_garbage(Some(&root), false).unwrap();
+    assert_eq!(
+        garbage.clones,
+        std::slice::from_ref(&held),
+        "only the unkept one is debris"
+    );
+    assert!(!held.exists());
+    assert!(
+        kept.join("data/PG_VERSION").exists(),
+        "gc without --kept leaves a kept cluster"
+    );
+
+    let garbage = pgclone::gc::collect_garbage(Some(&root), true).unwrap();
+    assert_eq!(garbage.clones, std::slice::from_ref(&kept));
+    assert!(!kept.exists());
+}
+
+/// Runs in a helper process: keeps one cluster, holds another, reports both directories and
+/// waits to be killed.
+pub fn keep_a_cluster_hold_another() -> String {
+    let kept = TempCluster::start().unwrap().keep().unwrap();
+    let held = TempCluster::start().unwrap();
+    crate::helpers::report_and_wait_to_be_killed(&format!(
+        "{} {}",
+        kept.display(),
+        held.dir().display()
+    ));
+}
+
+#[test]
+fn close_reports_what_drop_ignores() {
+    let root = support::unique_root("close-fails");
+    for close in [true, false] {
+        let cluster = TempCluster::builder().root(&root).start().unwrap();
+        let pid = cluster.server().pid();
+        // Someone moved the directory away: there is nothing left to remove where it was.
+        let moved = root.join(format!("moved-{close}"));
+        std::fs::rename(cluster.dir(), &moved).unwrap();
+        if close {
+            let err = cluster.close().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+            assert!(err.to_string().contains("remove clone directory"), "{err}");
+        } else {
+            drop(cluster); // the same failure, ignored: no panic
+        }
+        assert!(!process_runs(pid), "the server was stopped all the same");
+        std::fs::remove_dir_all(&moved).unwrap();
+    }
+}
+
+#[test]
+fn a_server_guard_closes_keeps_and_shows_where_it_lives() {
+    let root = support::unique_root("server-guard");
+    let dir = TempCluster::builder()
+        .root(&root)
+        .start()
+        .unwrap()
+        .keep()
+        .unwrap();
+    let server = Server::start(dir.join("data"), &ServerOptions::new()).unwrap();
+    let debug = format!("{server:?}");
+    for shown in [
+        format!("pid: {}", server.pid()),
+        dir.join("data").display().to_string(),
+        server.socket_dir().display().to_string(),
+        server.log_path().display().to_string(),
+    ] {
+        assert!(debug.contains(&shown), "{shown} is missing from {debug}");
+    }
+    let pid = server.pid();
+    server.close().unwrap();
+    assert!(!process_runs(pid));
+
+    let server = Server::start(dir.join("data"), &ServerOptions::new()).unwrap();
+    let (pid, socket_dir) = (server.pid(), server.socket_dir().to_path_buf());
+    assert_eq!(server.keep(), pid);
+    assert!(process_runs(pid), "keep() leaves the server running");
+    assert!(socket_dir.exists(), "and its socket directory");
+    // This test's own cleanup: SIGINT, a fast shutdown.
+    // SAFETY: kill has no memory effects; the pid is the server this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    assert!(support::wait_until_gone(pid, Duration::from_secs(30)));
+    let _ = std::fs::remove_dir_all(&socket_dir);
+}
+
+#[test]
+fn an_unfinished_clone_record_goes_with_close_or_drop() {
+    let root = support::unique_root("unfinished");
+    let records = || std::fs::read_dir(root.join("unfinished")).unwrap().count();
+    let target = root.join("target");
+    let record = pgclone::gc::UnfinishedClone::begin(Some(&root), &target).unwrap();
+    let debug = format!("{record:?}");
+    assert!(debug.contains(&target.display().to_string()), "{debug}");
+    assert_eq!(records(), 1);
+    record.close().unwrap();
+    assert_eq!(records(), 0);
+
+    drop(pgclone::gc::UnfinishedClone::begin(Some(&root), &target).unwrap());
+    assert_eq!(records(), 0);
+
+    // Already gone (removed by hand): close says so, Drop would not.
+    let record = pgclone::gc::UnfinishedClone::begin(Some(&root), &target).unwrap();
+    for entry in std::fs::read_dir(root.join("unfinished")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(record.close().unwrap_err().kind(), ErrorKind::Io);
+}
+
+#[test]
 fn a_panicking_test_still_stops_its_server_and_removes_its_files() {
     let root = support::unique_root("panic");
     let (sender, receiver) = std::sync::mpsc::channel();

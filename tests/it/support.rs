@@ -142,3 +142,14 @@ pub fn query_text(url: &str, sql: &str) -> String {
 pub fn execute(url: &str, sql: &str) {
     with_client(url, async |client| client.batch_execute(sql).await.unwrap())
 }
+
+/// A helper process that is killed (SIGKILL) and reaped when this value drops, also when the
+/// test fails before it kills the helper itself.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
