@@ -36,7 +36,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use harness::golden::{BoxError, Golden};
 pub use harness::test_db::{Method, Mode, TestDb, TestDbBuilder};
 
-/// Running PostgreSQL yourself: a throwaway [`TempCluster`], a [`Server`] on a data directory,
+/// Running PostgreSQL yourself: a throwaway [`TempCluster`](server::TempCluster), a [`Server`](server::Server) on a data directory,
 /// the binaries and what each major version has, and the user PostgreSQL runs as under root.
 pub mod server {
     pub use crate::postgres::binaries::{PgBinaries, PgVersion};

@@ -1,7 +1,7 @@
 //! Cloning data directories, file by file, copy-on-write where the file system allows: a
 //! stopped cluster as it is (offline), a running one through the low-level backup API (online).
 //!
-//! Both kinds share a [`Plan`]: checked paths, a target made by the caller and handed to the
+//! Both kinds share a `Plan`: checked paths, a target made by the caller and handed to the
 //! server's user, the copy done with that user's file-system identity, `pg_control` copied last,
 //! and the target put back as it was on any failure.
 

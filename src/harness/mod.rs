@@ -86,7 +86,10 @@ fn run(
     let golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
     // Read once per test: the builder and the teardown below take it from here.
     let config = Config::from_env();
-    let keep = config.as_ref().map(|config| config.keep).unwrap_or_default();
+    let keep = config
+        .as_ref()
+        .map(|config| config.keep)
+        .unwrap_or_default();
     let slot = HarnessSlot::default();
     let db = config
         .and_then(|config| {

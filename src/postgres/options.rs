@@ -88,7 +88,7 @@ impl ServerOptions {
     }
 
     /// Start a server that outlives this process: no parent-death signal, its own session.
-    /// Call [`Server::detach`](crate::Server::detach) on it to keep it running past its value.
+    /// Call [`Server::detach`](crate::server::Server::detach) on it to keep it running past its value.
     pub fn detached(mut self, detached: bool) -> Self {
         self.detached = detached;
         self

@@ -163,7 +163,7 @@ impl Golden {
     }
 
     /// A server setting for the golden and every clone of it, written into `postgresql.conf`.
-    /// The value is taken as written, as by [`ServerOptions::setting`](crate::ServerOptions::setting):
+    /// The value is taken as written, as by [`ServerOptions::setting`](crate::server::ServerOptions::setting):
     /// pgclone quotes it (`"a, b"` and `"it's"` need no quotes of yours; `""` is empty). The
     /// build refuses ([`ErrorKind::Golden`](crate::ErrorKind::Golden)) a `name` that is not a
     /// parameter's name and a value with a line break, which would add lines to the file.
