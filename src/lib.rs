@@ -33,6 +33,7 @@ mod store;
 mod sys;
 
 pub use error::{Error, ErrorKind, Result};
+pub use harness::args::TestArg;
 pub use harness::golden::{BoxError, Golden};
 pub use harness::test_db::{Method, Mode, TestDb, TestDbBuilder};
 
@@ -64,7 +65,7 @@ pub mod gc {
 /// What `#[pgclone::test]` expands to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{run_async, run_sync, TestOutcome, TestSpec};
+    pub use crate::harness::{run_async, run_sync, AsyncTestFn, SyncTestFn, TestOutcome, TestSpec};
 }
 
 pub use pgclone_macros::test;

@@ -136,15 +136,14 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
             "second test attribute: #[pgclone::test] already makes this a test",
         ));
     }
-    if signature.inputs.len() != 1 {
-        let at: &dyn quote::ToTokens = if signature.inputs.is_empty() {
-            &signature.ident
-        } else {
-            &signature.inputs
-        };
+    // Which types are accepted is the library's business (its `TestArg` trait); only the count
+    // is checked here, to pick the fn pointer type.
+    if signature.inputs.len() > 2 {
         return Err(syn::Error::new_spanned(
-            at,
-            "a #[pgclone::test] function takes one argument, its database: `db: pgclone::TestDb`",
+            &signature.inputs,
+            "a #[pgclone::test] function takes at most two arguments: none, its database \
+             (`db: pgclone::TestDb`, `pool: sqlx::PgPool`, ...: see `pgclone::TestArg`), or \
+             sqlx's `PgPoolOptions, PgConnectOptions`",
         ));
     }
     if !signature.generics.params.is_empty() {
@@ -206,12 +205,23 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
     } else {
         quote!(run_sync)
     };
+    // The function as a fn pointer, whose type's impls of `AsyncTestFn`/`SyncTestFn` take the
+    // argument types the library accepts; an error about them points at the parameters.
+    let holes = signature.inputs.iter().map(|_| quote!(_));
+    let at = match signature.inputs.is_empty() {
+        true => signature.ident.span(),
+        false => syn::spanned::Spanned::span(&signature.inputs),
+    };
+    let test_fn = quote::quote_spanned!(at=> __pgclone_test_fn);
+    let types_check = types_check(signature);
     Ok(quote! {
         #golden_check
+        #types_check
         #[::core::prelude::v1::test]
         #(#attrs)*
         #visibility fn #name() {
             #inner
+            let #test_fn: fn(#(#holes),*) -> _ = __pgclone_test;
             ::pgclone::__private::#run(
                 ::pgclone::__private::TestSpec {
                     name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
@@ -221,10 +231,53 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
                     worker_threads: #workers,
                     should_panic: #should_panic,
                 },
-                __pgclone_test,
+                #test_fn,
             )
         }
     })
+}
+
+/// Outside `cargo test` the `#[test] fn` is compiled out, and with it the call that checks the
+/// parameter and return types: check them there too (each error pointing at its type), and only
+/// there, so that `cargo test` reports each once.
+fn types_check(signature: &syn::Signature) -> TokenStream {
+    use quote::quote_spanned;
+    use syn::spanned::Spanned;
+    let types: Vec<&syn::Type> = signature
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => Some(&*typed.ty),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let argument = match types.as_slice() {
+        [] => None,
+        [one] => Some(quote_spanned!(one.span()=> __pgclone_accepts::<#one>();)),
+        [a, b] => {
+            let span = signature.inputs.span();
+            Some(quote_spanned!(span=> __pgclone_accepts::<(#a, #b)>();))
+        }
+        _ => None,
+    };
+    let outcome = match &signature.output {
+        syn::ReturnType::Default => None,
+        syn::ReturnType::Type(_, ty) if matches!(**ty, syn::Type::ImplTrait(_)) => None,
+        syn::ReturnType::Type(_, ty) => {
+            Some(quote_spanned!(ty.span()=> __pgclone_returns::<#ty>();))
+        }
+    };
+    quote! {
+        #[cfg(not(test))]
+        const _: () = {
+            fn __pgclone_accepts<T: ::pgclone::TestArg>() {}
+            fn __pgclone_returns<T: ::pgclone::__private::TestOutcome>() {}
+            fn __pgclone_check() {
+                #argument
+                #outcome
+            }
+        };
+    }
 }
 
 fn with_error(tokens: TokenStream, error: syn::Error) -> TokenStream {

@@ -29,7 +29,11 @@ mod entry;
 ///
 /// Anything else, or an argument given twice, is a compile error pointing at it. A sync test runs
 /// on a runtime of its own, so that its client works from blocking code.
-/// The function takes one argument, the `TestDb`, and returns `()` or `Result<(), E: Debug>`.
+/// The function takes its database as `db: pgclone::TestDb`, or as another type the library
+/// accepts (`pgclone::TestArg`: a `tokio_postgres::Client`; with features, sqlx's `PgPool`,
+/// `PgConnection`, `PoolConnection<Postgres>` or `PgPoolOptions, PgConnectOptions`, diesel's
+/// `PgConnection`), or no argument at all; it returns `()` or `Result<(), E: Debug>`. A test
+/// written for `#[sqlx::test]` with such an argument runs unchanged.
 /// Other attributes (`#[should_panic]`, `#[ignore]`) keep working.
 #[proc_macro_attribute]
 pub fn test(

@@ -1,7 +1,9 @@
-//! What `#[pgclone::test]` expands to calls: build a runtime, give the test its `TestDb`, run
-//! it, and afterwards (passed or failed) tear the copy down or keep it (`PGCLONE_KEEP`).
+//! What `#[pgclone::test]` expands to calls: build a runtime, make the test's copy and its
+//! argument (`args/`: a `TestDb`, a sqlx pool, ...), run it, and afterwards (passed or failed)
+//! close the argument, then tear the copy down or keep it (`PGCLONE_KEEP`).
 //! Not a public API: the macro's expansion is its only caller.
 
+pub(crate) mod args;
 pub(crate) mod golden;
 pub(crate) mod pool;
 pub(crate) mod template;
@@ -13,8 +15,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::harness::args::TestArg;
 use crate::harness::golden::Golden;
-use crate::harness::test_db::{finish, HarnessSlot, Mode, TestDb};
+use crate::harness::test_db::{finish, HarnessSlot, Mode, Owned, TestDb};
 
 /// How a test asked to be run.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +37,9 @@ pub struct TestSpec {
 }
 
 /// What a test function may return: `()` or `Result<(), E: Debug>`.
+#[diagnostic::on_unimplemented(
+    message = "a #[pgclone::test] function returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`"
+)]
 pub trait TestOutcome {
     /// `Err` with the message to fail the test with.
     fn into_result(self) -> Result<(), String>;
@@ -51,37 +57,115 @@ impl<E: Debug> TestOutcome for Result<(), E> {
     }
 }
 
-/// Runs an `async fn test(db: TestDb)`.
-pub fn run_async<F, Fut>(spec: TestSpec, test: F)
+/// An async test function, as the macro hands it over: a fn pointer taking no argument, one
+/// [`TestArg`], or two whose pair is one (sqlx's `PgPoolOptions, PgConnectOptions`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an async function #[pgclone::test] can run",
+    note = "it takes no argument, one argument pgclone knows (see `pgclone::TestArg`), or sqlx's `PgPoolOptions, PgConnectOptions`, and returns `()` or `Result<(), E: Debug>`"
+)]
+pub trait AsyncTestFn {
+    /// Runs it as the test `spec` describes.
+    fn run_test(self, spec: TestSpec);
+}
+
+/// A sync test function: a fn pointer, with the arguments of [`AsyncTestFn`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a function #[pgclone::test] can run",
+    note = "it takes no argument, one argument pgclone knows (see `pgclone::TestArg`), or sqlx's `PgPoolOptions, PgConnectOptions`, and returns `()` or `Result<(), E: Debug>`"
+)]
+pub trait SyncTestFn {
+    /// Runs it as the test `spec` describes.
+    fn run_test(self, spec: TestSpec);
+}
+
+impl<Fut> AsyncTestFn for fn() -> Fut
 where
-    F: FnOnce(TestDb) -> Fut,
+    Fut: Future,
+    Fut::Output: TestOutcome,
+{
+    fn run_test(self, spec: TestSpec) {
+        run_async_with(spec, |()| self());
+    }
+}
+
+impl<A, Fut> AsyncTestFn for fn(A) -> Fut
+where
+    A: TestArg,
+    Fut: Future,
+    Fut::Output: TestOutcome,
+{
+    fn run_test(self, spec: TestSpec) {
+        run_async_with(spec, self);
+    }
+}
+
+impl<A, B, Fut> AsyncTestFn for fn(A, B) -> Fut
+where
+    (A, B): TestArg,
+    Fut: Future,
+    Fut::Output: TestOutcome,
+{
+    fn run_test(self, spec: TestSpec) {
+        run_async_with(spec, |(a, b)| self(a, b));
+    }
+}
+
+impl<R: TestOutcome> SyncTestFn for fn() -> R {
+    fn run_test(self, spec: TestSpec) {
+        run_sync_with(spec, |()| self());
+    }
+}
+
+impl<A: TestArg, R: TestOutcome> SyncTestFn for fn(A) -> R {
+    fn run_test(self, spec: TestSpec) {
+        run_sync_with(spec, self);
+    }
+}
+
+impl<A, B, R: TestOutcome> SyncTestFn for fn(A, B) -> R
+where
+    (A, B): TestArg,
+{
+    fn run_test(self, spec: TestSpec) {
+        run_sync_with(spec, |(a, b)| self(a, b));
+    }
+}
+
+/// Runs an async test function (`let f: fn(_) -> _ = test;`): on a runtime of its own, with
+/// its argument made from a copy of the golden.
+pub fn run_async<F: AsyncTestFn>(spec: TestSpec, test: F) {
+    test.run_test(spec);
+}
+
+/// Runs a sync test function. Its argument's connections run on a background runtime thread,
+/// so the test may use them from blocking code through that runtime's handle.
+pub fn run_sync<F: SyncTestFn>(spec: TestSpec, test: F) {
+    test.run_test(spec);
+}
+
+fn run_async_with<A: TestArg, Fut>(spec: TestSpec, test: impl FnOnce(A) -> Fut)
+where
     Fut: Future,
     Fut::Output: TestOutcome,
 {
     let runtime = runtime(spec.multi_thread, spec.worker_threads);
-    run(spec, &runtime, |db| {
-        runtime.block_on(test(db)).into_result()
+    run(spec, &runtime, |arg| {
+        runtime.block_on(test(arg)).into_result()
     });
 }
 
-/// Runs a `fn test(db: TestDb)`. Its client's connection runs on a background runtime thread,
-/// so the test may use it from blocking code through that runtime's handle.
-pub fn run_sync<F, R>(spec: TestSpec, test: F)
-where
-    F: FnOnce(TestDb) -> R,
-    R: TestOutcome,
-{
+fn run_sync_with<A: TestArg, R: TestOutcome>(spec: TestSpec, test: impl FnOnce(A) -> R) {
     let runtime = runtime(true, Some(1));
-    run(spec, &runtime, |db| {
+    run(spec, &runtime, |arg| {
         let _entered = runtime.enter();
-        test(db).into_result()
+        test(arg).into_result()
     });
 }
 
-fn run(
+fn run<A: TestArg>(
     spec: TestSpec,
     runtime: &tokio::runtime::Runtime,
-    body: impl FnOnce(TestDb) -> Result<(), String>,
+    body: impl FnOnce(A) -> Result<(), String>,
 ) {
     let golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
     // Read once per test: the builder and the teardown below take it from here.
@@ -91,24 +175,37 @@ fn run(
         .map(|config| config.keep)
         .unwrap_or_default();
     let slot = HarnessSlot::default();
-    let db = config
-        .and_then(|config| {
-            runtime.block_on(
-                TestDb::builder(&golden)
-                    .mode(spec.mode)
-                    .harness(Arc::clone(&slot))
-                    .config(config)
-                    .start(),
-            )
+    let made = config.and_then(|config| {
+        runtime.block_on(async {
+            let mut builder = TestDb::builder(&golden)
+                .mode(spec.mode)
+                .harness(Arc::clone(&slot))
+                .config(config);
+            if !A::CLIENT {
+                builder = builder.without_client();
+            }
+            A::make(builder.start().await?).await
         })
-        .unwrap_or_else(|e| panic!("pgclone: no database for test {}: {e}", spec.name));
-    let outcome = catch_unwind(AssertUnwindSafe(|| body(db)));
+    });
+    let (arg, held) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            // A copy made before its argument failed is back in the slot: the test failed.
+            if let Some(owned) = take(&slot) {
+                finish(owned, true, keep);
+            }
+            panic!("pgclone: no database for test {}: {e}", spec.name)
+        }
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| body(arg)));
+    // What the argument opened ends before the copy (a pool's sessions before DROP DATABASE);
+    // the copy, dropped, lands in the slot.
+    runtime.block_on(A::end(held));
     let failed = match &outcome {
         Err(_) => !spec.should_panic,
         Ok(result) => result.is_err(),
     };
-    let leftover = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(owned) = leftover {
+    if let Some(owned) = take(&slot) {
         finish(owned, failed, keep);
     }
     match outcome {
@@ -116,6 +213,11 @@ fn run(
         Ok(Err(message)) => panic!("{message}"),
         Ok(Ok(())) => {}
     }
+}
+
+/// What a dropped `TestDb` left in the slot.
+fn take(slot: &HarnessSlot) -> Option<Owned> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 fn runtime(multi_thread: bool, workers: Option<usize>) -> tokio::runtime::Runtime {

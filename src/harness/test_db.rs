@@ -71,7 +71,9 @@ impl fmt::Display for Method {
 /// errors; `close` tears down and reports them; `keep` opts out and never deletes; `Debug` shows
 /// where it lives (database, socket URL, data directory) and no secret.
 pub struct TestDb {
-    client: tokio_postgres::Client,
+    /// `None` only for a copy the harness made for another argument type (`TestArg`), whose
+    /// test never sees the `TestDb`.
+    client: Option<tokio_postgres::Client>,
     dbname: String,
     socket_dir: PathBuf,
     port: u16,
@@ -112,6 +114,8 @@ pub struct TestDbBuilder<'a> {
     pool: Option<usize>,
     /// The configuration its caller already read (the harness: once per test).
     config: Option<Config>,
+    /// Whether to connect the client (the harness: not for a test that takes another argument).
+    client: bool,
 }
 
 impl TestDb {
@@ -128,12 +132,15 @@ impl TestDb {
             harness: None,
             pool: None,
             config: None,
+            client: true,
         }
     }
 
     /// The client connected to [`dbname`](TestDb::dbname) in this copy.
     pub fn client(&self) -> &tokio_postgres::Client {
-        &self.client
+        self.client
+            .as_ref()
+            .expect("pgclone: this TestDb was made for another argument type, without a client")
     }
 
     /// A new client connected to this copy (its connection runs on the current tokio runtime).
@@ -202,8 +209,14 @@ impl TestDb {
             golden.start_clone(|data| clone_running(&source, data, &options, owner))
         })
         .await?;
-        let mut forked =
-            TestDb::from_cluster(self.golden.clone(), dir, server, Method::Clone(method)).await?;
+        let mut forked = TestDb::from_cluster(
+            self.golden.clone(),
+            dir,
+            server,
+            Method::Clone(method),
+            true,
+        )
+        .await?;
         forked.keep_policy = self.keep_policy;
         Ok(forked)
     }
@@ -241,6 +254,7 @@ impl TestDb {
         dir: PathBuf,
         server: Server,
         method: Method,
+        client: bool,
     ) -> Result<TestDb> {
         let dbname = golden.dbname.clone();
         let (socket_dir, port, data_dir) = (
@@ -254,11 +268,14 @@ impl TestDb {
             dbname: dbname.clone(),
             golden: golden.clone(),
         };
-        TestDb::connected(golden, owned, socket_dir, port, data_dir, dbname, method).await
+        TestDb::connected(
+            golden, owned, socket_dir, port, data_dir, dbname, method, client,
+        )
+        .await
     }
 
-    /// Connects the client; if that fails, tears the copy down and reports why. The harness, if
-    /// any, is attached by the builder afterwards.
+    /// Connects the client (if `client`); if that fails, tears the copy down and reports why.
+    /// The harness, if any, is attached by the builder afterwards.
     #[allow(clippy::too_many_arguments)]
     async fn connected(
         golden: Arc<BuiltGolden>,
@@ -268,6 +285,7 @@ impl TestDb {
         data_dir: PathBuf,
         dbname: String,
         method: Method,
+        client: bool,
     ) -> Result<TestDb> {
         let url = connection_url(
             Endpoint::Socket(&socket_dir),
@@ -276,12 +294,16 @@ impl TestDb {
             None,
             &dbname,
         );
-        let client = match connect(&url).await {
-            Ok(client) => client,
-            Err(e) => {
-                let _ = blocking(move || tear_down(owned, false)).await;
-                return Err(e);
+        let client = if client {
+            match connect(&url).await {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    let _ = blocking(move || tear_down(owned, false)).await;
+                    return Err(e);
+                }
             }
+        } else {
+            None
         };
         Ok(TestDb {
             client,
@@ -307,6 +329,13 @@ impl TestDbBuilder<'_> {
 
     pub(crate) fn harness(mut self, slot: HarnessSlot) -> Self {
         self.harness = Some(slot);
+        self
+    }
+
+    /// Makes the copy without connecting its client: for a test whose argument connects its
+    /// own way, which then never calls [`TestDb::client`].
+    pub(crate) fn without_client(mut self) -> Self {
+        self.client = false;
         self
     }
 
@@ -339,8 +368,13 @@ impl TestDbBuilder<'_> {
             None
         };
         let mut db = match pooled {
+            // A pooled copy comes connected; its client ends on the pool's runtime.
+            Some(mut db) if !self.client => {
+                db.client = None;
+                db
+            }
             Some(db) => db,
-            None => TestDb::fresh(golden, self.mode).await?,
+            None => TestDb::fresh(golden, self.mode, self.client).await?,
         };
         db.harness = self.harness;
         db.keep_policy = config.keep;
@@ -349,14 +383,18 @@ impl TestDbBuilder<'_> {
 }
 
 impl TestDb {
-    /// A new copy of `golden` in `mode`, connected on the current runtime.
-    pub(crate) async fn fresh(golden: Arc<BuiltGolden>, mode: Mode) -> Result<TestDb> {
+    /// A new copy of `golden` in `mode`, connected on the current runtime if `client`.
+    pub(crate) async fn fresh(
+        golden: Arc<BuiltGolden>,
+        mode: Mode,
+        client: bool,
+    ) -> Result<TestDb> {
         match mode {
             Mode::Cluster => {
                 let g = golden.clone();
                 let (server, dir, method) =
                     blocking(move || g.start_clone(|data| g.copy_to(data))).await?;
-                TestDb::from_cluster(golden, dir, server, Method::Clone(method)).await
+                TestDb::from_cluster(golden, dir, server, Method::Clone(method), client).await
             }
             Mode::Database => {
                 let (template, dbname) = template::create_database(&golden).await?;
@@ -377,6 +415,7 @@ impl TestDb {
                     data_dir,
                     dbname,
                     method,
+                    client,
                 )
                 .await
             }

@@ -421,14 +421,15 @@ pub fn fail_a_test() -> String {
         should_panic: false,
     };
     let outcome = std::panic::catch_unwind(|| {
-        pgclone::__private::run_async(spec, |db: TestDb| async move {
+        let test: fn(TestDb) -> _ = |db| async move {
             db.client()
                 .execute("insert into t values (8)", &[])
                 .await
                 .unwrap();
             let fail = true; // (a bare panic! would make the block's type `!`)
             assert!(!fail, "deliberate failure");
-        })
+        };
+        pgclone::__private::run_async(spec, test)
     });
     if outcome.is_err() {
         "FAILED AS INTENDED".into()

@@ -1,5 +1,6 @@
 //! All integration tests in one binary: one link step instead of one per file, so they build fast.
 
+mod args;
 mod bad_input;
 mod concurrency;
 mod consistency;

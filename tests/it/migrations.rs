@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use pgclone::{ErrorKind, Golden, TestDb};
+// The runner of sqlx 0.8 (`sqlx` is 0.9): the dependency of pgclone's feature `sqlx-0_8`.
+use sqlx_0_8 as sqlx;
 
 /// Writes `text` to `dir/name`, creating directories on the way.
 fn write(dir: &Path, name: &str, text: &str) {

@@ -31,4 +31,17 @@ async fn with_attributes(_db: TestDb) {
     panic!("boom")
 }
 
+#[pgclone::test(golden = app)]
+async fn no_argument() {}
+
+#[pgclone::test(mode = "database")]
+fn sync_no_argument() -> Result<(), String> {
+    Ok(())
+}
+
+#[pgclone::test(golden = app)]
+async fn a_client(client: tokio_postgres::Client) {
+    let _ = client.is_closed();
+}
+
 fn main() {}

@@ -1,4 +1,0 @@
-#[pgclone::test]
-async fn t() {}
-
-fn main() {}
