@@ -178,3 +178,17 @@ async fn database_mode_reports_its_method(db: TestDb) {
     assert!(matches!(db.method(), Method::CreateDatabase { .. }));
     assert!(db.dbname().starts_with("sample_shop_"));
 }
+
+/// A test written for `#[sqlx::test]` (a `PgPool` argument) runs unchanged: pgclone's feature
+/// `sqlx` (sqlx 0.9) makes the pool.
+#[pgclone::test(golden = shop, mode = "database")]
+async fn a_sqlx_test_runs_unchanged(pool: sqlx::PgPool) -> sqlx::Result<()> {
+    sqlx::query("insert into kv (k, v) values (1, 'sqlx')")
+        .execute(&pool)
+        .await?;
+    let products: i64 = sqlx::query_scalar("select count(*) from products")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(products, 10);
+    Ok(())
+}
