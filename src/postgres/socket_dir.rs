@@ -37,13 +37,7 @@ pub(crate) struct SocketDir {
 
 impl SocketDir {
     pub fn create(parent: &Path, run_as: Option<&RunAs>) -> Result<SocketDir> {
-        check_parent(parent)?;
-        let dir = tempfile::Builder::new()
-            .prefix(PREFIX)
-            .rand_bytes(RANDOM_CHARS)
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(parent)
-            .doing("create a socket directory in", parent)?;
+        let dir = new_private_dir(parent)?;
         if let Some(user) = run_as {
             user.chown(dir.path())?;
         }
@@ -61,13 +55,7 @@ impl SocketDir {
     /// a note naming the clone, so the stale-directory reaper leaves it alone (it removes only
     /// directories of nothing but sockets); removing the kept clone removes it.
     pub fn create_for_kept(parent: &Path, run_as: Option<&RunAs>, clone: &Path) -> Result<PathBuf> {
-        check_parent(parent)?;
-        let dir = tempfile::Builder::new()
-            .prefix(PREFIX)
-            .rand_bytes(RANDOM_CHARS)
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(parent)
-            .doing("create a socket directory in", parent)?;
+        let dir = new_private_dir(parent)?;
         let note = format!("socket directory of the kept clone {}\n", clone.display());
         // Written while the directory is still ours alone.
         crate::postgres::run_as::create_file_for(
@@ -85,6 +73,17 @@ impl SocketDir {
     pub fn keep(&mut self) {
         self.kept = true;
     }
+}
+
+/// A new `pgclone-sock-XXXXXXXX` directory (mode 0700) in `parent`, still ours alone.
+fn new_private_dir(parent: &Path) -> Result<tempfile::TempDir> {
+    check_parent(parent)?;
+    tempfile::Builder::new()
+        .prefix(PREFIX)
+        .rand_bytes(RANDOM_CHARS)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .doing("create a socket directory in", parent)
 }
 
 /// Fails if socket paths in directories made in `parent` would be too long for the kernel.

@@ -58,16 +58,8 @@ pub(super) fn read(source: &Source) -> Result<Vec<Migration>> {
         found.push((version, path));
     }
     found.sort();
-    if let Some(pair) = found.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(source
-            .error(format!(
-                "diesel migrations {} and {} have the same version, {:?}",
-                source.display(&pair[0].1),
-                source.display(&pair[1].1),
-                pair[0].0
-            ))
-            .hint(format!("give one of them a version of its own: {NAMING}")));
-    }
+    let versions: Vec<_> = found.iter().map(|(v, p)| (v, p.as_path())).collect();
+    source.refuse_repeated_versions("diesel", NAMING, &versions, |v| format!("{v:?}"))?;
 
     let mut steps = vec![Migration::alone(
         String::new(),

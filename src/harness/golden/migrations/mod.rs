@@ -158,6 +158,28 @@ impl Source<'_> {
             .into_owned()
     }
 
+    /// Fails if two of `versions` (sorted) are the same, naming both files; `shown` writes a
+    /// version as the tool's users know it.
+    fn refuse_repeated_versions<V: PartialEq>(
+        &self,
+        tool: &str,
+        naming: &str,
+        versions: &[(V, &Path)],
+        shown: impl Fn(&V) -> String,
+    ) -> Result<()> {
+        let Some(pair) = versions.windows(2).find(|pair| pair[0].0 == pair[1].0) else {
+            return Ok(());
+        };
+        Err(self
+            .error(format!(
+                "{tool} migrations {} and {} have the same version, {}",
+                self.display(pair[0].1),
+                self.display(pair[1].1),
+                shown(&pair[0].0)
+            ))
+            .hint(format!("give one of them a version of its own: {naming}")))
+    }
+
     /// `golden "app": <what>`.
     fn error(&self, what: impl std::fmt::Display) -> Error {
         Error::new(

@@ -62,16 +62,8 @@ pub(super) fn read(source: &Source) -> Result<Vec<Migration>> {
         found.push((version, name.to_string(), path));
     }
     found.sort_by_key(|(version, _, _)| *version);
-    if let Some(pair) = found.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-        return Err(source
-            .error(format!(
-                "refinery migrations {} and {} have the same version, {}",
-                source.display(&pair[0].2),
-                source.display(&pair[1].2),
-                pair[0].0
-            ))
-            .hint(format!("give one of them a version of its own: {NAMING}")));
-    }
+    let versions: Vec<_> = found.iter().map(|(v, _, p)| (*v, p.as_path())).collect();
+    source.refuse_repeated_versions("refinery", NAMING, &versions, |v| v.to_string())?;
 
     let mut steps = vec![Migration::alone(
         String::new(),
