@@ -8,6 +8,7 @@
 //! | `PGCLONE_RUN_AS` | the user that runs PostgreSQL when pgclone runs as root (default: `postgres`, else `nobody`) |
 //! | `PGCLONE_SOCKET_DIR` | where the short private socket directories are made (default: `/tmp`) |
 //! | `PGCLONE_KEEP` | `failed`: keep a failing test's clone; `always`: keep every clone (default: none) |
+//! | `PGCLONE_MODE` | `cluster` or `database`: the mode of tests that did not name one |
 //! | `PGCLONE_POOL` | ready copies kept per golden and mode (default 0: off) |
 //! | `PGCLONE_REBUILD` | anything but `0`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
@@ -23,6 +24,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::harness::test_db::Mode;
 
 /// What the environment asks for; `Default` is "nothing set".
 #[derive(Debug, Clone, Default)]
@@ -34,6 +36,8 @@ pub(crate) struct Config {
     pub socket_dir: Option<PathBuf>,
     pub keep: Keep,
     pub pool: Option<usize>,
+    /// `PGCLONE_MODE`, for tests whose attribute names no mode.
+    pub mode: Option<Mode>,
     pub rebuild: bool,
     pub manifest_dir: Option<PathBuf>,
     pub target_dir: Option<PathBuf>,
@@ -90,9 +94,22 @@ impl Config {
                 .hint("set it to 0 (no pool) or a small number such as 2")
             })?),
         };
+        let mode = match var("PGCLONE_MODE").as_deref() {
+            None => None,
+            Some("cluster") => Some(Mode::Cluster),
+            Some("database") => Some(Mode::Database),
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("PGCLONE_MODE={other:?} is not cluster or database"),
+                )
+                .hint("set it to cluster (a server per test) or database (a database per test in a shared server), or unset it"))
+            }
+        };
         Ok(Config {
             keep,
             pool,
+            mode,
             rebuild: var("PGCLONE_REBUILD").is_some_and(|v| v != "0"),
             manifest_dir: var("CARGO_MANIFEST_DIR").map(PathBuf::from),
             target_dir: var("CARGO_TARGET_DIR").map(PathBuf::from),

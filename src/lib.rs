@@ -34,7 +34,7 @@ mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use harness::args::TestArg;
-pub use harness::golden::{BoxError, Golden};
+pub use harness::golden::{BoxError, Golden, SqlxMigrator};
 pub use harness::test_db::{Method, Mode, TestDb, TestDbBuilder};
 
 /// Running PostgreSQL yourself: a throwaway [`TempCluster`](server::TempCluster), a [`Server`](server::Server) on a data directory,
@@ -65,7 +65,11 @@ pub mod gc {
 /// What `#[pgclone::test]` expands to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::{run_async, run_sync, AsyncTestFn, SyncTestFn, TestOutcome, TestSpec};
+    pub use crate::harness::golden::MigratorTarget;
+    pub use crate::harness::{
+        run_async, run_sync, sqlx_migrator, AsyncTestFn, Fixture, Migrations, SyncTestFn,
+        TestOutcome, TestSpec,
+    };
 }
 
 pub use pgclone_macros::test;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::harness::args::TestArg;
-use crate::harness::golden::Golden;
+use crate::harness::golden::{Golden, SqlxMigrator};
 use crate::harness::test_db::{finish, HarnessSlot, Mode, Owned, TestDb};
 
 /// How a test asked to be run.
@@ -26,14 +26,66 @@ pub struct TestSpec {
     pub name: &'static str,
     /// The recipe (`None`: an empty cluster).
     pub golden: Option<fn() -> Golden>,
-    /// `mode = "database"` or the default, cluster mode.
-    pub mode: Mode,
+    /// `mode = ...`; `None`: `PGCLONE_MODE`, else the argument type's [`TestArg::MODE`].
+    pub mode: Option<Mode>,
+    /// `#[sqlx::test]`'s migration arguments.
+    pub migrations: Migrations,
+    /// `fixtures(...)`, in order, applied after the migrations (or the golden's recipe).
+    pub fixtures: &'static [Fixture],
     /// `flavor = "multi_thread"`; async tests default to a current-thread runtime.
     pub multi_thread: bool,
     /// `worker_threads = N` (multi-thread flavor only).
     pub worker_threads: Option<usize>,
     /// `#[should_panic]`: a panic is the test passing.
     pub should_panic: bool,
+}
+
+/// The migrations a test asked for, as `#[sqlx::test]` reads its arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum Migrations {
+    /// `migrations = false`, a `golden`, or a test without an argument.
+    None,
+    /// No argument: this directory (the crate's `migrations/`) in sqlx's format, if it exists.
+    IfExists(&'static str),
+    /// `migrations = "dir"`: this directory in sqlx's format.
+    Dir(&'static str),
+    /// `migrator = "path"`.
+    Migrator(&'static dyn SqlxMigrator),
+}
+
+/// A fixture: its path as the test named it, and its SQL, read by the compiler.
+#[derive(Debug, Clone, Copy)]
+pub struct Fixture {
+    /// `fixtures/users.sql`, relative to the test's source file.
+    pub path: &'static str,
+    /// The file's text.
+    pub sql: &'static str,
+}
+
+/// `migrator = "path"` as the spec holds it; the bound says "not a Migrator" when it is not.
+pub fn sqlx_migrator<M: SqlxMigrator>(migrator: &'static M) -> &'static dyn SqlxMigrator {
+    migrator
+}
+
+impl std::fmt::Debug for dyn SqlxMigrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqlxMigrator")
+    }
+}
+
+/// The recipe a test asked for: its golden (or an empty cluster), its migrations, then its
+/// fixtures. Each distinct result is its own golden, keyed by content.
+fn recipe(spec: &TestSpec) -> Golden {
+    let mut golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
+    golden = match spec.migrations {
+        Migrations::None => golden,
+        Migrations::IfExists(dir) if !std::path::Path::new(dir).is_dir() => golden,
+        Migrations::IfExists(dir) | Migrations::Dir(dir) => golden.sqlx_migrations(dir),
+        Migrations::Migrator(migrator) => golden.sqlx_migrator_dyn(migrator),
+    };
+    spec.fixtures.iter().fold(golden, |golden, fixture| {
+        golden.fixture(fixture.path, fixture.sql)
+    })
 }
 
 /// What a test function may return: `()` or `Result<(), E: Debug>`.
@@ -167,18 +219,22 @@ fn run<A: TestArg>(
     runtime: &tokio::runtime::Runtime,
     body: impl FnOnce(A) -> Result<(), String>,
 ) {
-    let golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
+    let golden = recipe(&spec);
     // Read once per test: the builder and the teardown below take it from here.
     let config = Config::from_env();
     let keep = config
         .as_ref()
         .map(|config| config.keep)
         .unwrap_or_default();
+    let mode = spec
+        .mode
+        .or(config.as_ref().ok().and_then(|config| config.mode))
+        .unwrap_or(A::MODE);
     let slot = HarnessSlot::default();
     let made = config.and_then(|config| {
         runtime.block_on(async {
             let mut builder = TestDb::builder(&golden)
-                .mode(spec.mode)
+                .mode(mode)
                 .harness(Arc::clone(&slot))
                 .config(config);
             if !A::CLIENT {

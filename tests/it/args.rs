@@ -14,7 +14,9 @@ fn spec(name: &'static str, mode: Mode) -> pgclone::__private::TestSpec {
     pgclone::__private::TestSpec {
         name,
         golden: Some(items),
-        mode,
+        mode: Some(mode),
+        migrations: pgclone::__private::Migrations::None,
+        fixtures: &[],
         multi_thread: false,
         worker_threads: None,
         should_panic: false,

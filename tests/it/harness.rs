@@ -415,7 +415,9 @@ pub fn fail_a_test() -> String {
     let spec = pgclone::__private::TestSpec {
         name: "helpers::fail_a_test",
         golden: Some(counting_golden),
-        mode: pgclone::Mode::Cluster,
+        mode: Some(pgclone::Mode::Cluster),
+        migrations: pgclone::__private::Migrations::None,
+        fixtures: &[],
         multi_thread: false,
         worker_threads: None,
         should_panic: false,

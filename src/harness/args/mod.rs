@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use crate::error::Result;
-use crate::harness::test_db::TestDb;
+use crate::harness::test_db::{Mode, TestDb};
 
 #[cfg(feature = "diesel")]
 mod diesel;
@@ -47,6 +47,11 @@ pub trait TestArg: Sized {
     /// arguments connect their own way and pay for no such connection.
     #[doc(hidden)]
     const CLIENT: bool = false;
+
+    /// The mode a test with this argument gets when neither its attribute nor `PGCLONE_MODE`
+    /// names one: cluster mode, except for sqlx's types, which get a database per test as
+    /// `#[sqlx::test]` gives (and which is faster for such suites, measured in README).
+    const MODE: Mode = Mode::Cluster;
 
     /// Builds the argument from the test's copy (on the test's runtime). On error the copy,
     /// dropped, goes back to the harness.

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::args::{still_held, TestArg, CLOSE_TIMEOUT};
-use crate::harness::test_db::TestDb;
+use crate::harness::test_db::{Mode, TestDb};
 use crate::postgres::url::redacted;
 
 macro_rules! sqlx_args {
@@ -53,6 +53,7 @@ macro_rules! sqlx_args {
         /// A pool of the copy's database, closed after the test.
         impl TestArg for ::$sqlx::PgPool {
             type Held = (::$sqlx::PgPool, TestDb);
+            const MODE: Mode = Mode::Database;
 
             async fn make(db: TestDb) -> Result<(Self, Self::Held)> {
                 let pool = pool_options()
@@ -72,6 +73,7 @@ macro_rules! sqlx_args {
         /// the test.
         impl TestArg for ::$sqlx::pool::PoolConnection<::$sqlx::Postgres> {
             type Held = (::$sqlx::PgPool, TestDb);
+            const MODE: Mode = Mode::Database;
 
             async fn make(db: TestDb) -> Result<(Self, Self::Held)> {
                 let pool = pool_options()
@@ -94,6 +96,7 @@ macro_rules! sqlx_args {
         /// A connection of the test's own; it ends when the test drops it.
         impl TestArg for ::$sqlx::PgConnection {
             type Held = TestDb;
+            const MODE: Mode = Mode::Database;
 
             async fn make(db: TestDb) -> Result<(Self, TestDb)> {
                 let connection = <::$sqlx::PgConnection as ::$sqlx::Connection>::connect_with(
@@ -112,6 +115,7 @@ macro_rules! sqlx_args {
         /// `#[sqlx::test]`'s two-argument form: the options to build a pool of the copy with.
         impl TestArg for (PgPoolOptions, PgConnectOptions) {
             type Held = TestDb;
+            const MODE: Mode = Mode::Database;
 
             async fn make(db: TestDb) -> Result<(Self, TestDb)> {
                 Ok(((pool_options(), connect_options(&db)), db))

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::recipe::{self, Step};
 use super::Golden;
+use super::MigratorTarget as Target;
 use crate::clone::{clone_stopped, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::test_db::connect;
 use crate::postgres::data_dir;
 use crate::postgres::options::{Resolved, ServerOptions};
-use crate::postgres::server::{Server, StartSpec};
+use crate::postgres::server::{Server, StartSpec, SUPERUSER};
 use crate::postgres::wire::quote_ident;
 use crate::store::lock::FileLock;
 use crate::store::root::{self, ProcessId, Root};
@@ -255,6 +256,21 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
                     .batch_execute(&text)
                     .await
                     .map_err(|e| step_error(name, &origin, &text, e))?;
+            }
+            Step::SqlxMigrator(migrator) => {
+                let target = Target {
+                    socket_dir: server.socket_dir(),
+                    port: server.port(),
+                    user: SUPERUSER,
+                    dbname: name,
+                };
+                migrator.run(target).await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Golden,
+                        format!("golden {name:?}: the sqlx migrator failed"),
+                    )
+                    .with_source(e)
+                })?;
             }
             Step::Hook(hook) => {
                 let hook_client = connect(&url(name)).await?;

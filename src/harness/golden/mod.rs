@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use migrations::Format;
+pub use migrations::{SqlxMigrator, Target as MigratorTarget};
 
 pub(crate) use build::{blocking, ensure_built, BuiltGolden};
 
@@ -29,6 +30,9 @@ enum Ingredient {
     Migrations(Format, PathBuf),
     SqlFile(PathBuf),
     Sql(String),
+    /// SQL the test named as a fixture (`fixtures("users")`), by its path.
+    Fixture(&'static str, &'static str),
+    SqlxMigrator(&'static dyn SqlxMigrator),
     Setup(Hook),
 }
 
@@ -124,6 +128,26 @@ impl Golden {
     fn migrations_in(mut self, format: Format, dir: impl Into<PathBuf>) -> Self {
         self.ingredients
             .push(Ingredient::Migrations(format, dir.into()));
+        self
+    }
+
+    /// Runs a sqlx `Migrator` (`static MIGRATOR: Migrator = sqlx::migrate!();`) with sqlx itself,
+    /// so that the golden holds exactly what the application's runner writes. Its migrations
+    /// (versions, SQL, checksums) are part of the cache key. Needs feature `sqlx` (sqlx 0.9) or
+    /// `sqlx-0_8` (sqlx 0.8), whichever the `Migrator` comes from.
+    pub fn sqlx_migrator(self, migrator: &'static impl SqlxMigrator) -> Self {
+        self.sqlx_migrator_dyn(migrator)
+    }
+
+    pub(crate) fn sqlx_migrator_dyn(mut self, migrator: &'static dyn SqlxMigrator) -> Self {
+        self.ingredients.push(Ingredient::SqlxMigrator(migrator));
+        self
+    }
+
+    /// A test's fixture: SQL read at compile time from `path`, run as one query after the rest
+    /// of the recipe, as `#[sqlx::test(fixtures(...))]` runs it.
+    pub(crate) fn fixture(mut self, path: &'static str, sql: &'static str) -> Self {
+        self.ingredients.push(Ingredient::Fixture(path, sql));
         self
     }
 

@@ -23,6 +23,7 @@ pub(super) enum Step {
         origin: String,
         text: String,
     },
+    SqlxMigrator(&'static dyn migrations::SqlxMigrator),
     Hook(Hook),
 }
 
@@ -79,6 +80,19 @@ pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result
                     origin: format!("sql #{sql_count}"),
                     text: text.clone(),
                 });
+            }
+            Ingredient::Fixture(path, text) => {
+                hash.add("fixture");
+                hash.add(path);
+                hash.add(text);
+                steps.push(Step::Sql {
+                    origin: format!("fixture {path}"),
+                    text: text.to_string(),
+                });
+            }
+            Ingredient::SqlxMigrator(migrator) => {
+                migrator.key().iter().for_each(|part| hash.add(part));
+                steps.push(Step::SqlxMigrator(*migrator));
             }
             Ingredient::Setup(hook) => {
                 hash.add("setup hook");

@@ -44,4 +44,23 @@ async fn a_client(client: tokio_postgres::Client) {
     let _ = client.is_closed();
 }
 
+// #[sqlx::test]'s arguments, with sqlx's argument types.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+
+#[pgclone::test(migrator = "MIGRATOR", fixtures("rows"))]
+async fn sqlx_migrator_and_fixture(_pool: sqlx::PgPool) {}
+
+#[pgclone::test(migrations = false, fixtures(path = "fixtures", scripts("rows")))]
+async fn no_migrations(_conn: sqlx::PgConnection) {}
+
+#[pgclone::test(migrations = "migrations", fixtures("./fixtures/rows.sql"))]
+async fn a_directory(
+    _options: sqlx::postgres::PgPoolOptions,
+    _connect: sqlx::postgres::PgConnectOptions,
+) {
+}
+
+#[pgclone::test(golden = app, mode = "database", fixtures("rows"))]
+async fn fixtures_on_a_golden(_conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {}
+
 fn main() {}

@@ -9,6 +9,10 @@ mod diesel;
 mod plain;
 mod refinery;
 mod sqlx;
+mod sqlx_migrator;
+
+pub use sqlx_migrator::SqlxMigrator;
+pub use sqlx_migrator::Target;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,1 @@
+drop index loans_by_member;
