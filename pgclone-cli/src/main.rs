@@ -1,5 +1,7 @@
 //! The `pgclone` command: clone a running or stopped cluster by hand, diagnose the setup,
-//! collect what killed processes left behind.
+//! serve a copy of a golden to tools, collect what killed processes left behind.
+
+mod serve;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -57,6 +59,20 @@ enum Command {
         /// The directory clones would go to (default: the pgclone directory).
         dir: Option<PathBuf>,
     },
+    /// Start a copy of a golden built from migrations and SQL files, print its DATABASE_URL, and
+    /// keep it until Ctrl-C: for `cargo sqlx prepare`, sqlx's `query!` at build time, IDEs.
+    /// Goldens are cached in PGCLONE_DIR (default: the pgclone directory), as for tests.
+    Serve {
+        /// A migrations directory (repeatable; default: ./migrations when it exists).
+        #[arg(long)]
+        migrations: Vec<PathBuf>,
+        /// How the migrations are written and recorded.
+        #[arg(long, value_enum, default_value = "sqlx")]
+        format: serve::Format,
+        /// A SQL file run after the migrations, e.g. a fixture (repeatable, in order).
+        #[arg(long = "sql-file")]
+        sql_files: Vec<PathBuf>,
+    },
     /// Remove what killed processes left: clones of dead owners, unfinished clones, sockets.
     Gc {
         /// Also remove the clones kept on purpose (PGCLONE_KEEP, keep()).
@@ -91,6 +107,11 @@ fn main() -> ExitCode {
             dir,
         ),
         Command::Doctor { dir } => doctor(dir),
+        Command::Serve {
+            migrations,
+            format,
+            sql_files,
+        } => serve::serve(serve::recipe(migrations, format, sql_files)),
         Command::Gc { kept, dir } => gc(kept, dir),
     };
     match result {

@@ -336,3 +336,76 @@ fn relative_paths_work_and_a_running_source_is_cloned_online() {
     );
     assert!(root.join("clone/global/pg_control").exists());
 }
+
+/// `pgclone serve`: the URL on stdout reaches a copy holding the migrations (recorded as sqlx
+/// records them) and the SQL files; Ctrl-C stops the server and removes the copy.
+#[test]
+fn serve_prints_a_working_url_and_ctrl_c_removes_the_copy() {
+    use std::io::{BufRead, BufReader};
+    let root = test_root("serve");
+    let project = tempfile::tempdir().unwrap();
+    let migrations = project.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    std::fs::write(
+        migrations.join("1_notes.sql"),
+        "create table notes (body text)",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("seed.sql"),
+        "insert into notes values ('hi')",
+    )
+    .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args(["serve", "--sql-file", "seed.sql"]) // ./migrations by default
+        .current_dir(project.path())
+        .env("PGCLONE_DIR", &root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("DATABASE_URL=")
+        .unwrap_or_else(|| panic!("not a DATABASE_URL line: {line:?}"))
+        .to_string();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (body, version) = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let body: String = client
+            .query_one("select body from notes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let version: i64 = client
+            .query_one("select version from _sqlx_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (body, version)
+    });
+    assert_eq!((body.as_str(), version), ("hi", 1));
+
+    let clones = root.join("clones");
+    let copies = || std::fs::read_dir(&clones).unwrap().count();
+    assert_eq!(copies(), 1, "the served copy");
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(copies(), 0, "Ctrl-C removed the copy");
+}
