@@ -22,7 +22,14 @@ mod entry;
 ///
 /// Arguments, each at most once:
 /// - `golden = <path to fn() -> Golden>` (none: an empty cluster);
-/// - `mode = "cluster" | "database"` (default `"cluster"`);
+/// - `mode = "cluster" | "database"` (default: `PGCLONE_MODE`, else database mode for a sqlx
+///   argument and cluster mode for the others);
+/// - `#[sqlx::test]`'s, with its meaning: `migrations = "dir"` (sqlx's format, relative to the
+///   crate) or `migrations = false`, or `migrator = "path::TO_MIGRATOR"` (a sqlx `Migrator`);
+///   with none of them (and no `golden`), a test with an argument gets the crate's
+///   `./migrations` when it exists. `fixtures("a", "b")` (`fixtures/a.sql` beside the test's
+///   source file), `fixtures("../x.sql")` (paths) or `fixtures(path = "dir", scripts("a"))`,
+///   read by the compiler and run after the migrations (or the golden's recipe), in order;
 /// - async tests only, the tokio runtime, with the rules of `#[tokio::test]`:
 ///   `flavor = "current_thread" | "multi_thread"` (default `"current_thread"`), and
 ///   `worker_threads = N` (N at least 1), which needs `flavor = "multi_thread"`.
