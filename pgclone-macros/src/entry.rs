@@ -556,8 +556,8 @@ mod tests {
             ["../data/a.sql", "/abs/b.sql"]
         );
         assert_eq!(
-            resolved(quote!(fixtures(path = "../shared", scripts("a", "b.psql")))),
-            ["../shared/a.sql", "../shared/b.psql"]
+            resolved(quote!(fixtures(path = "../common", scripts("a", "b.psql")))),
+            ["../common/a.sql", "../common/b.psql"]
         );
     }
 

@@ -31,7 +31,7 @@ pub struct Target<'a> {
     note = "give the path of a static, e.g. `static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();` and `migrator = \"crate::MIGRATOR\"`",
     note = "pgclone's feature `sqlx` takes sqlx 0.9's Migrator, `sqlx-0_8` sqlx 0.8's: enable the one of the sqlx you use"
 )]
-pub trait SqlxMigrator: Send + Sync + 'static {
+pub trait SqlxMigrator: Send + Sync + std::panic::RefUnwindSafe + 'static {
     /// Every part of its migrations that decides what a database holds after it ran: versions,
     /// descriptions, kinds, SQL, checksums, transaction use.
     #[doc(hidden)]
