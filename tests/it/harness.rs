@@ -688,3 +688,79 @@ async fn a_clone_carries_one_golden_wal_segment_and_touches_no_other_database() 
         .join(format!("base/{postgres_oid}/pg_internal.init"));
     assert!(!cache_file.exists(), "{} was written", cache_file.display());
 }
+
+/// Runs in a helper process: two tests that name no mode, one taking a `TestDb` and one a sqlx
+/// pool; reports `<TestDb's mode> <the pool's mode>` ("cluster"/"database").
+pub fn report_modes() -> String {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    fn mode(database: bool) -> &'static str {
+        if database {
+            "database"
+        } else {
+            "cluster"
+        }
+    }
+    let spec = |name| pgclone::__private::TestSpec {
+        name,
+        golden: None,
+        mode: None,
+        migrations: pgclone::__private::Migrations::None,
+        fixtures: &[],
+        multi_thread: false,
+        worker_threads: None,
+        should_panic: false,
+    };
+    let outcome = std::panic::catch_unwind(|| {
+        let test_db: fn(TestDb) -> _ = |db| async move {
+            let database = matches!(db.method(), pgclone::Method::CreateDatabase { .. });
+            SEEN.lock().unwrap().push(mode(database));
+        };
+        pgclone::__private::run_async(spec("helpers::mode_of_a_test_db"), test_db);
+        let pool: fn(sqlx::PgPool) -> _ = |pool| async move {
+            // A database of its own in a shared server, or the server's only user database.
+            let row: (i64,) = sqlx::query_as(
+                "select count(*) from pg_database where not datistemplate and datname <> 'postgres'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            SEEN.lock().unwrap().push(mode(row.0 > 0));
+        };
+        pgclone::__private::run_async(spec("helpers::mode_of_a_pool"), pool);
+    });
+    match outcome {
+        Ok(()) => SEEN.lock().unwrap().join(" "),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!("PANIC {}", message.replace('\n', " "))
+        }
+    }
+}
+
+/// `PGCLONE_MODE` sets the mode of tests that name none; without it, a `TestDb` test gets
+/// cluster mode and a sqlx test database mode; a value that is not a mode fails the test.
+#[test]
+fn pgclone_mode_sets_the_mode_of_tests_that_name_none() {
+    let run = |mode: Option<&str>| {
+        let mut cmd = support::helper("report_modes");
+        match mode {
+            Some(mode) => cmd.env("PGCLONE_MODE", mode),
+            None => cmd.env_remove("PGCLONE_MODE"),
+        };
+        helper_result(cmd)
+    };
+    assert_eq!(run(None), "cluster database");
+    assert_eq!(run(Some("database")), "database database");
+    assert_eq!(run(Some("cluster")), "cluster cluster");
+    let bad = run(Some("both"));
+    assert!(
+        bad.starts_with("PANIC")
+            && bad.contains("PGCLONE_MODE=\"both\" is not cluster or database"),
+        "{bad}"
+    );
+}

@@ -245,6 +245,74 @@ async fn the_refinery_runner_finds_nothing_to_do_on_a_copy_and_applies_a_new_mig
     db.close().await.unwrap();
 }
 
+/// A sqlx `Migrator` of the application's own (`migrator = "crate::MIGRATOR"` in a test)
+/// builds the golden by running itself: the runner then finds nothing to do on a copy, and a
+/// changed migration is a new golden.
+#[tokio::test]
+async fn a_sqlx_migrator_builds_the_golden_and_its_migrations_are_in_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path();
+    write(
+        m,
+        "1_create_log.sql",
+        "create table log(n int primary key);",
+    );
+    write(m, "2_first.sql", "insert into log values (2);");
+    let migrator: &'static sqlx::migrate::Migrator =
+        Box::leak(Box::new(sqlx::migrate::Migrator::new(m).await.unwrap()));
+    let db = TestDb::start(&Golden::new("sqlx_migrator").sqlx_migrator(migrator))
+        .await
+        .unwrap();
+    assert_eq!(log(&db).await, ["2"]);
+    let pool = sqlx::PgPool::connect(&db.connection_string())
+        .await
+        .unwrap();
+    migrator.run(&pool).await.unwrap();
+    assert_eq!(log(&db).await, ["2"], "nothing left to run");
+    pool.close().await;
+    db.close().await.unwrap();
+
+    write(m, "2_first.sql", "insert into log values (20);");
+    let changed: &'static sqlx::migrate::Migrator =
+        Box::leak(Box::new(sqlx::migrate::Migrator::new(m).await.unwrap()));
+    let db = TestDb::start(&Golden::new("sqlx_migrator").sqlx_migrator(changed))
+        .await
+        .unwrap();
+    assert_eq!(
+        log(&db).await,
+        ["20"],
+        "a changed migration is another golden"
+    );
+    db.close().await.unwrap();
+}
+
+/// A migration recorded by the recipe with other bytes than the migrator's: sqlx's own
+/// checksum check refuses it, and the error says what to do.
+#[tokio::test]
+async fn a_migrator_whose_checksum_differs_from_the_recorded_one_is_an_error() {
+    let (recorded, changed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(recorded.path(), "1_log.sql", "create table log(n int);");
+    write(changed.path(), "1_log.sql", "create table log(n bigint);");
+    let migrator: &'static sqlx::migrate::Migrator = Box::leak(Box::new(
+        sqlx::migrate::Migrator::new(changed.path()).await.unwrap(),
+    ));
+    let golden = Golden::new("sqlx_mismatch")
+        .sqlx_migrations(recorded.path())
+        .sqlx_migrator(migrator);
+    let err = TestDb::start(&golden).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Golden, "{err}");
+    let text = format!("{err}");
+    assert!(
+        text.contains("golden \"sqlx_mismatch\": the sqlx migrator failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("previously applied but has been modified"),
+        "{text}"
+    );
+    assert!(text.contains("one source of migrations"), "{text}");
+}
+
 /// The error a golden of `files` (sqlx migrations) fails with.
 async fn sqlx_error(files: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -270,6 +270,7 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
                         format!("golden {name:?}: the sqlx migrator failed"),
                     )
                     .with_source(e)
+                    .hint("a migration that was \"previously applied but has been modified\" was recorded earlier in this recipe (by `sqlx_migrations` or another migrator) with other bytes: give the recipe one source of migrations")
                 })?;
             }
             Step::Hook(hook) => {
