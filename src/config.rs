@@ -13,6 +13,7 @@
 //! | `PGCLONE_REBUILD` | anything but `0`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
+//! | `PGUSER`, `PGPASSWORD`, `PGPASSFILE` | libpq's: the user and password for a source cluster (see `postgres/libpq.rs`) |
 //! | `XDG_CACHE_HOME`, `HOME` | the default `PGCLONE_DIR` outside cargo (not as root) |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
 //! | `PATH` | where the binary search looks for `pg_config` and `postgres`, as a shell would |
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::test_db::Mode;
+use crate::postgres::libpq::Secret;
 
 /// What the environment asks for; `Default` is "nothing set".
 #[derive(Debug, Clone, Default)]
@@ -50,6 +52,12 @@ pub(crate) struct Config {
     pub exe: Option<PathBuf>,
     /// The user's cache directory: `XDG_CACHE_HOME`, else `$HOME/.cache`.
     pub cache_home: Option<PathBuf>,
+    /// `HOME`, where libpq's `~/.pgpass` is.
+    pub home: Option<PathBuf>,
+    /// libpq's `PGUSER`, `PGPASSWORD` (never shown) and `PGPASSFILE`.
+    pub pg_user: Option<String>,
+    pub pg_password: Option<Secret>,
+    pub pg_passfile: Option<PathBuf>,
 }
 
 /// `PGCLONE_KEEP`: which clones outlive their test.
@@ -127,6 +135,10 @@ impl Config {
             cache_home: var("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache"))),
+            home: var("HOME").map(PathBuf::from),
+            pg_user: var("PGUSER"),
+            pg_password: var("PGPASSWORD").map(Secret::new),
+            pg_passfile: var("PGPASSFILE").map(PathBuf::from),
         })
     }
 

@@ -151,9 +151,7 @@ fn sqlstate_of<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a s
     if let Some(db) = error.downcast_ref::<tokio_postgres::error::DbError>() {
         return Some(db.code().code());
     }
-    error
-        .downcast_ref::<ServerError>()
-        .map(|e| e.sqlstate.as_str())
+    None
 }
 
 impl fmt::Display for Error {
@@ -197,24 +195,6 @@ impl std::error::Error for Error {
     }
 }
 
-/// An error a PostgreSQL server sent (an ErrorResponse) on one of pgclone's own connections
-/// ([`postgres::wire`](crate::postgres::wire)): the cause of the [`Error`] that reports it.
-#[derive(Debug)]
-pub(crate) struct ServerError {
-    /// Field `C`.
-    pub sqlstate: String,
-    /// Field `M`.
-    pub message: String,
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (SQLSTATE {})", self.message, self.sqlstate)
-    }
-}
-
-impl std::error::Error for ServerError {}
-
 /// Adds the path to an `io::Result`, turning it into a pgclone [`Result`].
 pub(crate) trait IoContext<T> {
     fn doing(self, doing: &str, path: &Path) -> Result<T>;
@@ -232,10 +212,11 @@ mod tests {
 
     use super::*;
     use crate::harness::test_db::connect;
+    use crate::postgres::libpq::ConnectParams;
     use crate::postgres::server::SUPERUSER;
+    use crate::postgres::session::Session;
     use crate::postgres::temp_cluster::TempCluster;
     use crate::postgres::url::{connection_url, Endpoint};
-    use crate::postgres::wire::Session;
 
     fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
@@ -294,14 +275,16 @@ mod tests {
         assert_eq!(wrapped.sqlstate(), Some("22012"), "found down the chain");
         assert_eq!(wrapped.to_string().matches("division by zero").count(), 1);
 
-        // Through pgclone's own wire client.
-        let mut session = Session::connect(
-            &cluster.server().socket_path(),
-            SUPERUSER,
-            "postgres",
-            "pgclone test",
-        )
-        .unwrap();
+        // Through pgclone's sessions (the backup API, template servers).
+        let params = |dbname| {
+            ConnectParams::socket_file(
+                &cluster.server().socket_path(),
+                SUPERUSER,
+                dbname,
+                "pgclone test",
+            )
+        };
+        let mut session = Session::connect(&params("postgres")).unwrap();
         let err = session.query("select 1/0").unwrap_err();
         assert_eq!(err.sqlstate(), Some("22012"), "{err}");
         assert!(err.source().is_some());
@@ -312,14 +295,7 @@ mod tests {
         );
         assert_eq!(err.to_string().matches("22012").count(), 1, "{err}");
         drop(session);
-        let err = Session::connect(
-            &cluster.server().socket_path(),
-            SUPERUSER,
-            "no_such_db",
-            "pgclone test",
-        )
-        .err()
-        .unwrap();
+        let err = Session::connect(&params("no_such_db")).err().unwrap();
         assert_eq!(err.sqlstate(), Some("3D000"), "{err}");
 
         // A wrong password: the server's refusal, and no password in the message.

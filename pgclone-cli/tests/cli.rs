@@ -409,3 +409,115 @@ fn serve_prints_a_working_url_and_ctrl_c_removes_the_copy() {
     assert!(status.success(), "{status}");
     assert_eq!(copies(), 0, "Ctrl-C removed the copy");
 }
+
+/// A source whose pg_hba.conf asks for a SCRAM password on its socket: without one the clone
+/// fails saying where libpq looks, leaving no target; with `PGPASSWORD`, or a private password
+/// file named by `PGPASSFILE`, it is cloned online; the source keeps no slot and no session.
+#[test]
+fn a_source_asking_for_a_password_is_reached_through_pgpassword_or_a_password_file() {
+    let root = test_root("password");
+    let source = TempCluster::builder()
+        .root(&root)
+        .with(|o| o.tcp(true))
+        .start()
+        .unwrap();
+    let server = source.server();
+    let socket_dir = server.socket_dir().display().to_string();
+    let port = server.port() as u64;
+    let hba = source.data_dir().join("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    query(&socket_dir, port, "select pg_reload_conf()");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let without_password = format!(
+        "postgresql://postgres@{}:{port}/postgres",
+        socket_dir.replace('/', "%2F")
+    );
+    // The reload is asynchronous: wait until the socket asks for the password.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rt
+        .block_on(tokio_postgres::connect(
+            &without_password,
+            tokio_postgres::NoTls,
+        ))
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_hba.conf not reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let home = tempfile::tempdir().unwrap();
+    let clone_to = |target: &str, env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgclone"));
+        command
+            .args(["clone", source.data_dir().to_str().unwrap()])
+            .arg(root.join(target))
+            .args(["--json", "--dir", root.to_str().unwrap()])
+            .env("HOME", home.path())
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE")
+            .env_remove("PGUSER");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output().unwrap()
+    };
+
+    let refused = clone_to("no-password", &[]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("asks for a password")
+            && message.contains("PGPASSWORD")
+            && message.contains(".pgpass"),
+        "{message}"
+    );
+    assert!(!root.join("no-password").exists(), "no target left");
+
+    let with_variable = clone_to("by-variable", &[("PGPASSWORD", source.password())]);
+    assert!(with_variable.status.success(), "{}", stderr(&with_variable));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&with_variable)).unwrap();
+    assert!(report["start_lsn"].is_string(), "cloned online: {report}");
+
+    let passfile = home.path().join("passwords");
+    std::fs::write(
+        &passfile,
+        format!(
+            "{socket_dir}:{port}:postgres:postgres:{}\n",
+            source.password()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with_file = clone_to("by-file", &[("PGPASSFILE", passfile.to_str().unwrap())]);
+    assert!(with_file.status.success(), "{}", stderr(&with_file));
+    assert!(root.join("by-file/global/pg_control").exists());
+
+    let url = source.connection_string();
+    let (slots, sessions) = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let count = |sql: &'static str| {
+            let client = &client;
+            async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        };
+        (
+            count("select count(*) from pg_replication_slots").await,
+            count("select count(*) from pg_stat_activity where application_name = 'pgclone clone'")
+                .await,
+        )
+    });
+    assert_eq!((slots, sessions), (0, 0), "the source is left clean");
+}

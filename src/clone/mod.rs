@@ -38,9 +38,10 @@ use tree::{device_of, existing_ancestor};
 /// Clones the cluster in `source` into `target`: online if a postmaster serves it, else offline.
 pub fn clone_cluster(source: &Path, target: &Path, options: &CloneOptions) -> Result<CloneReport> {
     let source = std::path::absolute(source).doing("resolve", source)?;
-    let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
+    let config = Config::from_env()?;
+    let owner = RunAs::for_current_user(config.run_as.as_deref())?;
     if server::live_postmaster(&source).is_some() {
-        clone_running(&source, target, options, owner)
+        clone_running(&source, target, options, owner, Some(&config))
     } else {
         clone_stopped(&source, target, options, owner)
     }

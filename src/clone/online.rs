@@ -24,10 +24,12 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::postgres::data_dir;
 use crate::postgres::features;
+use crate::postgres::libpq::{self, ConnectParams};
 use crate::postgres::pg_control;
 use crate::postgres::run_as::RunAs;
 use crate::postgres::server;
-use crate::postgres::wire::{quote_literal, Session};
+use crate::postgres::session::Session;
+use crate::postgres::wire::quote_literal;
 
 /// What a half-made clone's `backup_label` says: PostgreSQL refuses to start on it.
 pub(crate) const PLACEHOLDER_LABEL: &str =
@@ -39,17 +41,21 @@ pub fn clone_running_cluster(
     target: &Path,
     options: &CloneOptions,
 ) -> Result<CloneReport> {
-    let owner = RunAs::for_current_user(Config::from_env()?.run_as.as_deref())?;
-    clone_running(source, target, options, owner)
+    let config = Config::from_env()?;
+    let owner = RunAs::for_current_user(config.run_as.as_deref())?;
+    clone_running(source, target, options, owner, Some(&config))
 }
 
 /// [`clone_running_cluster`], copying as `owner` (the server's user when this process is root),
-/// which the caller resolved from its configuration.
+/// which the caller resolved from its configuration. With `libpq`, the session on the source
+/// follows libpq's conventions (`PGUSER`, `PGPASSWORD`, the password file); without, it is a
+/// cluster of pgclone's own, reached as `options`' user with trust.
 pub(crate) fn clone_running(
     source: &Path,
     target: &Path,
     options: &CloneOptions,
     owner: Option<RunAs>,
+    libpq: Option<&Config>,
 ) -> Result<CloneReport> {
     let plan = Plan::new(source, target, options, owner)?;
     let major = data_dir::major_of(&plan.source)?;
@@ -62,10 +68,15 @@ pub(crate) fn clone_running(
     };
     let socket = source_socket(&plan.source, pid)?;
     check_tablespaces(&plan.source)?;
-    let user = match &options.user {
-        Some(user) => user.clone(),
-        None => default_user(),
+    let user = match (&options.user, libpq) {
+        (Some(user), _) => user.clone(),
+        (None, Some(config)) => libpq::default_user(config),
+        (None, None) => server::SUPERUSER.to_string(),
     };
+    let mut params = ConnectParams::socket_file(&socket, &user, "postgres", "pgclone clone");
+    if let Some(config) = libpq {
+        params = params.with_libpq_password(config);
+    }
     plan.run(|| {
         let mut clone = OnlineClone {
             plan: &plan,
@@ -74,7 +85,7 @@ pub(crate) fn clone_running(
             report: CloneReport::default(),
             step_started: Instant::now(),
         };
-        let mut session = clone.start(&socket, &user)?;
+        let mut session = clone.start(&params)?;
         let result = clone.back_up(&mut session);
         if session.is_lost() {
             return Err(lost_session(result.err()));
@@ -94,13 +105,13 @@ struct OnlineClone<'a> {
 
 impl OnlineClone<'_> {
     /// Step 1, and the session for the rest.
-    fn start(&mut self, socket: &Path, user: &str) -> Result<Session> {
+    fn start(&mut self, params: &ConnectParams) -> Result<Session> {
         write_file(
             &self.plan.target.join("backup_label"),
             PLACEHOLDER_LABEL.as_bytes(),
         )?;
         self.done(Step::Placeholder);
-        Session::connect(socket, user, "postgres", "pgclone clone")
+        Session::connect(params)
     }
 
     /// Steps 2–5, on the held session.
@@ -267,18 +278,6 @@ fn check_slot(session: &mut Session, slot: &str) -> Result<()> {
         .hint("raise max_slot_wal_keep_size on the source (-1: unlimited) and clone again"));
     }
     Ok(())
-}
-
-/// libpq's default: the OS user, except that root connects as `postgres`.
-fn default_user() -> String {
-    if rustix::process::geteuid().is_root() {
-        return server::SUPERUSER.to_string();
-    }
-    let uid = rustix::process::getuid().as_raw();
-    match crate::sys::user_by_uid(uid) {
-        Ok(Some(user)) => user.name,
-        _ => server::SUPERUSER.to_string(),
-    }
 }
 
 /// The Unix socket of the postmaster serving `source`, from its `postmaster.pid`

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::harness::golden::BuiltGolden;
+use crate::postgres::libpq::ConnectParams;
 use crate::postgres::server::{Server, SUPERUSER};
+use crate::postgres::session::Session;
 use crate::postgres::socket_dir::SocketDir;
-use crate::postgres::wire::{quote_ident, quote_literal, Session};
+use crate::postgres::wire::{quote_ident, quote_literal};
 use crate::store::root;
 
 /// A running clone of a golden that hands out databases.
@@ -94,13 +96,17 @@ impl TemplateServer {
         } else {
             "postgres"
         };
-        let dropper = Session::connect(&server.socket_path(), SUPERUSER, admin_db, "pgclone drop")?;
-        let mut admin = Session::connect(
-            &server.socket_path(),
-            SUPERUSER,
-            admin_db,
-            "pgclone template",
-        )?;
+        let session = |application| {
+            Session::connect(&ConnectParams::socket(
+                server.socket_dir(),
+                server.port(),
+                SUPERUSER,
+                admin_db,
+                application,
+            ))
+        };
+        let dropper = session("pgclone drop")?;
+        let mut admin = session("pgclone template")?;
         let major = golden.env.binaries.version().major();
         if crate::postgres::features::has_file_copy_method_clone(major) {
             admin.query("set file_copy_method = clone")?;

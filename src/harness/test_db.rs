@@ -206,7 +206,7 @@ impl TestDb {
                 .no_sync(true)
                 .user(SUPERUSER);
             let owner = golden.env.run_as.clone();
-            golden.start_clone(|data| clone_running(&source, data, &options, owner))
+            golden.start_clone(|data| clone_running(&source, data, &options, owner, None))
         })
         .await?;
         let mut forked = TestDb::from_cluster(
