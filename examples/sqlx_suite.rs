@@ -269,27 +269,6 @@ fn copy_variant(source: &Path, tmp: &Path, variant: &str) -> PathBuf {
             r#"scripts("members", "books", "archive")"#,
             1,
         ),
-        // Two things the real `#[sqlx::test]` (0.9) does not compile, changed in both copies
-        // alike: a migrations path without a directory part ("paths relative to the current
-        // file's directory are not currently supported") ...
-        (
-            r#"migrations = "migrations","#,
-            r#"migrations = "./migrations","#,
-            1,
-        ),
-        // ... and a `PgConnection` argument (its `TestFn` takes a pool, a pool connection, or
-        // pool and connect options): the test takes a pool connection instead.
-        (
-            "(mut conn: PgConnection)",
-            "(mut conn: PoolConnection<Postgres>)",
-            1,
-        ),
-        ("(&mut conn)", "(&mut *conn)", 3),
-        (
-            "use sqlx::{PgConnection, PgPool, Postgres, Row};",
-            "use sqlx::{PgPool, Postgres, Row};",
-            1,
-        ),
     ] {
         assert_eq!(text.matches(from).count(), expected, "library.rs: {from}");
         text = text.replace(from, to);
@@ -553,13 +532,6 @@ fn markdown(machine: &str, rounds: usize, fixtures: &[(u64, u64, u64)], rows: &[
         }
     );
     let _ = writeln!(md, "Machine: {machine}.\n");
-    let _ = writeln!(
-        md,
-        "Both copies of the test file differ from `examples/bookshelf` alike, in two places \
-         sqlx 0.9's `#[sqlx::test]` does not compile: `migrations = \"migrations\"` is written \
-         `\"./migrations\"`, and the test that takes a `PgConnection` takes a \
-         `PoolConnection<Postgres>`.\n"
-    );
     for (megabytes, rows, size) in fixtures {
         let _ = writeln!(
             md,

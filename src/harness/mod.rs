@@ -229,7 +229,12 @@ fn run<A: TestArg>(
     let mode = spec
         .mode
         .or(config.as_ref().ok().and_then(|config| config.mode))
-        .unwrap_or(A::MODE);
+        .unwrap_or(match &config {
+            // A process per test (nextest): a database mode test would clone and start a
+            // template server for its one database; its own cluster is the same clone, sooner.
+            Ok(config) if config.run_id.is_some() => Mode::Cluster,
+            _ => A::MODE,
+        });
     let slot = HarnessSlot::default();
     let made = config.and_then(|config| {
         runtime.block_on(async {

@@ -743,11 +743,13 @@ pub fn report_modes() -> String {
 }
 
 /// `PGCLONE_MODE` sets the mode of tests that name none; without it, a `TestDb` test gets
-/// cluster mode and a sqlx test database mode; a value that is not a mode fails the test.
+/// cluster mode and a sqlx test database mode (cluster mode under nextest); a value that is not
+/// a mode fails the test.
 #[test]
 fn pgclone_mode_sets_the_mode_of_tests_that_name_none() {
     let run = |mode: Option<&str>| {
         let mut cmd = support::helper("report_modes");
+        cmd.env_remove("NEXTEST_RUN_ID");
         match mode {
             Some(mode) => cmd.env("PGCLONE_MODE", mode),
             None => cmd.env_remove("PGCLONE_MODE"),
@@ -755,6 +757,12 @@ fn pgclone_mode_sets_the_mode_of_tests_that_name_none() {
         helper_result(cmd)
     };
     assert_eq!(run(None), "cluster database");
+    // Under nextest (a process per test) every test that names no mode gets its own cluster.
+    let mut nextest = support::helper("report_modes");
+    nextest
+        .env("NEXTEST_RUN_ID", "a-run")
+        .env_remove("PGCLONE_MODE");
+    assert_eq!(helper_result(nextest), "cluster cluster");
     assert_eq!(run(Some("database")), "database database");
     assert_eq!(run(Some("cluster")), "cluster cluster");
     let bad = run(Some("both"));

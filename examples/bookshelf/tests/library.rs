@@ -1,5 +1,6 @@
-//! The library's tests, written for `#[sqlx::test]` and run by `#[pgclone::test]`: the same
-//! arguments, fixtures (`tests/fixtures/*.sql`) and argument types. Each test gets a database
+//! The library's tests, written for `#[sqlx::test]` (0.9) and run by `#[pgclone::test]`: the
+//! same arguments, fixtures (`tests/fixtures/*.sql`) and argument types; renaming the attribute
+//! back compiles and passes too (`examples/sqlx_suite.rs` does, to compare them). Each test gets a database
 //! of its own holding the migrations of `./migrations` and its fixtures; with pgclone, each
 //! fixture set is loaded once into a cached golden and copied per test.
 
@@ -7,7 +8,7 @@ use bookshelf::{add_book, book_id, borrowed_by, bring_back, join, lend, member_i
 use bookshelf::{LendError, MIGRATOR};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres, Row};
 
 // No arguments: `./migrations` applied, no rows.
 #[pgclone::test]
@@ -75,10 +76,12 @@ async fn a_returned_book_is_back_on_the_shelf(
 
 // Two tests that change the same rows: each has its own copy, whichever runs first.
 #[pgclone::test(fixtures("members", "books"))]
-async fn closing_the_library_removes_everything(mut conn: PgConnection) -> sqlx::Result<()> {
-    sqlx::query("delete from loans").execute(&mut conn).await?;
-    sqlx::query("delete from books").execute(&mut conn).await?;
-    assert!(on_the_shelf(&mut conn).await?.is_empty());
+async fn closing_the_library_removes_everything(
+    mut conn: PoolConnection<Postgres>,
+) -> sqlx::Result<()> {
+    sqlx::query("delete from loans").execute(&mut *conn).await?;
+    sqlx::query("delete from books").execute(&mut *conn).await?;
+    assert!(on_the_shelf(&mut *conn).await?.is_empty());
     Ok(())
 }
 
@@ -133,7 +136,7 @@ async fn a_migrator_given_by_path(pool: PgPool) -> sqlx::Result<()> {
 
 // sqlx::test's two-argument form, a migrations directory and fixtures by path.
 #[pgclone::test(
-    migrations = "migrations",
+    migrations = "./migrations",
     fixtures(path = "fixtures", scripts("members", "books"))
 )]
 async fn pool_options_and_connect_options(
