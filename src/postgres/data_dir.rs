@@ -46,6 +46,24 @@ pub(crate) fn create(
     })
 }
 
+/// Appends `settings` to the `postgresql.conf` of `data_dir` (a copy of a cluster made by
+/// [`create`], which has the test settings already), as the server's user.
+pub(crate) fn add_settings(
+    env: &Resolved,
+    data_dir: &Path,
+    settings: &[(String, String)],
+) -> Result<()> {
+    if settings.is_empty() {
+        return Ok(());
+    }
+    with_identity(env.run_as.as_ref(), || {
+        append_settings(
+            data_dir,
+            settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    })
+}
+
 /// Writes the password file and appends the settings; call it with the file-system identity of
 /// the data directory's owner.
 fn add_password_and_settings(

@@ -20,17 +20,43 @@ fn migrations(root: &Path) -> PathBuf {
     dir
 }
 
-fn builds(root: &Path) -> usize {
-    std::fs::read_to_string(root.join("golden/builds.log")).map_or(0, |log| log.lines().count())
+/// The lines of `builds.log` (`<time> <name> <key> pid ...`) as (name, key).
+fn build_log(root: &Path) -> Vec<(String, String)> {
+    let log = std::fs::read_to_string(root.join("golden/builds.log")).unwrap_or_default();
+    log.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields[1].to_string(), fields[2].to_string())
+        })
+        .collect()
 }
 
-/// The built goldens under `root` (directories with `READY`), by key.
+/// The keys of base builds: the `postgres` cluster with nothing in it, which every other golden
+/// starts from.
+fn base_keys(root: &Path) -> Vec<String> {
+    let log = build_log(root).into_iter();
+    log.filter(|(name, _)| name == "postgres")
+        .map(|(_, key)| key)
+        .collect()
+}
+
+/// Builds of the tests' own recipes (not the base).
+fn builds(root: &Path) -> usize {
+    build_log(root)
+        .iter()
+        .filter(|(name, _)| name != "postgres")
+        .count()
+}
+
+/// The built goldens under `root` (directories with `READY`), by key, but the base.
 fn goldens(root: &Path) -> Vec<String> {
+    let base = base_keys(root);
     let mut keys: Vec<String> = std::fs::read_dir(root.join("golden"))
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("READY").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|key| !base.contains(key))
         .collect();
     keys.sort();
     keys
@@ -76,6 +102,11 @@ fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_re
         builds(&root),
         1,
         "exactly one of 8 processes built the golden"
+    );
+    assert_eq!(
+        base_keys(&root).len(),
+        1,
+        "and one built the base it starts from (initdb once)"
     );
     let first = goldens(&root);
     assert_eq!(first.len(), 1, "{first:?}");

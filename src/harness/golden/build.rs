@@ -105,9 +105,18 @@ pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc
         .or_default()
         .clone();
     let built = cell
-        .get_or_try_init(|| build_or_reuse(golden, recipe, root, env, config))
+        .get_or_try_init(|| Box::pin(build_or_reuse(golden, recipe, root, env, config)))
         .await?;
     Ok(built.clone())
+}
+
+/// Whether `golden` is the starting point of every other golden: `initdb`'s cluster with the
+/// test settings and nothing else, built once per binaries and cached like any golden.
+fn is_base(golden: &Golden) -> bool {
+    golden.name == "postgres"
+        && golden.ingredients.is_empty()
+        && golden.settings.is_empty()
+        && golden.version.is_none()
 }
 
 /// A golden nobody cloned for this long is removed by the next build (of any recipe).
@@ -150,7 +159,13 @@ async fn build_or_reuse(
     if is_ready(&dir, config.rebuild, &run) {
         return Ok(built); // built by the process we waited for
     }
-    build(golden, recipe.steps, &built, &dir, &run).await?;
+    // Other goldens start from a copy of the base instead of running initdb (a second or more
+    // each): a suite's recipes (one per fixture set) cost one initdb, not one each.
+    let base = match is_base(golden) {
+        true => None,
+        false => Some(ensure_built(&Golden::empty(), config).await?),
+    };
+    build(golden, recipe.steps, &built, base, &dir, &run).await?;
     remove_unused_goldens(&golden_dir, &dir);
     Ok(built)
 }
@@ -173,6 +188,7 @@ async fn build(
     golden: &Golden,
     steps: Vec<Step>,
     built: &BuiltGolden,
+    base: Option<Arc<BuiltGolden>>,
     dir: &Path,
     run: &str,
 ) -> Result<()> {
@@ -185,14 +201,26 @@ async fn build(
 
     let (data, log) = (building.join("data"), building.join("postgres.log"));
     let result = async {
-        let password = data_dir::new_password()?;
         let (env2, data2, log2, settings) = (
             env.clone(),
             data.clone(),
             log.clone(),
             golden.settings.clone(),
         );
-        blocking(move || data_dir::create(&env2, &data2, &log2, &password, &settings)).await?;
+        match base {
+            Some(base) => {
+                blocking(move || {
+                    base.copy_to(&data2)?;
+                    data_dir::add_settings(&env2, &data2, &settings)
+                })
+                .await?
+            }
+            None => {
+                let password = data_dir::new_password()?;
+                blocking(move || data_dir::create(&env2, &data2, &log2, &password, &settings))
+                    .await?
+            }
+        }
         let (env2, data2, log2) = (env.clone(), data.clone(), log.clone());
         let server = blocking(move || {
             Server::start_with(&StartSpec {
