@@ -213,21 +213,29 @@ impl TemplateServer {
 /// At exit: stop every template server; remove its clone unless a database in it was kept.
 fn stop_all() {
     let cells: Vec<_> = templates().lock().unwrap().values().cloned().collect();
-    for template in cells.iter().filter_map(|cell| cell.get()) {
-        let kept = template.kept.get().is_some();
-        let server = template.server.lock().unwrap().take();
-        if let Some(server) = server {
-            let _ = if kept {
-                server.stop()
-            } else {
-                server.stop_immediately()
-            };
+    // One thread each: a suite with several fixture sets has a server per golden, and exit
+    // waits for the slowest one rather than for their sum.
+    std::thread::scope(|scope| {
+        for template in cells.iter().filter_map(|cell| cell.get()) {
+            scope.spawn(|| stop(template));
         }
-        if kept {
-            let _ = root::mark_kept(&template.dir, template.kept_socket_dir().as_deref());
+    });
+}
+
+fn stop(template: &TemplateServer) {
+    let kept = template.kept.get().is_some();
+    let server = template.server.lock().unwrap().take();
+    if let Some(server) = server {
+        let _ = if kept {
+            server.stop()
         } else {
-            let _ = std::fs::remove_dir_all(&template.dir);
-        }
+            server.stop_immediately()
+        };
+    }
+    if kept {
+        let _ = root::mark_kept(&template.dir, template.kept_socket_dir().as_deref());
+    } else {
+        let _ = std::fs::remove_dir_all(&template.dir);
     }
 }
 
