@@ -11,13 +11,12 @@
 //!   too) in a temporary directory: `pgclone` as it is, `sqlx` with
 //!   each `#[pgclone::test` line turned into `#[sqlx::test` (nothing else in the test file
 //!   differs). Both get a third fixture, `archive`, of about N MB, loaded by every test that
-//!   loads `members` and `books`, and two edits without which sqlx 0.9's `#[sqlx::test]` does
-//!   not compile the file (see `copy_variant`).
+//!   loads `members` and `books`.
 //! - sqlx::test's server is a `TempCluster` of this process: pgclone's test settings (fsync off,
 //!   ...), the same binaries, the same file system as `PGCLONE_DIR`.
 //! - pgclone runs cold (a fresh pgclone directory: the goldens are built during the run), then
-//!   warm (goldens cached), in its default mode for sqlx argument types (database) and with
-//!   `PGCLONE_MODE=cluster`.
+//!   warm (goldens cached), in its default mode (database mode under cargo test, a server per
+//!   test under nextest) and with `PGCLONE_MODE=cluster`.
 //! - Only the run is timed: each copy's tests are built first (`--no-run`), with the same
 //!   environment, and a timed run that compiles anything fails the benchmark.
 //!
@@ -546,8 +545,8 @@ fn markdown(machine: &str, rounds: usize, fixtures: &[(u64, u64, u64)], rows: &[
         "\n- sqlx::test: per test, `CREATE DATABASE` on the benchmark's server, then the \
          migrations and the fixtures.\n\
          - pgclone cold: an empty `PGCLONE_DIR`, the goldens are built during the run; warm: \
-         goldens cached. Database mode (the default for sqlx argument types); cluster mode with \
-         `PGCLONE_MODE=cluster`, warm.\n"
+         goldens cached, in the default mode (database mode under cargo test, a server per test \
+         under nextest); the last column with `PGCLONE_MODE=cluster`, warm.\n"
     );
     let _ = writeln!(
         md,
