@@ -51,7 +51,7 @@ pub trait TestArg: Sized {
     /// The mode a test with this argument gets when neither its attribute nor `PGCLONE_MODE`
     /// names one, under `cargo test` (under nextest, a process per test, every test gets
     /// cluster mode): cluster mode, except for sqlx's types, which get a database per test as
-    /// `#[sqlx::test]` gives (faster for such suites: README, "Against #[sqlx::test]").
+    /// `#[sqlx::test]` gives (faster for such suites: README, section "Against `#[sqlx::test]`").
     const MODE: Mode = Mode::Cluster;
 
     /// Builds the argument from the test's copy (on the test's runtime). On error the copy,
