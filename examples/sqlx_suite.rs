@@ -198,8 +198,12 @@ fn main() {
     println!("\n{markdown}");
     let out = Path::new(REPO).join("docs/bench");
     fs::create_dir_all(&out).expect("create docs/bench");
-    fs::write(out.join("sqlx_suite.md"), markdown).expect("write the table");
-    fs::write(out.join("sqlx_suite.svg"), svg(&rows)).expect("write the plot");
+    fs::write(Path::new(REPO).join("docs/bench/sqlx_suite.md"), markdown).expect("write the table");
+    fs::write(
+        Path::new(REPO).join("docs/bench/sqlx_suite.svg"),
+        svg(&rows),
+    )
+    .expect("write the plot");
     println!("wrote docs/bench/sqlx_suite.md and docs/bench/sqlx_suite.svg");
 }
 
