@@ -23,7 +23,8 @@ struct Args {
 
 /// `#[sqlx::test]`'s migration arguments, with its meaning.
 enum Migrations {
-    /// None given: `./migrations` of the crate when it exists (and the test takes an argument).
+    /// None given: `./migrations` of the crate when it exists (the library applies it to tests
+    /// taking a sqlx type).
     Inferred,
     /// `migrations = false`.
     Off,

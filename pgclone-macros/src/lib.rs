@@ -26,7 +26,7 @@ mod entry;
 ///   argument and cluster mode for the others);
 /// - `#[sqlx::test]`'s, with its meaning: `migrations = "dir"` (sqlx's format, relative to the
 ///   crate) or `migrations = false`, or `migrator = "path::TO_MIGRATOR"` (a sqlx `Migrator`);
-///   with none of them (and no `golden`), a test with an argument gets the crate's
+///   with none of them (and no `golden`), a test taking a sqlx type gets the crate's
 ///   `./migrations` when it exists. `fixtures("a", "b")` (`fixtures/a.sql` beside the test's
 ///   source file), `fixtures("../x.sql")` (paths) or `fixtures(path = "dir", scripts("a"))`,
 ///   read by the compiler and run after the migrations (or the golden's recipe), in order;

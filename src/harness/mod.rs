@@ -45,7 +45,8 @@ pub struct TestSpec {
 pub enum Migrations {
     /// `migrations = false`, a `golden`, or a test without an argument.
     None,
-    /// No argument: this directory (the crate's `migrations/`) in sqlx's format, if it exists.
+    /// No argument: this directory (the crate's `migrations/`) in sqlx's format, if it exists
+    /// and the test takes a sqlx type ([`TestArg::SQLX`]).
     IfExists(&'static str),
     /// `migrations = "dir"`: this directory in sqlx's format.
     Dir(&'static str),
@@ -75,10 +76,11 @@ impl std::fmt::Debug for dyn SqlxMigrator {
 
 /// The recipe a test asked for: its golden (or an empty cluster), its migrations, then its
 /// fixtures. Each distinct result is its own golden, keyed by content.
-fn recipe(spec: &TestSpec) -> Golden {
+fn recipe(spec: &TestSpec, sqlx_argument: bool) -> Golden {
     let mut golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
     golden = match spec.migrations {
         Migrations::None => golden,
+        Migrations::IfExists(_) if !sqlx_argument => golden,
         Migrations::IfExists(dir) if !std::path::Path::new(dir).is_dir() => golden,
         Migrations::IfExists(dir) | Migrations::Dir(dir) => golden.sqlx_migrations(dir),
         Migrations::Migrator(migrator) => golden.sqlx_migrator_dyn(migrator),
@@ -219,7 +221,7 @@ fn run<A: TestArg>(
     runtime: &tokio::runtime::Runtime,
     body: impl FnOnce(A) -> Result<(), String>,
 ) {
-    let golden = recipe(&spec);
+    let golden = recipe(&spec, A::SQLX);
     // Read once per test: the builder and the teardown below take it from here.
     let config = Config::from_env();
     let keep = config

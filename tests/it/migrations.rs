@@ -347,3 +347,48 @@ async fn two_sqlx_migrations_of_one_version_are_an_error_naming_both_files() {
     );
     assert!(text.contains("a version of its own"), "{text}");
 }
+
+/// With no `migrations`, `migrator` or `golden`, the crate's `./migrations` (here a directory
+/// of its own) is applied in sqlx's format to a test taking a sqlx type, as `#[sqlx::test]`
+/// does, and not to a `TestDb` test: its crate's `migrations/` may be another tool's.
+#[test]
+fn inferred_migrations_are_for_sqlx_arguments_only() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "1_notes.sql", "create table notes (body text);");
+    let path: &'static str = Box::leak(dir.path().display().to_string().into_boxed_str());
+    let spec = |name| pgclone::__private::TestSpec {
+        name,
+        golden: None,
+        mode: None,
+        migrations: pgclone::__private::Migrations::IfExists(path),
+        fixtures: &[],
+        multi_thread: false,
+        worker_threads: None,
+        should_panic: false,
+    };
+    static FOUND: AtomicI64 = AtomicI64::new(-1);
+    const TABLES: &str = "select count(*) from pg_tables where tablename = 'notes'";
+
+    let pool: fn(::sqlx::PgPool) -> _ = |pool| async move {
+        let (n,): (i64,) = ::sqlx::query_as(TABLES).fetch_one(&pool).await.unwrap();
+        FOUND.store(n, Ordering::SeqCst);
+    };
+    pgclone::__private::run_async(spec("migrations::inferred_for_a_pool"), pool);
+    assert_eq!(
+        FOUND.load(Ordering::SeqCst),
+        1,
+        "a sqlx test gets ./migrations"
+    );
+
+    let test_db: fn(TestDb) -> _ = |db| async move {
+        let n: i64 = db.client().query_one(TABLES, &[]).await.unwrap().get(0);
+        FOUND.store(n, Ordering::SeqCst);
+    };
+    pgclone::__private::run_async(spec("migrations::not_for_a_test_db"), test_db);
+    assert_eq!(
+        FOUND.load(Ordering::SeqCst),
+        0,
+        "a TestDb test gets an empty cluster"
+    );
+}

@@ -54,6 +54,13 @@ pub trait TestArg: Sized {
     /// `#[sqlx::test]` gives (faster for such suites: README, section "Against `#[sqlx::test]`").
     const MODE: Mode = Mode::Cluster;
 
+    /// Whether this is one of sqlx's types, whose tests get the crate's `./migrations` (sqlx's
+    /// format) when the attribute names no migrations and no golden, as `#[sqlx::test]` does.
+    /// Other arguments get an empty cluster then: their crate's `migrations/` may be another
+    /// tool's.
+    #[doc(hidden)]
+    const SQLX: bool = false;
+
     /// Builds the argument from the test's copy (on the test's runtime). On error the copy,
     /// dropped, goes back to the harness.
     #[doc(hidden)]

@@ -54,6 +54,7 @@ macro_rules! sqlx_args {
         impl TestArg for ::$sqlx::PgPool {
             type Held = (::$sqlx::PgPool, TestDb);
             const MODE: Mode = Mode::Database;
+            const SQLX: bool = true;
 
             async fn make(db: TestDb) -> Result<(Self, Self::Held)> {
                 let pool = pool_options()
@@ -74,6 +75,7 @@ macro_rules! sqlx_args {
         impl TestArg for ::$sqlx::pool::PoolConnection<::$sqlx::Postgres> {
             type Held = (::$sqlx::PgPool, TestDb);
             const MODE: Mode = Mode::Database;
+            const SQLX: bool = true;
 
             async fn make(db: TestDb) -> Result<(Self, Self::Held)> {
                 let pool = pool_options()
@@ -97,6 +99,7 @@ macro_rules! sqlx_args {
         impl TestArg for ::$sqlx::PgConnection {
             type Held = TestDb;
             const MODE: Mode = Mode::Database;
+            const SQLX: bool = true;
 
             async fn make(db: TestDb) -> Result<(Self, TestDb)> {
                 let connection = <::$sqlx::PgConnection as ::$sqlx::Connection>::connect_with(
@@ -116,6 +119,7 @@ macro_rules! sqlx_args {
         impl TestArg for (PgPoolOptions, PgConnectOptions) {
             type Held = TestDb;
             const MODE: Mode = Mode::Database;
+            const SQLX: bool = true;
 
             async fn make(db: TestDb) -> Result<(Self, TestDb)> {
                 Ok(((pool_options(), connect_options(&db)), db))
