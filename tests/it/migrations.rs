@@ -392,3 +392,22 @@ fn inferred_migrations_are_for_sqlx_arguments_only() {
         "a TestDb test gets an empty cluster"
     );
 }
+
+/// A setup hook given the connection string: code with a client of its own (sea-orm's
+/// migrator, here sqlx 0.9 as sea-orm uses it) reaches the golden database through it.
+#[tokio::test]
+async fn a_setup_hook_with_a_connection_string_runs_its_own_client() {
+    let golden = Golden::new("url_hook")
+        .setup_url(|url| async move {
+            let pool = ::sqlx::PgPool::connect(&url).await?;
+            ::sqlx::query("create table seeded as select 42 as answer")
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+            Ok::<_, ::sqlx::Error>(())
+        })
+        .version("1");
+    let db = TestDb::start(&golden).await.unwrap();
+    assert_eq!(rows(&db, "select answer::text from seeded").await, ["42"]);
+    db.close().await.unwrap();
+}

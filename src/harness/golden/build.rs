@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::recipe::{self, Step};
-use super::Golden;
 use super::MigratorTarget as Target;
+use super::{BoxError, Golden};
 use crate::clone::{clone_stopped, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -303,14 +303,9 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
             }
             Step::Hook(hook) => {
                 let hook_client = connect(&url(name)).await?;
-                hook(hook_client).await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Golden,
-                        format!("golden {name:?}: the setup hook failed"),
-                    )
-                    .with_source(e)
-                })?;
+                hook(hook_client).await.map_err(|e| hook_failed(name, e))?;
             }
+            Step::UrlHook(hook) => hook(url(name)).await.map_err(|e| hook_failed(name, e))?,
         }
     }
     // Frozen, with statistics: every clone plans its queries the same way, whenever autovacuum
@@ -323,6 +318,14 @@ async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
             .map_err(|e| step_error(name, sql, sql, e))?;
     }
     Ok(())
+}
+
+fn hook_failed(name: &str, e: BoxError) -> Error {
+    Error::new(
+        ErrorKind::Golden,
+        format!("golden {name:?}: the setup hook failed"),
+    )
+    .with_source(e)
 }
 
 /// `golden "app": migration migrations/0002.sql failed at line 3: <message> (SQLSTATE <code>)`,

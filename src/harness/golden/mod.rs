@@ -24,6 +24,10 @@ type Hook = Arc<
         + Sync,
 >;
 
+/// A setup hook given the golden database's connection string instead of a client.
+type UrlHook =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send + Sync>;
+
 /// One part of a recipe, applied in the order the recipe lists them.
 #[derive(Clone)]
 enum Ingredient {
@@ -34,6 +38,7 @@ enum Ingredient {
     Fixture(&'static str, &'static str),
     SqlxMigrator(&'static dyn SqlxMigrator),
     Setup(Hook),
+    SetupUrl(UrlHook),
 }
 
 /// The recipe of a golden cluster: what goes into the database `name` before any test clones it.
@@ -175,6 +180,25 @@ impl Golden {
         self.ingredients
             .push(Ingredient::Setup(Arc::new(move |client| {
                 let run = hook(client);
+                Box::pin(async move { run.await.map_err(Into::into) })
+            })));
+        self
+    }
+
+    /// Like [`setup`](Golden::setup), given the golden database's connection string, for code
+    /// that makes its own connection: another client library, or a tool's migrator such as
+    /// sea-orm's (`Migrator::up(&Database::connect(url).await?, None)`). Bump
+    /// [`version`](Golden::version) when it changes.
+    pub fn setup_url<F, Fut, E>(mut self, hook: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let hook = Arc::new(hook);
+        self.ingredients
+            .push(Ingredient::SetupUrl(Arc::new(move |url| {
+                let run = hook(url);
                 Box::pin(async move { run.await.map_err(Into::into) })
             })));
         self

@@ -6,7 +6,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::migrations;
-use super::{Golden, Hook, Ingredient};
+use super::{Golden, Hook, Ingredient, UrlHook};
 use crate::error::{Error, ErrorKind, Result};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::data_dir::TEST_SETTINGS;
@@ -25,6 +25,7 @@ pub(super) enum Step {
     },
     SqlxMigrator(&'static dyn migrations::SqlxMigrator),
     Hook(Hook),
+    UrlHook(UrlHook),
 }
 
 /// A recipe read from disk, with its cache key.
@@ -97,6 +98,10 @@ pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result
             Ingredient::Setup(hook) => {
                 hash.add("setup hook");
                 steps.push(Step::Hook(hook.clone()));
+            }
+            Ingredient::SetupUrl(hook) => {
+                hash.add("setup hook with a connection string");
+                steps.push(Step::UrlHook(hook.clone()));
             }
         }
     }
