@@ -82,28 +82,23 @@ impl Session {
                 result
             }
             Some((Err(e), false)) if e.sqlstate().is_none() && self.closed() => {
-                self.lost = true;
-                Err(Error::new(
-                    ErrorKind::Query,
-                    format!(
-                        "run `{sql}` on {}: the server closed the connection",
-                        self.server
-                    ),
-                )
-                .with_source(e))
+                Err(self.closed_error(sql).with_source(e))
             }
             Some((result, false)) => result,
-            None => {
-                self.lost = true;
-                Err(Error::new(
-                    ErrorKind::Query,
-                    format!(
-                        "run `{sql}` on {}: the server closed the connection",
-                        self.server
-                    ),
-                ))
-            }
+            None => Err(self.closed_error(sql)),
         }
+    }
+
+    /// The server went away under `sql`: the session is lost.
+    fn closed_error(&mut self, sql: &str) -> Error {
+        self.lost = true;
+        Error::new(
+            ErrorKind::Query,
+            format!(
+                "run `{sql}` on {}: the server closed the connection",
+                self.server
+            ),
+        )
     }
 
     /// Whether the server closed this session.

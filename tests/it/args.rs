@@ -12,14 +12,9 @@ fn items() -> Golden {
 
 fn spec(name: &'static str, mode: Mode) -> pgclone::__private::TestSpec {
     pgclone::__private::TestSpec {
-        name,
         golden: Some(items),
         mode: Some(mode),
-        migrations: pgclone::__private::Migrations::None,
-        fixtures: &[],
-        multi_thread: false,
-        worker_threads: None,
-        should_panic: false,
+        ..crate::support::spec(name)
     }
 }
 

@@ -444,14 +444,9 @@ fn keep_failed_keeps_a_failing_tests_clone_and_the_printed_instructions_work() {
 /// Runs in a helper process: a #[pgclone::test]-style test that writes a row and panics.
 pub fn fail_a_test() -> String {
     let spec = pgclone::__private::TestSpec {
-        name: "helpers::fail_a_test",
         golden: Some(counting_golden),
         mode: Some(pgclone::Mode::Cluster),
-        migrations: pgclone::__private::Migrations::None,
-        fixtures: &[],
-        multi_thread: false,
-        worker_threads: None,
-        should_panic: false,
+        ..support::spec("helpers::fail_a_test")
     };
     let outcome = std::panic::catch_unwind(|| {
         let test: fn(TestDb) -> _ = |db| async move {
@@ -732,16 +727,7 @@ pub fn report_modes() -> String {
             "cluster"
         }
     }
-    let spec = |name| pgclone::__private::TestSpec {
-        name,
-        golden: None,
-        mode: None,
-        migrations: pgclone::__private::Migrations::None,
-        fixtures: &[],
-        multi_thread: false,
-        worker_threads: None,
-        should_panic: false,
-    };
+    let spec = support::spec;
     let outcome = std::panic::catch_unwind(|| {
         let test_db: fn(TestDb) -> _ = |db| async move {
             let database = matches!(db.method(), pgclone::Method::CreateDatabase { .. });

@@ -358,14 +358,8 @@ fn inferred_migrations_are_for_sqlx_arguments_only() {
     write(dir.path(), "1_notes.sql", "create table notes (body text);");
     let path: &'static str = Box::leak(dir.path().display().to_string().into_boxed_str());
     let spec = |name| pgclone::__private::TestSpec {
-        name,
-        golden: None,
-        mode: None,
         migrations: pgclone::__private::Migrations::IfExists(path),
-        fixtures: &[],
-        multi_thread: false,
-        worker_threads: None,
-        should_panic: false,
+        ..crate::support::spec(name)
     };
     static FOUND: AtomicI64 = AtomicI64::new(-1);
     const TABLES: &str = "select count(*) from pg_tables where tablename = 'notes'";

@@ -10,6 +10,22 @@ mod common;
 pub use common::{base_dir, process_runs, reflink_required, wait_until_gone, TestRoot};
 
 /// A fresh pgclone root of its own for one test (so its reaping is the first in this process).
+/// What `#[pgclone::test]` with no arguments would hand the harness for the test `name`: no
+/// golden, no mode, no migrations or fixtures, a current-thread runtime. Tests that call the
+/// harness directly change what they need with `..spec(name)`.
+pub fn spec(name: &'static str) -> pgclone::__private::TestSpec {
+    pgclone::__private::TestSpec {
+        name,
+        golden: None,
+        mode: None,
+        migrations: pgclone::__private::Migrations::None,
+        fixtures: &[],
+        multi_thread: false,
+        worker_threads: None,
+        should_panic: false,
+    }
+}
+
 pub fn unique_root(name: &str) -> TestRoot {
     common::test_root(&format!("it-{name}"))
 }

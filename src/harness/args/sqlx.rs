@@ -28,6 +28,14 @@ macro_rules! sqlx_args {
             PgPoolOptions::new().max_connections(5)
         }
 
+        /// A test's pool of the copy's database.
+        async fn connect_pool(db: &TestDb) -> Result<::$sqlx::PgPool> {
+            pool_options()
+                .connect_with(connect_options(db))
+                .await
+                .map_err(|e| connect_error("PgPool", db, e))
+        }
+
         fn connect_error(what: &str, db: &TestDb, e: ::$sqlx::Error) -> Error {
             Error::new(
                 ErrorKind::Query,
@@ -57,10 +65,7 @@ macro_rules! sqlx_args {
             const SQLX: bool = true;
 
             async fn make(db: TestDb) -> Result<(Self, Self::Held)> {
-                let pool = pool_options()
-                    .connect_with(connect_options(&db))
-                    .await
-                    .map_err(|e| connect_error("PgPool", &db, e))?;
+                let pool = connect_pool(&db).await?;
                 Ok((pool.clone(), (pool, db)))
             }
 
@@ -78,10 +83,7 @@ macro_rules! sqlx_args {
             const SQLX: bool = true;
 
             async fn make(db: TestDb) -> Result<(Self, Self::Held)> {
-                let pool = pool_options()
-                    .connect_with(connect_options(&db))
-                    .await
-                    .map_err(|e| connect_error("PgPool", &db, e))?;
+                let pool = connect_pool(&db).await?;
                 let connection = pool
                     .acquire()
                     .await
