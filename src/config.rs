@@ -10,6 +10,8 @@
 //! | `PGCLONE_KEEP` | `failed`: keep a failing test's clone; `always`: keep every clone (default: none) |
 //! | `PGCLONE_MODE` | `cluster` or `database`: the mode of tests that did not name one |
 //! | `PGCLONE_POOL` | ready copies kept per golden and mode (default 0: off) |
+//! | `PGCLONE_URL` | a server to use instead of local binaries: database mode there (see `harness/remote/`) |
+//! | `PGCLONE_MAX_CONNECTIONS` | with `PGCLONE_URL`: the connections pgclone's tests may use together (default: from the server's `max_connections`) |
 //! | `PGCLONE_REBUILD` | anything but `0`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
@@ -58,6 +60,10 @@ pub(crate) struct Config {
     pub pg_user: Option<String>,
     pub pg_password: Option<Secret>,
     pub pg_passfile: Option<PathBuf>,
+    /// `PGCLONE_URL` (it may hold a password).
+    pub url: Option<Secret>,
+    /// `PGCLONE_MAX_CONNECTIONS`.
+    pub max_connections: Option<u32>,
 }
 
 /// `PGCLONE_KEEP`: which clones outlive their test.
@@ -114,7 +120,19 @@ impl Config {
                 .hint("set it to cluster (a server per test) or database (a database per test in a shared server), or unset it"))
             }
         };
+        let max_connections = match var("PGCLONE_MAX_CONNECTIONS") {
+            None => None,
+            Some(text) => Some(text.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("PGCLONE_MAX_CONNECTIONS={text:?} is not a positive number of connections"),
+                )
+                .hint("set it to how many connections to PGCLONE_URL's server the tests may use together, such as 40")
+            })?),
+        };
         Ok(Config {
+            url: var("PGCLONE_URL").map(Secret::new),
+            max_connections,
             keep,
             pool,
             mode,

@@ -6,6 +6,7 @@
 pub(crate) mod args;
 pub(crate) mod golden;
 pub(crate) mod pool;
+pub(crate) mod remote;
 pub(crate) mod template;
 pub(crate) mod test_db;
 
@@ -228,22 +229,25 @@ fn run<A: TestArg>(
         .as_ref()
         .map(|config| config.keep)
         .unwrap_or_default();
-    let mode = spec
+    let asked = spec
         .mode
-        .or(config.as_ref().ok().and_then(|config| config.mode))
-        .unwrap_or(match &config {
-            // A process per test (nextest): a database mode test would clone and start a
-            // template server for its one database; its own cluster is the same clone, sooner.
-            Ok(config) if config.run_id.is_some() => Mode::Cluster,
-            _ => A::MODE,
-        });
+        .or(config.as_ref().ok().and_then(|config| config.mode));
+    let default_mode = match &config {
+        // A process per test (nextest): a database mode test would clone and start a
+        // template server for its one database; its own cluster is the same clone, sooner.
+        Ok(config) if config.run_id.is_some() => Mode::Cluster,
+        _ => A::MODE,
+    };
     let slot = HarnessSlot::default();
     let made = config.and_then(|config| {
         runtime.block_on(async {
             let mut builder = TestDb::builder(&golden)
-                .mode(mode)
+                .default_mode(default_mode)
                 .harness(Arc::clone(&slot))
                 .config(config);
+            if let Some(mode) = asked {
+                builder = builder.mode(mode);
+            }
             if !A::CLIENT {
                 builder = builder.without_client();
             }

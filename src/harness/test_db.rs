@@ -14,7 +14,9 @@ use crate::config::{Config, Keep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
 use crate::harness::pool;
+use crate::harness::remote::{self, Created, RemoteServer};
 use crate::harness::template::{self, TemplateServer};
+use crate::postgres::libpq::{ConnectParams, Secret};
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::socket_dir::SocketDir;
 use crate::postgres::url::{connection_url, redacted, Endpoint};
@@ -43,6 +45,9 @@ pub enum Method {
         /// shares extents or copies).
         clone: bool,
     },
+    /// Database mode on the server of `PGCLONE_URL`, for a golden under 64 MB:
+    /// `CREATE DATABASE ... STRATEGY WAL_LOG` (no checkpoint; faster for small databases).
+    CreateDatabaseWalLog,
 }
 
 impl fmt::Display for Method {
@@ -55,6 +60,7 @@ impl fmt::Display for Method {
             Method::CreateDatabase { clone: false } => {
                 f.write_str("CREATE DATABASE STRATEGY FILE_COPY")
             }
+            Method::CreateDatabaseWalLog => f.write_str("CREATE DATABASE STRATEGY WAL_LOG"),
         }
     }
 }
@@ -74,12 +80,13 @@ pub struct TestDb {
     /// `None` only for a copy the harness made for another argument type (`TestArg`), whose
     /// test never sees the `TestDb`.
     client: Option<tokio_postgres::Client>,
-    dbname: String,
-    socket_dir: PathBuf,
-    port: u16,
+    /// The server, role, password and database the copy is reached with.
+    params: ConnectParams,
+    /// Empty on a server given by `PGCLONE_URL`.
     data_dir: PathBuf,
     method: Method,
-    golden: Arc<BuiltGolden>,
+    /// `None` on a server given by `PGCLONE_URL`.
+    golden: Option<Arc<BuiltGolden>>,
     owned: Option<Owned>,
     harness: Option<HarnessSlot>,
     /// `PGCLONE_KEEP` as read when it was made: what `Drop` does outside the harness.
@@ -99,6 +106,11 @@ pub(crate) enum Owned {
         template: Arc<TemplateServer>,
         dbname: String,
     },
+    /// A database on the server of `PGCLONE_URL`.
+    Remote {
+        server: Arc<RemoteServer>,
+        created: Created,
+    },
 }
 
 /// Where the `#[pgclone::test]` harness collects a dropped `TestDb`'s resources, so that it can
@@ -109,7 +121,9 @@ pub(crate) type HarnessSlot = Arc<Mutex<Option<Owned>>>;
 #[derive(Debug)]
 pub struct TestDbBuilder<'a> {
     golden: &'a Golden,
-    mode: Mode,
+    /// The mode asked for; `None`: `default_mode`, or database mode on a `PGCLONE_URL` server.
+    mode: Option<Mode>,
+    default_mode: Mode,
     harness: Option<HarnessSlot>,
     pool: Option<usize>,
     /// The configuration its caller already read (the harness: once per test).
@@ -128,7 +142,8 @@ impl TestDb {
     pub fn builder(golden: &Golden) -> TestDbBuilder<'_> {
         TestDbBuilder {
             golden,
-            mode: Mode::Cluster,
+            mode: None,
+            default_mode: Mode::Cluster,
             harness: None,
             pool: None,
             config: None,
@@ -148,38 +163,39 @@ impl TestDb {
         connect(&self.connection_string()).await
     }
 
-    /// A libpq URL of this copy that psql, tokio-postgres, sqlx and diesel accept.
+    /// A libpq URL of this copy that psql, tokio-postgres, sqlx and diesel accept. On a server
+    /// given by `PGCLONE_URL` it carries the password (so never print it; `Debug` does not).
     pub fn connection_string(&self) -> String {
-        connection_url(
-            Endpoint::Socket(&self.socket_dir),
-            self.port,
-            SUPERUSER,
-            None,
-            &self.dbname,
-        )
+        self.params.url()
     }
 
     /// The database to use.
     pub fn dbname(&self) -> &str {
-        &self.dbname
+        &self.params.dbname
     }
 
-    /// The host: the server's Unix socket directory.
+    /// The host: the server's Unix socket directory, or the host name of `PGCLONE_URL`.
     pub fn host(&self) -> String {
-        self.socket_dir.to_string_lossy().into_owned()
+        self.params.host_text()
     }
 
-    /// The port (part of the socket's name).
+    /// The port (with a Unix socket, part of the socket's name).
     pub fn port(&self) -> u16 {
-        self.port
+        self.params.port
     }
 
-    /// The superuser the client connects as.
+    /// The role the client connects as: the superuser of a local copy, `PGCLONE_URL`'s role.
     pub fn user(&self) -> &str {
-        SUPERUSER
+        &self.params.user
     }
 
-    /// The data directory serving this copy (database mode: the shared template server's).
+    /// The password, where the server asks for one (on a server given by `PGCLONE_URL`).
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.params.password.as_ref().map(|p| p.expose())
+    }
+
+    /// The data directory serving this copy (database mode: the shared template server's;
+    /// empty on a server given by `PGCLONE_URL`, whose files pgclone does not see).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -192,14 +208,25 @@ impl TestDb {
     /// A new, independent `TestDb` holding this one's state at this moment: an online clone of
     /// this running cluster, started through backup recovery. Cluster mode only.
     pub async fn fork(&self) -> Result<TestDb> {
-        if let Method::CreateDatabase { .. } = self.method {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "fork() needs cluster mode: a database cannot be copied while the test is connected to it",
-            )
-            .hint("use Mode::Cluster (the default) for tests that fork"));
-        }
-        let (golden, source) = (self.golden.clone(), self.data_dir.clone());
+        let golden = match (&self.golden, self.method) {
+            (Some(golden), Method::Clone(_)) => golden.clone(),
+            (None, _) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "fork() needs cluster mode with local PostgreSQL binaries, and PGCLONE_URL gives database mode on its server",
+                )
+                .hint("unset PGCLONE_URL for this test (it then uses local binaries), or copy the data another way"))
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "fork() needs cluster mode: a database cannot be copied while the test is connected to it",
+                )
+                .hint("use Mode::Cluster (the default) for tests that fork"))
+            }
+        };
+        let source = self.data_dir.clone();
+        let forked_golden = golden.clone();
         let (server, dir, method) = blocking(move || {
             let options = CloneOptions::new()
                 .allow_copy(true)
@@ -209,14 +236,8 @@ impl TestDb {
             golden.start_clone(|data| clone_running(&source, data, &options, owner, None))
         })
         .await?;
-        let mut forked = TestDb::from_cluster(
-            self.golden.clone(),
-            dir,
-            server,
-            Method::Clone(method),
-            true,
-        )
-        .await?;
+        let mut forked =
+            TestDb::from_cluster(forked_golden, dir, server, Method::Clone(method), true).await?;
         forked.keep_policy = self.keep_policy;
         Ok(forked)
     }
@@ -230,7 +251,7 @@ impl TestDb {
         let dir = match &owned {
             Some(Owned::Cluster { dir, .. }) => dir.clone(),
             Some(Owned::Database { template, .. }) => template.dir.clone(),
-            None => self.data_dir.clone(),
+            Some(Owned::Remote { .. }) | None => self.data_dir.clone(),
         };
         if let Some(owned) = owned {
             keep(owned, "kept by keep()");
@@ -257,45 +278,29 @@ impl TestDb {
         client: bool,
     ) -> Result<TestDb> {
         let dbname = golden.dbname.clone();
-        let (socket_dir, port, data_dir) = (
-            server.socket_dir().to_path_buf(),
-            server.port(),
-            dir.join("data"),
-        );
+        let params = local_params(server.socket_dir(), server.port(), &dbname);
+        let data_dir = dir.join("data");
         let owned = Owned::Cluster {
             dir,
             server,
-            dbname: dbname.clone(),
+            dbname,
             golden: golden.clone(),
         };
-        TestDb::connected(
-            golden, owned, socket_dir, port, data_dir, dbname, method, client,
-        )
-        .await
+        TestDb::connected(Some(golden), owned, params, data_dir, method, client).await
     }
 
     /// Connects the client (if `client`); if that fails, tears the copy down and reports why.
     /// The harness, if any, is attached by the builder afterwards.
-    #[allow(clippy::too_many_arguments)]
     async fn connected(
-        golden: Arc<BuiltGolden>,
+        golden: Option<Arc<BuiltGolden>>,
         owned: Owned,
-        socket_dir: PathBuf,
-        port: u16,
+        params: ConnectParams,
         data_dir: PathBuf,
-        dbname: String,
         method: Method,
         client: bool,
     ) -> Result<TestDb> {
-        let url = connection_url(
-            Endpoint::Socket(&socket_dir),
-            port,
-            SUPERUSER,
-            None,
-            &dbname,
-        );
         let client = if client {
-            match connect(&url).await {
+            match connect_params(&params).await {
                 Ok(client) => Some(client),
                 Err(e) => {
                     let _ = blocking(move || tear_down(owned, false)).await;
@@ -307,9 +312,7 @@ impl TestDb {
         };
         Ok(TestDb {
             client,
-            dbname,
-            socket_dir,
-            port,
+            params,
             data_dir,
             method,
             golden,
@@ -321,9 +324,16 @@ impl TestDb {
 }
 
 impl TestDbBuilder<'_> {
-    /// Cluster mode (the default) or database mode.
+    /// Cluster mode (the default) or database mode. With `PGCLONE_URL` set, the default is
+    /// database mode on that server, and cluster mode an error (it needs local binaries).
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.mode = Some(mode);
+        self
+    }
+
+    /// The mode when none was asked for (the harness: the argument type's).
+    pub(crate) fn default_mode(mut self, mode: Mode) -> Self {
+        self.default_mode = mode;
         self
     }
 
@@ -355,15 +365,22 @@ impl TestDbBuilder<'_> {
 
     /// Builds the golden if needed (once, whatever the number of tests and processes asking),
     /// then makes this test's copy, or takes one the pool made.
-    pub async fn start(self) -> Result<TestDb> {
-        let config = match self.config {
+    pub async fn start(mut self) -> Result<TestDb> {
+        let config = match self.config.take() {
             Some(config) => config,
             None => Config::from_env()?,
         };
+        if let Some(url) = config.url.clone() {
+            let mut db = self.start_remote(&config, &url).await?;
+            db.harness = self.harness.clone();
+            db.keep_policy = config.keep;
+            return Ok(db);
+        }
+        let mode = self.mode.unwrap_or(self.default_mode);
         let golden = ensure_built(self.golden, &config).await?;
         let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
-            pool::take(&golden, self.mode, size)
+            pool::take(&golden, mode, size)
         } else {
             None
         };
@@ -374,11 +391,35 @@ impl TestDbBuilder<'_> {
                 db
             }
             Some(db) => db,
-            None => TestDb::fresh(golden, self.mode, self.client).await?,
+            None => TestDb::fresh(golden, mode, self.client).await?,
         };
         db.harness = self.harness;
         db.keep_policy = config.keep;
         Ok(db)
+    }
+
+    /// Database mode on the server of `PGCLONE_URL`: the golden a template database there,
+    /// this test's copy a database made from it.
+    async fn start_remote(&self, config: &Config, url: &Secret) -> Result<TestDb> {
+        if self.mode == Some(Mode::Cluster) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "cluster mode needs local PostgreSQL binaries, and PGCLONE_URL gives database mode on its server",
+            )
+            .hint("ask for no mode or mode = \"database\" (PGCLONE_MODE=database) with PGCLONE_URL, or unset PGCLONE_URL to run this test on local binaries"));
+        }
+        let (c, u) = (config.clone(), url.clone());
+        let server = blocking(move || remote::server(&c, &u)).await?;
+        let golden = remote::ensure_built(self.golden, config, &server).await?;
+        let (s, g) = (server.clone(), golden.clone());
+        let created = blocking(move || s.create_database(&g)).await?;
+        let params = server.params(&created.name);
+        let method = match golden.strategy {
+            Some("wal_log") => Method::CreateDatabaseWalLog,
+            _ => Method::CreateDatabase { clone: false },
+        };
+        let owned = Owned::Remote { server, created };
+        TestDb::connected(None, owned, params, PathBuf::new(), method, self.client).await
     }
 }
 
@@ -405,19 +446,9 @@ impl TestDb {
                 let method = Method::CreateDatabase {
                     clone: crate::postgres::features::has_file_copy_method_clone(template.major),
                 };
-                let (socket_dir, data_dir) =
-                    (template.socket_dir.clone(), template.dir.join("data"));
-                TestDb::connected(
-                    golden,
-                    owned,
-                    socket_dir,
-                    template.port,
-                    data_dir,
-                    dbname,
-                    method,
-                    client,
-                )
-                .await
+                let params = local_params(&template.socket_dir, template.port, &dbname);
+                let data_dir = template.dir.join("data");
+                TestDb::connected(Some(golden), owned, params, data_dir, method, client).await
             }
         }
     }
@@ -431,6 +462,9 @@ impl TestDb {
                 let _ = tear_down(owned, false);
             }
             Some(Owned::Database { .. }) | None => {}
+            Some(owned @ Owned::Remote { .. }) => {
+                let _ = tear_down(owned, false);
+            }
         }
     }
 }
@@ -451,8 +485,8 @@ impl Drop for TestDb {
 impl fmt::Debug for TestDb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestDb")
-            .field("dbname", &self.dbname)
-            .field("connection_string", &self.connection_string())
+            .field("dbname", &self.params.dbname)
+            .field("connection_string", &redacted(&self.connection_string()))
             .field("data_dir", &self.data_dir)
             .field("method", &self.method)
             .finish_non_exhaustive()
@@ -488,6 +522,9 @@ fn tear_down(owned: Owned, background: bool) -> Result<()> {
             Ok(())
         }
         Owned::Database { template, dbname } => template.drop_database(&dbname),
+        // Synchronous: the process may exit right after the last test, and a database left
+        // behind would wait for the next run's reaping.
+        Owned::Remote { server, created } => server.drop_database(created),
     }
 }
 
@@ -496,6 +533,7 @@ fn tear_down(owned: Owned, background: bool) -> Result<()> {
 /// user could connect as the trusted superuser).
 fn keep(owned: Owned, why: &str) {
     let (dir, dbname, golden, socket_dir, marked) = match owned {
+        Owned::Remote { server, created } => return keep_remote(&server, created, why),
         Owned::Cluster {
             dir,
             server,
@@ -569,6 +607,38 @@ fn keep(owned: Owned, why: &str) {
         dir.display(),
         golden.root.path().display()
     ));
+}
+
+/// Keeps a database on the server of `PGCLONE_URL` (marked kept in pgclone's registry there,
+/// so that no run drops it) and says how to reach and drop it.
+fn keep_remote(server: &RemoteServer, created: Created, why: &str) {
+    let params = server.params(&created.name);
+    let name = created.name.clone();
+    let say = match server.keep_database(created) {
+        Ok(()) => format!(
+            "pgclone: kept this test's database ({why}) on the server of PGCLONE_URL\n  connect:    psql '{}' (the password of PGCLONE_URL)\n  remove it:  psql '{}' -c 'drop database {name}'",
+            redacted(&params.url()),
+            redacted(&server.params("postgres").url()),
+        ),
+        Err(e) => format!("pgclone: could not keep this test's database {name} ({why}) on the server of PGCLONE_URL: {e}"),
+    };
+    let _ = writeln!(std::io::stderr(), "{say}");
+}
+
+/// How a local copy is reached: the server's socket, as the superuser, without a password.
+fn local_params(socket_dir: &Path, port: u16, dbname: &str) -> ConnectParams {
+    ConnectParams::socket(socket_dir, port, SUPERUSER, dbname, "pgclone test")
+}
+
+/// Connects a client as `params` says; its connection runs on the current tokio runtime.
+pub(crate) async fn connect_params(params: &ConnectParams) -> Result<tokio_postgres::Client> {
+    let (client, connection) = params
+        .tokio_config(std::time::Duration::from_secs(10))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::query(format!("connect to {params}"), e))?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// Connects a client; its connection runs on the current tokio runtime.

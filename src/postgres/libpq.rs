@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::postgres::url::{connection_url, Endpoint};
 
 /// A password: never shown by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -35,7 +37,6 @@ pub(crate) enum Host {
     /// A Unix socket directory (the socket is `<dir>/.s.PGSQL.<port>`).
     Socket(PathBuf),
     /// A host name or address, over TCP (for sources and servers given by URL).
-    #[allow(dead_code)]
     Tcp(String),
 }
 
@@ -85,6 +86,78 @@ impl ConnectParams {
             });
         }
         self
+    }
+
+    /// The server a libpq connection string names (a `postgresql://` URL or `key=value` pairs),
+    /// such as `PGCLONE_URL`: its first host and port (default: the Unix socket in
+    /// `/var/run/postgresql`, port 5432), the user (default as libpq: `PGUSER`, else the OS
+    /// user), the database (default: the user's name) and the password (default: `PGPASSWORD`,
+    /// else the password file). `what` names the variable in errors, which never show the text.
+    pub fn parse(text: &Secret, what: &str, application: &str, config: &Config) -> Result<Self> {
+        let parsed: tokio_postgres::Config = text.expose().parse().map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("{what} is not a connection string libpq would accept"),
+            )
+            .with_source(e)
+            .hint("write it as postgresql://user:password@host:port/database (percent-encode special characters in the password)")
+        })?;
+        if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("{what} asks for sslmode=require, and pgclone connects without TLS"),
+            )
+            .hint("use sslmode=disable or prefer (a test server on a private network), or a server reachable without TLS"));
+        }
+        let host = match parsed.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(name)) => Host::Tcp(name.clone()),
+            Some(tokio_postgres::config::Host::Unix(dir)) => Host::Socket(dir.clone()),
+            None => Host::Socket(PathBuf::from("/var/run/postgresql")),
+        };
+        let user = match parsed.get_user() {
+            Some(user) => user.to_string(),
+            None => default_user(config),
+        };
+        let dbname = parsed.get_dbname().unwrap_or(&user).to_string();
+        let password = parsed
+            .get_password()
+            .map(|bytes| Secret::new(String::from_utf8_lossy(bytes)));
+        let params = ConnectParams {
+            host,
+            port: parsed.get_ports().first().copied().unwrap_or(5432),
+            user,
+            dbname,
+            password,
+            application_name: application.to_string(),
+        };
+        Ok(params.with_libpq_password(config))
+    }
+
+    /// The same server and credentials, database `dbname`.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        ConnectParams {
+            dbname: dbname.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// A libpq URL of it that any client accepts, with the password if it has one: for the
+    /// test's own clients only, never for a message (use `Display` there).
+    pub fn url(&self) -> String {
+        let endpoint = match &self.host {
+            Host::Socket(dir) => Endpoint::Socket(dir),
+            Host::Tcp(name) => Endpoint::Host(name),
+        };
+        let password = self.password.as_ref().map(Secret::expose);
+        connection_url(endpoint, self.port, &self.user, password, &self.dbname)
+    }
+
+    /// The host as libpq takes it: a socket directory or a host name.
+    pub fn host_text(&self) -> String {
+        match &self.host {
+            Host::Socket(dir) => dir.to_string_lossy().into_owned(),
+            Host::Tcp(name) => name.clone(),
+        }
     }
 
     pub fn tokio_config(&self, connect_timeout: Duration) -> tokio_postgres::Config {

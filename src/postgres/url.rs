@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
-/// Where a client connects: a Unix socket directory, or TCP on 127.0.0.1.
+/// Where a client connects: a Unix socket directory, TCP on 127.0.0.1, or TCP to a named host.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Endpoint<'a> {
     Socket(&'a Path),
     Tcp,
+    Host(&'a str),
 }
 
 /// `postgresql://user[:password]@host:port/dbname`, with a socket directory written as a
@@ -21,6 +22,9 @@ pub(crate) fn connection_url(
     let host = match endpoint {
         Endpoint::Socket(dir) => encode(&dir.to_string_lossy()),
         Endpoint::Tcp => "127.0.0.1".to_string(),
+        // An IPv6 address goes in brackets; a name or IPv4 address as it is.
+        Endpoint::Host(host) if host.contains(':') => format!("[{host}]"),
+        Endpoint::Host(host) => encode(host),
     };
     let credentials = match password {
         Some(password) => format!("{}:{}", encode(user), encode(password)),

@@ -45,6 +45,11 @@ fn entry() {
         "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
         "keep_databases" => crate::harness::keep_databases(),
         "keep_a_cluster_hold_another" => crate::lifecycle::keep_a_cluster_hold_another(),
+        "remote_isolation" => crate::remote::remote_isolation(),
+        "remote_acquire" => crate::remote::remote_acquire(),
+        "remote_hold_connections" => crate::remote::remote_hold_connections(),
+        "remote_hold" => crate::remote::remote_hold(),
+        "remote_needs_local" => crate::remote::remote_needs_local(),
         "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),
         other => panic!("unknown helper task {other}"),
     };

@@ -12,6 +12,7 @@ mod migrations;
 mod offline_clone;
 mod online_clone;
 mod parent_death;
+mod remote;
 mod support;
 mod tidy;
 mod trust;

@@ -15,8 +15,15 @@ macro_rules! sqlx_args {
 
         /// The copy: its socket, port, superuser and database, without TLS (a Unix socket).
         fn connect_options(db: &TestDb) -> PgConnectOptions {
-            PgConnectOptions::new_without_pgpass()
-                .socket(db.host())
+            let host = db.host();
+            let mut options = match host.starts_with('/') {
+                true => PgConnectOptions::new_without_pgpass().socket(host),
+                false => PgConnectOptions::new_without_pgpass().host(&host),
+            };
+            if let Some(password) = db.password() {
+                options = options.password(password);
+            }
+            options
                 .port(db.port())
                 .username(db.user())
                 .database(db.dbname())

@@ -16,14 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::recipe::{self, Step};
-use super::MigratorTarget as Target;
-use super::{BoxError, Golden};
+use super::apply::apply;
+use super::recipe::{self, BuiltWith, Step};
+use super::Golden;
 use crate::clone::{clone_stopped, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::harness::test_db::connect;
+use crate::harness::test_db::connect_params;
 use crate::postgres::data_dir;
+use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::{Resolved, ServerOptions};
 use crate::postgres::server::{Server, StartSpec, SUPERUSER};
 use crate::postgres::wire::quote_ident;
@@ -86,7 +87,7 @@ impl BuiltGolden {
 pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc<BuiltGolden>> {
     let env = ServerOptions::new().resolve(config)?;
     let base = config.recipe_base()?;
-    let recipe = recipe::resolve(golden, &env.binaries, &base)?;
+    let recipe = recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base)?;
     let root = Root::open(None, config, env.run_as.as_ref())?;
     root.reap_once_per_process();
 
@@ -231,7 +232,7 @@ async fn build(
             })
         })
         .await?;
-        let applied = apply(&server, &name, steps).await;
+        let applied = create_and_apply(&server, &name, steps).await;
         let stopped = blocking(move || server.stop()).await;
         applied.and(stopped)
     }
@@ -260,108 +261,30 @@ fn build_options() -> ServerOptions {
         .setting("max_wal_size", "32MB")
 }
 
-/// Runs the recipe's steps in the golden database, then freezes and analyzes it and checkpoints.
-async fn apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
-    let url = |db: &str| server.connection_string(db);
-    if name != "postgres" {
-        let admin = connect(&url("postgres")).await?;
-        admin
-            .batch_execute(&format!("create database {}", quote_ident(name)))
-            .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Golden,
-                    format!("golden {name:?}: create database"),
-                )
-                .with_source(e)
-            })?;
-    }
-    let client = connect(&url(name)).await?;
-    for step in steps {
-        match step {
-            Step::Sql { origin, text } => {
-                client
-                    .batch_execute(&text)
-                    .await
-                    .map_err(|e| step_error(name, &origin, &text, e))?;
-            }
-            Step::SqlxMigrator(migrator) => {
-                let target = Target {
-                    socket_dir: server.socket_dir(),
-                    port: server.port(),
-                    user: SUPERUSER,
-                    dbname: name,
-                };
-                migrator.run(target).await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Golden,
-                        format!("golden {name:?}: the sqlx migrator failed"),
-                    )
-                    .with_source(e)
-                    .hint("a migration that was \"previously applied but has been modified\" was recorded earlier in this recipe (by `sqlx_migrations` or another migrator) with other bytes: give the recipe one source of migrations")
-                })?;
-            }
-            Step::Hook(hook) => {
-                let hook_client = connect(&url(name)).await?;
-                hook(hook_client).await.map_err(|e| hook_failed(name, e))?;
-            }
-            Step::UrlHook(hook) => hook(url(name)).await.map_err(|e| hook_failed(name, e))?,
-        }
-    }
-    // Frozen, with statistics: every clone plans its queries the same way, whenever autovacuum
-    // would have run, and reading a clone's rows never rewrites (copy-on-write) a page to set hint
-    // bits. Then a checkpoint, so the golden's files hold everything.
-    for sql in ["vacuum (freeze, analyze)", "checkpoint"] {
-        client
-            .batch_execute(sql)
-            .await
-            .map_err(|e| step_error(name, sql, sql, e))?;
-    }
-    Ok(())
-}
-
-fn hook_failed(name: &str, e: BoxError) -> Error {
-    Error::new(
-        ErrorKind::Golden,
-        format!("golden {name:?}: the setup hook failed"),
-    )
-    .with_source(e)
-}
-
-/// `golden "app": migration migrations/0002.sql failed at line 3: <message> (SQLSTATE <code>)`,
-/// then `in: <statement>` and the hint.
-fn step_error(name: &str, origin: &str, text: &str, error: tokio_postgres::Error) -> Error {
-    let Some(db) = error.as_db_error() else {
-        return Error::new(
-            ErrorKind::Golden,
-            format!("golden {name:?}: {origin} failed"),
+/// Creates the golden database (unless it is `postgres`) on the building server, applies the
+/// recipe there, then checkpoints so that the golden's files hold everything.
+async fn create_and_apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
+    let params = |db: &str| {
+        ConnectParams::socket(
+            server.socket_dir(),
+            server.port(),
+            SUPERUSER,
+            db,
+            "pgclone build",
         )
-        .with_source(error);
     };
-    let mut message = format!("golden {name:?}: {origin} failed");
-    let mut statement = None;
-    if let Some(tokio_postgres::error::ErrorPosition::Original(position)) = db.position() {
-        let (line, at) = statement_at(text, *position as usize);
-        message.push_str(&format!(" at line {line}"));
-        statement = Some(at);
+    if name != "postgres" {
+        let admin = connect_params(&params("postgres")).await?;
+        let sql = format!("create database {}", quote_ident(name));
+        admin.batch_execute(&sql).await.map_err(|e| {
+            Error::new(ErrorKind::Golden, format!("golden {name:?}: {sql}")).with_source(e)
+        })?;
     }
-    let mut error = Error::new(ErrorKind::Golden, message).with_source(error);
-    if let Some(statement) = statement {
-        error = error.note(format_args!("in: {statement}"));
-    }
-    error.hint("fix that statement; the golden is rebuilt on the next run")
-}
-
-/// The line number and the statement around a 1-based character position in `text`.
-fn statement_at(text: &str, position: usize) -> (usize, String) {
-    let at = text
-        .char_indices()
-        .nth(position.saturating_sub(1))
-        .map_or(text.len(), |(i, _)| i);
-    let start = text[..at].rfind(';').map_or(0, |i| i + 1);
-    let end = text[at..].find(';').map_or(text.len(), |i| at + i + 1);
-    let line = text[..at].matches('\n').count() + 1;
-    (line, text[start..end].trim().to_string())
+    apply(&params(name), name, steps).await?;
+    let client = connect_params(&params(name)).await?;
+    client.batch_execute("checkpoint").await.map_err(|e| {
+        Error::new(ErrorKind::Golden, format!("golden {name:?}: checkpoint")).with_source(e)
+    })
 }
 
 /// Moves a finished build to `dir` (replacing an older build of the same recipe: we hold its
@@ -456,19 +379,4 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::new(ErrorKind::Io, "a pgclone worker thread failed").with_source(e))?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_failing_statement() {
-        let text = "create table a(x int);\ninsert into b values (1);\nselect 1;";
-        let position = text.find("b values").unwrap() + 1;
-        assert_eq!(
-            statement_at(text, position),
-            (2, "insert into b values (1);".to_string())
-        );
-    }
 }

@@ -1,9 +1,10 @@
 //! Golden clusters: a recipe (migrations, SQL, a Rust setup hook, settings) built once per recipe
 //! and PostgreSQL version, cached on disk in `<root>/golden/<key>/` (the key: a hash of the recipe's content), and cloned per test.
 
+mod apply;
 mod build;
 mod migrations;
-mod recipe;
+pub(crate) mod recipe;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use migrations::Format;
 pub use migrations::{SqlxMigrator, Target as MigratorTarget};
 
+pub(crate) use apply::apply;
 pub(crate) use build::{blocking, ensure_built, BuiltGolden};
 
 /// Errors a setup hook may return.
@@ -224,6 +226,11 @@ impl Golden {
     /// The database the fixture lives in.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The settings, as written into `postgresql.conf`.
+    pub(crate) fn settings(&self) -> &[(String, String)] {
+        &self.settings
     }
 }
 

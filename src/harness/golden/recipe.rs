@@ -17,7 +17,7 @@ use crate::postgres::server::INITDB_ARGS;
 const FORMAT: &str = "pgclone golden 4";
 
 /// One step of a build.
-pub(super) enum Step {
+pub(crate) enum Step {
     /// SQL and where it came from (`migration 0001_init.sql`), for error messages.
     Sql {
         origin: String,
@@ -29,20 +29,32 @@ pub(super) enum Step {
 }
 
 /// A recipe read from disk, with its cache key.
-pub(super) struct Recipe {
+pub(crate) struct Recipe {
     pub key: String,
     pub steps: Vec<Step>,
 }
 
-/// Reads the recipe's files (relative paths from `base`) and hashes it with the binaries.
-pub(super) fn resolve(golden: &Golden, bins: &PgBinaries, base: &Path) -> Result<Recipe> {
+/// What the golden is built with, part of its key: local binaries, or a server given by URL.
+pub(crate) enum BuiltWith<'a> {
+    Binaries(&'a PgBinaries),
+    /// A server's `server_version_num`.
+    Server(u32),
+}
+
+/// Reads the recipe's files (relative paths from `base`) and hashes it with what builds it.
+pub(crate) fn resolve(golden: &Golden, with: BuiltWith<'_>, base: &Path) -> Result<Recipe> {
     check_name(&golden.name)?;
     check_settings(golden)?;
     let mut hash = Hash::default();
     hash.add(FORMAT);
     hash.add(&golden.name);
-    hash.add(&bins.version().to_string());
-    hash.add(&bins.bin_dir().to_string_lossy());
+    match with {
+        BuiltWith::Binaries(bins) => {
+            hash.add(&bins.version().to_string());
+            hash.add(&bins.bin_dir().to_string_lossy());
+        }
+        BuiltWith::Server(version) => hash.add(&format!("server {version}")),
+    }
     INITDB_ARGS.iter().for_each(|arg| hash.add(arg));
     for (name, value) in TEST_SETTINGS {
         hash.add(name);

@@ -5,7 +5,6 @@
 //! `sqlx`) and sqlx 0.8 (feature `sqlx-0_8`).
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 
 use super::super::BoxError;
@@ -13,12 +12,14 @@ use super::super::BoxError;
 /// Where the build's server is, for a migrator to connect to.
 #[doc(hidden)]
 pub struct Target<'a> {
-    /// The server's socket directory.
-    pub socket_dir: &'a Path,
+    /// A Unix socket directory (starting with `/`) or a host name, as libpq takes `host`.
+    pub host: &'a str,
     /// Its port.
     pub port: u16,
-    /// A superuser.
+    /// The role that builds the golden.
     pub user: &'a str,
+    /// Its password, if the server asks for one.
+    pub password: Option<&'a str>,
     /// The golden database.
     pub dbname: &'a str,
 }
@@ -68,8 +69,15 @@ macro_rules! sqlx_migrator {
             ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>> {
                 Box::pin(async move {
                     use ::$sqlx::postgres::{PgConnectOptions, PgSslMode};
-                    let options = PgConnectOptions::new_without_pgpass()
-                        .socket(target.socket_dir)
+                    let mut options = PgConnectOptions::new_without_pgpass();
+                    options = match target.host.starts_with('/') {
+                        true => options.socket(target.host),
+                        false => options.host(target.host),
+                    };
+                    if let Some(password) = target.password {
+                        options = options.password(password);
+                    }
+                    let options = options
                         .port(target.port)
                         .username(target.user)
                         .database(target.dbname)
