@@ -82,6 +82,57 @@ fn acquire(root: &Path, dir: &Path) -> std::process::Command {
     cmd
 }
 
+/// What a CI cache does between runs: `PGCLONE_DIR/golden` archived, and restored into a fresh
+/// directory on the next run (tar, as `actions/cache` and GitLab's cache use).
+#[test]
+fn goldens_restored_from_a_ci_cache_are_used_without_rebuilding() {
+    let first = support::unique_root("cache-first");
+    let dir = migrations(&first);
+    let output = acquire(&first, &dir)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("RESULT OK 7"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("building golden"));
+
+    let archive = first.join("cache.tar");
+    let tar = |args: &[&std::ffi::OsStr]| {
+        let status = std::process::Command::new("tar")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar {args:?}");
+    };
+    tar(&[
+        "-C".as_ref(),
+        first.as_os_str(),
+        "-cf".as_ref(),
+        archive.as_os_str(),
+        "golden".as_ref(),
+    ]);
+    let next = support::unique_root("cache-next");
+    tar(&[
+        "-C".as_ref(),
+        next.as_os_str(),
+        "-xf".as_ref(),
+        archive.as_os_str(),
+    ]);
+
+    let output = acquire(&next, &dir)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("RESULT OK 7"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("building golden"),
+        "restored, not rebuilt: {stderr}"
+    );
+}
+
 #[test]
 fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_recipe_is_reused() {
     let root = support::unique_root("golden8");
