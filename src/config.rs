@@ -12,6 +12,7 @@
 //! | `PGCLONE_POOL` | ready copies kept per golden and mode (default 0: off) |
 //! | `PGCLONE_URL` | a server to use instead of local binaries: database mode there (see `harness/remote/`) |
 //! | `PGCLONE_MAX_CONNECTIONS` | with `PGCLONE_URL`: the connections pgclone's tests may use together (default: from the server's `max_connections`) |
+//! | `PGCLONE_GOLDEN_KEYS` | a file: `#[pgclone::test]`s append their golden's key to it instead of running (`pgclone golden key`) |
 //! | `PGCLONE_REBUILD` | anything but `0`: rebuild goldens once in this run even if cached |
 //! | `CARGO_MANIFEST_DIR` | set by cargo: relative recipe paths are taken from it |
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
@@ -64,6 +65,8 @@ pub(crate) struct Config {
     pub url: Option<Secret>,
     /// `PGCLONE_MAX_CONNECTIONS`.
     pub max_connections: Option<u32>,
+    /// `PGCLONE_GOLDEN_KEYS`.
+    pub golden_keys: Option<PathBuf>,
 }
 
 /// `PGCLONE_KEEP`: which clones outlive their test.
@@ -132,6 +135,7 @@ impl Config {
         };
         Ok(Config {
             url: var("PGCLONE_URL").map(Secret::new),
+            golden_keys: var("PGCLONE_GOLDEN_KEYS").map(PathBuf::from),
             max_connections,
             keep,
             pool,

@@ -34,6 +34,7 @@ mod sys;
 
 pub use error::{Error, ErrorKind, Result};
 pub use harness::args::TestArg;
+pub use harness::golden::keys::{golden_keys, GoldenKey};
 pub use harness::golden::{BoxError, Golden, SqlxMigrator};
 pub use harness::test_db::{Method, Mode, TestDb, TestDbBuilder};
 

@@ -73,6 +73,11 @@ enum Command {
         #[arg(long = "sql-file")]
         sql_files: Vec<PathBuf>,
     },
+    /// Goldens a test suite uses.
+    Golden {
+        #[command(subcommand)]
+        command: GoldenCommand,
+    },
     /// Remove what killed processes left: clones of dead owners, unfinished clones, sockets.
     Gc {
         /// Also remove the clones kept on purpose (PGCLONE_KEEP, keep()).
@@ -81,6 +86,22 @@ enum Command {
         /// The pgclone directory (default: PGCLONE_DIR, else the default root).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GoldenCommand {
+    /// Print one key for the goldens the tests use, for a CI cache of PGCLONE_DIR/golden
+    /// (e.g. actions/cache's `key`): runs the tests (default: `cargo test --workspace`) with each
+    /// #[pgclone::test] recording its golden instead of running. Nothing is built.
+    Key {
+        /// Print each golden's key and database name instead (their directories in
+        /// PGCLONE_DIR/golden).
+        #[arg(long)]
+        list: bool,
+        /// The command that runs the tests (after `--`).
+        #[arg(last = true)]
+        command: Vec<std::ffi::OsString>,
     },
 }
 
@@ -112,6 +133,9 @@ fn main() -> ExitCode {
             format,
             sql_files,
         } => serve::serve(serve::recipe(migrations, format, sql_files)),
+        Command::Golden {
+            command: GoldenCommand::Key { list, command },
+        } => golden_key(list, command),
         Command::Gc { kept, dir } => gc(kept, dir),
     };
     match result {
@@ -121,6 +145,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn golden_key(list: bool, mut command: Vec<std::ffi::OsString>) -> pgclone::Result<()> {
+    if command.is_empty() {
+        command = ["cargo", "test", "--workspace"].map(Into::into).to_vec();
+    }
+    let keys = pgclone::golden_keys(&command)?;
+    if list {
+        for golden in &keys {
+            println!("{} {}", golden.key, golden.name);
+        }
+        return Ok(());
+    }
+    // One key for the set: any change of any golden changes it.
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for golden in &keys {
+        hash.update(format!("{}\n", golden.key));
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    println!("{hex}");
+    Ok(())
 }
 
 /// The log of a server `clone --start` leaves running: inside the clone's data directory, so that

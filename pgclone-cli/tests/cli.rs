@@ -521,3 +521,34 @@ fn a_source_asking_for_a_password_is_reached_through_pgpassword_or_a_password_fi
     });
     assert_eq!((slots, sessions), (0, 0), "the source is left clean");
 }
+
+#[test]
+fn golden_key_prints_one_key_for_the_goldens_a_test_command_records() {
+    // A stand-in for a test run: what `#[pgclone::test]`s append in PGCLONE_GOLDEN_KEYS mode.
+    let record = r#"printf '1111 app\n2222 (base)\n1111 app\n' >> "$PGCLONE_GOLDEN_KEYS""#;
+    let listed = pgclone(&["golden", "key", "--list", "--", "sh", "-c", record]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(stdout(&listed), "1111 app\n2222 (base)\n");
+
+    let key = pgclone(&["golden", "key", "--", "sh", "-c", record]);
+    let key = stdout(&key);
+    assert_eq!(key.trim().len(), 16, "{key}");
+    assert!(key.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    let other = pgclone(&[
+        "golden",
+        "key",
+        "--",
+        "sh",
+        "-c",
+        &record.replace("1111", "3333"),
+    ]);
+    assert_ne!(stdout(&other), key, "another golden, another key");
+
+    let failed = pgclone(&["golden", "key", "--", "false"]);
+    assert!(!failed.status.success());
+    assert!(
+        stderr(&failed).contains("`false` failed"),
+        "{}",
+        stderr(&failed)
+    );
+}

@@ -225,6 +225,17 @@ fn run<A: TestArg>(
     let golden = recipe(&spec, A::SQLX);
     // Read once per test: the builder and the teardown below take it from here.
     let config = Config::from_env();
+    if let Ok(Config {
+        golden_keys: Some(file),
+        ..
+    }) = &config
+    {
+        // `pgclone golden key`: say which golden this test uses, build nothing, run nothing.
+        if let Err(e) = golden::keys::record(&golden, config.as_ref().unwrap(), file) {
+            panic!("pgclone: no golden key for test {}: {e}", spec.name);
+        }
+        return;
+    }
     let keep = config
         .as_ref()
         .map(|config| config.keep)

@@ -190,6 +190,7 @@ impl TestDb {
     }
 
     /// The password, where the server asks for one (on a server given by `PGCLONE_URL`).
+    #[cfg_attr(not(any(feature = "sqlx", feature = "sqlx-0_8")), allow(dead_code))]
     pub(crate) fn password(&self) -> Option<&str> {
         self.params.password.as_ref().map(|p| p.expose())
     }

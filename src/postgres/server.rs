@@ -110,6 +110,25 @@ pub(crate) fn initdb(
     Ok(())
 }
 
+/// Runs a user's command to its end (`pgclone golden key`'s test run) as this process's user, in
+/// the working directory, with `env` added. Its stdout goes to this process's stderr (stdout
+/// is the caller's report); it dies with this process.
+pub(crate) fn run_to_end(
+    program: &std::ffi::OsStr,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<ExitStatus> {
+    let cwd = std::env::current_dir().doing("find the current directory", Path::new("."))?;
+    let mut cmd = command(Path::new(program), None, &cwd, Some(Signal::KILL));
+    cmd.args(args).stdout(std::io::stderr());
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let name = program.to_string_lossy().into_owned();
+    let mut child = spawn(cmd, &name, None)?;
+    child.wait().doing("wait for", Path::new(program))
+}
+
 /// Runs a short-lived program (`postgres --version`, `pg_config`) as this process's user and
 /// returns what it printed on stdout. Like every child it is forked by the spawner thread, reads
 /// nothing (stdin is null) and dies with this process; its stderr is discarded, and after

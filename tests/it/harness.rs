@@ -1,5 +1,6 @@
 //! The test harness: golden builds across processes, failures, keeping, reaping.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -80,6 +81,47 @@ fn acquire(root: &Path, dir: &Path) -> std::process::Command {
         .env("PGCLONE_IT_MIGRATIONS", dir)
         .stdout(Stdio::piped());
     cmd
+}
+
+/// `pgclone golden key`: the goldens a suite uses, listed without building any, are the ones a
+/// real run of it builds.
+#[test]
+fn golden_keys_name_the_goldens_a_run_builds_and_build_none() {
+    let root = support::unique_root("golden-keys");
+    let mut list = support::helper("list_golden_keys");
+    list.env("PGCLONE_DIR", &root);
+    let listed = helper_result(list);
+    assert!(!root.join("golden").exists(), "listing built nothing");
+    let listed: HashSet<String> = listed.split_whitespace().map(str::to_string).collect();
+    assert!(listed.len() >= 2, "the base and `items`: {listed:?}");
+
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["args::", "--test-threads=2", "-q"])
+        .env("PGCLONE_DIR", &root)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let built: HashSet<String> = std::fs::read_dir(root.join("golden"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("READY").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(built, listed);
+}
+
+/// Helper: the keys of the goldens of this binary's `args::` tests, space-separated.
+pub fn list_golden_keys() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let command = [
+        exe.into_os_string(),
+        "args::".into(),
+        "--test-threads=2".into(),
+    ];
+    let keys = pgclone::golden_keys(&command).unwrap();
+    let keys: Vec<String> = keys.into_iter().map(|k| k.key).collect();
+    keys.join(" ")
 }
 
 /// What a CI cache does between runs: `PGCLONE_DIR/golden` archived, and restored into a fresh

@@ -45,6 +45,7 @@ fn entry() {
         "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
         "keep_databases" => crate::harness::keep_databases(),
         "keep_a_cluster_hold_another" => crate::lifecycle::keep_a_cluster_hold_another(),
+        "list_golden_keys" => crate::harness::list_golden_keys(),
         "remote_isolation" => crate::remote::remote_isolation(),
         "remote_acquire" => crate::remote::remote_acquire(),
         "remote_hold_connections" => crate::remote::remote_hold_connections(),

@@ -111,6 +111,17 @@ pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc
     Ok(built.clone())
 }
 
+/// The keys of `golden` and of the base it starts from, as a build would compute them (the
+/// binaries are found, nothing is built).
+pub(crate) fn keys_of(golden: &Golden, config: &Config) -> Result<[String; 2]> {
+    let env = ServerOptions::new().resolve(config)?;
+    let base = config.recipe_base()?;
+    let key = |golden: &Golden| {
+        recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base).map(|r| r.key)
+    };
+    Ok([key(golden)?, key(&Golden::empty())?])
+}
+
 /// Whether `golden` is the starting point of every other golden: `initdb`'s cluster with the
 /// test settings and nothing else, built once per binaries and cached like any golden.
 fn is_base(golden: &Golden) -> bool {

@@ -3,6 +3,7 @@
 
 mod apply;
 mod build;
+pub(crate) mod keys;
 mod migrations;
 pub(crate) mod recipe;
 
