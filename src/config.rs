@@ -164,6 +164,11 @@ impl Config {
         })
     }
 
+    /// The working directory.
+    pub fn working_dir() -> Result<PathBuf> {
+        std::env::current_dir().doing("find the current directory", std::path::Path::new("."))
+    }
+
     /// Where relative recipe paths start: cargo's manifest directory (`CARGO_MANIFEST_DIR`),
     /// else the working directory.
     pub fn recipe_base(&self) -> Result<PathBuf> {

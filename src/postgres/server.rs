@@ -111,15 +111,15 @@ pub(crate) fn initdb(
 }
 
 /// Runs a user's command to its end (`pgclone golden key`'s test run) as this process's user, in
-/// the working directory, with `env` added. Its stdout goes to this process's stderr (stdout
+/// `cwd`, with `env` added. Its stdout goes to this process's stderr (stdout
 /// is the caller's report); it dies with this process.
 pub(crate) fn run_to_end(
     program: &std::ffi::OsStr,
     args: &[std::ffi::OsString],
+    cwd: &Path,
     env: &[(&str, &std::ffi::OsStr)],
 ) -> Result<ExitStatus> {
-    let cwd = std::env::current_dir().doing("find the current directory", Path::new("."))?;
-    let mut cmd = command(Path::new(program), None, &cwd, Some(Signal::KILL));
+    let mut cmd = command(Path::new(program), None, cwd, Some(Signal::KILL));
     cmd.args(args).stdout(std::io::stderr());
     for (name, value) in env {
         cmd.env(name, value);

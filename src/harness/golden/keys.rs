@@ -31,6 +31,7 @@ pub fn golden_keys(command: &[OsString]) -> Result<Vec<GoldenKey>> {
     let status = crate::postgres::server::run_to_end(
         program,
         args,
+        &Config::working_dir()?,
         &[("PGCLONE_GOLDEN_KEYS", file.path().as_os_str())],
     )?;
     let text = std::fs::read_to_string(file.path()).doing("read", file.path())?;
