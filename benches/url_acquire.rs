@@ -75,8 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for i in 0..per_test {
                 let name = format!("sqlx_style_{i}");
                 let started = Instant::now();
-                admin.batch_execute(&format!("create database {name}")).await?;
-                let client = common::connect(&url.replace("/postgres", &format!("/{name}"))).await?;
+                admin
+                    .batch_execute(&format!("create database {name}"))
+                    .await?;
+                let client =
+                    common::connect(&url.replace("/postgres", &format!("/{name}"))).await?;
                 client.batch_execute(&sql).await?;
                 client.simple_query("select 1").await?;
                 migrations.push(started.elapsed());

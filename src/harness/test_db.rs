@@ -619,7 +619,7 @@ fn keep_remote(server: &RemoteServer, created: Created, why: &str) {
         Ok(()) => format!(
             "pgclone: kept this test's database ({why}) on the server of PGCLONE_URL\n  connect:    psql '{}' (the password of PGCLONE_URL)\n  remove it:  psql '{}' -c 'drop database {name}'",
             redacted(&params.url()),
-            redacted(&server.params("postgres").url()),
+            redacted(&server.params(remote::REGISTRY_DB).url()),
         ),
         Err(e) => format!("pgclone: could not keep this test's database {name} ({why}) on the server of PGCLONE_URL: {e}"),
     };

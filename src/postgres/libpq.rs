@@ -94,6 +94,20 @@ impl ConnectParams {
     /// user), the database (default: the user's name) and the password (default: `PGPASSWORD`,
     /// else the password file). `what` names the variable in errors, which never show the text.
     pub fn parse(text: &Secret, what: &str, application: &str, config: &Config) -> Result<Self> {
+        // `user:p@ss@host`: libpq's parsers split at the first `@`, so part of the password
+        // would become the host, and show in every message that names the server.
+        if let Some((_, rest)) = text.expose().split_once("://") {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            if authority.matches('@').count() > 1 {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("{what} has more than one `@` before its host"),
+                )
+                .hint(
+                    "percent-encode an `@` in the password as %40 (and `:` as %3A, `/` as %2F)",
+                ));
+            }
+        }
         let parsed: tokio_postgres::Config = text.expose().parse().map_err(|e| {
             Error::new(
                 ErrorKind::InvalidConfig,

@@ -49,6 +49,7 @@ fn entry() {
         "remote_isolation" => crate::remote::remote_isolation(),
         "remote_acquire" => crate::remote::remote_acquire(),
         "remote_hold_connections" => crate::remote::remote_hold_connections(),
+        "remote_settings" => crate::remote::remote_settings(),
         "remote_hold" => crate::remote::remote_hold(),
         "remote_needs_local" => crate::remote::remote_needs_local(),
         "offline_clone_until_copying" => crate::offline_clone::offline_clone_until_copying(),

@@ -140,7 +140,22 @@ pub fn remote_isolation() -> String {
         }
         report.sort();
         report.dedup();
-        format!("OK {} distinct; {}", names.len(), report.join("; "))
+        // Every connection slot this process took is free again (none taken twice and left).
+        let db = TestDb::start(&counting_golden()).await.unwrap();
+        let slots: i64 = db
+            .client()
+            .query_one(
+                "select count(*) from pg_locks where locktype = 'advisory' and classid = 1885823747",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        format!(
+            "OK {} distinct; {}; {slots} slot held by the last",
+            names.len(),
+            report.join("; ")
+        )
     })
 }
 
@@ -184,6 +199,25 @@ pub fn remote_hold_connections() -> String {
                 .unwrap();
         }
         "OK".to_string()
+    })
+}
+
+/// Helper: a golden with a list setting; what a test's database says of it.
+pub fn remote_settings() -> String {
+    let golden = Golden::new("settings")
+        .sql("create schema app; create table app.t2(x int); insert into app.t2 values (1)")
+        .setting("search_path", "app, public");
+    runtime().block_on(async {
+        let db = TestDb::start(&golden).await.unwrap();
+        let row = db
+            .client()
+            .query_one(
+                "select count(*)::text, current_setting('search_path') from t2",
+                &[],
+            )
+            .await
+            .unwrap();
+        format!("{} | {}", row.get::<_, String>(0), row.get::<_, String>(1))
     })
 }
 
@@ -248,7 +282,7 @@ fn sixteen_concurrent_tests_each_get_an_isolated_database_and_none_is_left() {
     assert_eq!(
         report,
         format!(
-            "OK 16 distinct; 127.0.0.1 app {}; 8",
+            "OK 16 distinct; 127.0.0.1 app {}; 8; 1 slot held by the last",
             Method::CreateDatabaseWalLog
         ),
         "each saw the golden's 7 rows and its own one, on the server of PGCLONE_URL"
@@ -316,6 +350,12 @@ fn a_killed_test_process_database_is_dropped_by_the_next_run() {
     drop(child); // SIGKILL: its session ends with it, and with it its run's lock
 
     // A live run's database is never touched: a second holder stays across the next run.
+    // A template a build left without its record (killed between rename and record): dropped.
+    execute(
+        &server.cluster.connection_string(),
+        "create database pgclone_golden_0123456789abcdef owner app",
+    );
+
     let mut live = server.helper("remote_hold");
     live.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut live = KilledOnDrop(live.spawn().unwrap());
@@ -347,6 +387,15 @@ fn a_suite_wider_than_max_connections_waits_for_slots_instead_of_failing() {
         );
     }
     assert_eq!(server.test_databases(), Vec::<String>::new());
+}
+
+#[test]
+fn a_goldens_settings_hold_in_each_test_database_as_postgresql_conf_reads_them() {
+    let server = UrlServer::start("url-settings", 100);
+    assert_eq!(
+        helper_result(server.helper("remote_settings")),
+        "1 | app, public"
+    );
 }
 
 #[test]
@@ -401,6 +450,10 @@ fn bad_servers_and_roles_get_clear_errors_without_the_password() {
             format!("postgresql://app:{PASSWORD_IN_URL}@127.0.0.1:{port}/postgres?nonsense=1"),
             "not a connection string",
         ),
+        (
+            format!("postgresql://app:pa@ss@127.0.0.1:{port}/postgres"),
+            "more than one `@`",
+        ),
     ];
     for (url, expected) in cases {
         let mut cmd = server.helper("remote_acquire");
@@ -409,7 +462,7 @@ fn bad_servers_and_roles_get_clear_errors_without_the_password() {
         assert!(report.starts_with("ERR "), "{url}: {report}");
         assert!(report.contains(expected), "{url}: {report}");
         assert!(
-            !report.contains("s3:cr") && !report.contains("s3%3Acr"),
+            !report.contains("s3:cr") && !report.contains("s3%3Acr") && !report.contains("ss@"),
             "the password is not shown: {report}"
         );
     }

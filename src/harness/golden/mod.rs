@@ -229,9 +229,16 @@ impl Golden {
         &self.name
     }
 
-    /// The settings, as written into `postgresql.conf`.
-    pub(crate) fn settings(&self) -> &[(String, String)] {
-        &self.settings
+    /// The settings as the recipe gave them (unquoted), for a server given by `PGCLONE_URL`.
+    pub(crate) fn raw_settings(&self) -> Vec<(String, String)> {
+        let raw = |quoted: &str| {
+            let inner = &quoted[1..quoted.len() - 1];
+            inner.replace("''", "'").replace("\\\\", "\\")
+        };
+        self.settings
+            .iter()
+            .map(|(name, value)| (name.clone(), raw(value)))
+            .collect()
     }
 }
 
@@ -264,5 +271,12 @@ mod tests {
         assert_eq!(config_string(r"it's C:\x"), r"'it''s C:\\x'");
         let golden = Golden::new("app").setting("search_path", "a, b");
         assert_eq!(golden.settings, [("search_path".into(), "'a, b'".into())]);
+        for value in [r"it's C:\x", r"\'", "''", r"'\", ""] {
+            let golden = Golden::new("app").setting("x.y", value);
+            assert_eq!(
+                golden.raw_settings(),
+                [("x.y".to_string(), value.to_string())]
+            );
+        }
     }
 }

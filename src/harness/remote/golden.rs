@@ -66,48 +66,72 @@ async fn build_or_reuse(
     server: Arc<RemoteServer>,
 ) -> Result<Arc<RemoteGolden>> {
     let template = format!("pgclone_golden_{}", recipe.key);
-    let lock_key = i32::from_str_radix(&recipe.key[..7], 16).unwrap_or(0);
-    let s = server.clone();
-    let t = template.clone();
-    let mut size = blocking(move || s.use_golden(&t, lock_key)).await?;
-    if size.is_none() {
-        let (s, t, name) = (server.clone(), template.clone(), golden.name().to_string());
-        // A session of its own waits for the lock: the admin session serves other tests.
-        let builder = blocking(move || {
-            let mut session = super::open_session(&s.params(super::REGISTRY_DB))?;
-            lock_golden(&mut session, lock_key, &name)?;
-            let built = is_registered(&mut session, &t)?;
-            Ok((session, built))
+    let lock_key = lock_key_of(&recipe.key);
+    let name = golden.name().to_string();
+    let mut steps = Some(recipe.steps);
+    // A session of its own for the exclusive lock: the admin session serves other tests.
+    let mut builder: Option<Arc<Mutex<Session>>> = None;
+    let (started, mut said) = (Instant::now(), false);
+    // Never a blocking wait for a lock: a build takes as long as the migrations do, and a
+    // process waiting on a lock cannot serve its other tests (or its own build) meanwhile.
+    let size = loop {
+        let (s, t) = (server.clone(), template.clone());
+        if let Some(size) = blocking(move || s.use_golden(&t, lock_key)).await? {
+            break size;
+        }
+        // Not built, or another run builds or drops it (it holds the exclusive lock).
+        let session = match &builder {
+            Some(session) => session.clone(),
+            None => {
+                let params = server.params(super::REGISTRY_DB);
+                let session = blocking(move || super::open_session(&params)).await?;
+                builder.insert(Arc::new(Mutex::new(session))).clone()
+            }
+        };
+        let (b, t) = (session.clone(), template.clone());
+        let must_build = blocking(move || {
+            let mut session = b.lock().unwrap();
+            let sql = format!("select pg_try_advisory_lock({LOCK_GOLDEN}, {lock_key})::text");
+            match session.query_value(&sql)?.as_str() {
+                "true" => Ok(Some(!is_registered(&mut session, &t)?)),
+                _ => Ok(None),
+            }
         })
         .await?;
-        let (session, built) = builder;
-        if !built {
-            build(
-                golden,
-                recipe.steps,
-                &server,
-                session,
-                &template,
-                lock_key,
-                &recipe.key,
-            )
-            .await?;
-        } else {
-            drop(session); // built by the process we waited for; its drop frees the lock
+        match must_build {
+            Some(must_build) => {
+                let built = match (must_build, steps.take()) {
+                    (true, Some(steps)) => {
+                        let settings = golden.raw_settings();
+                        build(
+                            &name,
+                            steps,
+                            &settings,
+                            &server,
+                            &session,
+                            &template,
+                            &recipe.key,
+                        )
+                        .await
+                    }
+                    _ => Ok(()),
+                };
+                let b = session.clone();
+                let sql = format!("select pg_advisory_unlock({LOCK_GOLDEN}, {lock_key})");
+                blocking(move || b.lock().unwrap().query(&sql).map(drop)).await?;
+                built?;
+            }
+            None => {
+                if !said && started.elapsed() > Duration::from_secs(1) {
+                    said = true;
+                    eprintln!(
+                        "pgclone: waiting for another run to build golden {name:?} on the server"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        let (s, t) = (server.clone(), template.clone());
-        size = blocking(move || s.use_golden(&t, lock_key)).await?;
-    }
-    let size = size.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Golden,
-            format!(
-                "golden {:?}: its template {template} went away right after it was built",
-                golden.name()
-            ),
-        )
-        .hint("another run dropped it; run the tests again")
-    })?;
+    };
     let strategy = match server.major() {
         13 | 14 => None,
         _ if size < WAL_LOG_BELOW => Some("wal_log"),
@@ -115,28 +139,14 @@ async fn build_or_reuse(
     };
     Ok(Arc::new(RemoteGolden {
         template,
-        settings: golden.settings().to_vec(),
+        settings: golden.raw_settings(),
         strategy,
     }))
 }
 
-/// Waits for the exclusive lock of a golden's key, saying so after a second.
-fn lock_golden(session: &mut Session, lock_key: i32, name: &str) -> Result<()> {
-    let started = Instant::now();
-    let mut said = false;
-    loop {
-        let taken = session.query_value(&format!(
-            "select pg_try_advisory_lock({LOCK_GOLDEN}, {lock_key})::text"
-        ))?;
-        if taken == "true" {
-            return Ok(());
-        }
-        if !said && started.elapsed() > Duration::from_secs(1) {
-            said = true;
-            eprintln!("pgclone: waiting for another run to build golden {name:?} on the server");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The second key of a golden's advisory lock: from its recipe key (hex).
+fn lock_key_of(key: &str) -> i32 {
+    i32::from_str_radix(&key[..7], 16).unwrap_or(0)
 }
 
 fn is_registered(session: &mut Session, template: &str) -> Result<bool> {
@@ -148,52 +158,64 @@ fn is_registered(session: &mut Session, template: &str) -> Result<bool> {
     Ok(count != "0")
 }
 
-/// Builds the template under the exclusive lock `session` holds (its drop frees the lock).
+/// Builds the template under the exclusive lock `session` holds.
 async fn build(
-    golden: &Golden,
+    name: &str,
     steps: Vec<recipe::Step>,
+    settings: &[(String, String)],
     server: &Arc<RemoteServer>,
-    session: Session,
+    session: &Arc<Mutex<Session>>,
     template: &str,
-    lock_key: i32,
     key: &str,
 ) -> Result<()> {
     let started = Instant::now();
-    let name = golden.name().to_string();
     eprintln!("pgclone: building golden {name:?} on the server as {template}");
     let random = crate::postgres::data_dir::new_password()?;
     let building = format!("pgclone_build_{}", &random[..12]);
-    let (s, b, t) = (server.clone(), building.clone(), template.to_string());
-    let session = Arc::new(Mutex::new(session));
-    let sess = session.clone();
-    blocking(move || {
+    let (s, b, t, sess) = (
+        server.clone(),
+        building.clone(),
+        template.to_string(),
+        session.clone(),
+    );
+    let settings = settings.to_vec();
+    let prepared = blocking(move || {
         s.register(&b)?;
         let mut session = sess.lock().unwrap();
         // A template without its row: a build that died after its rename. We hold the lock.
         session.query(&format!("drop database if exists {}", quote_ident(&t)))?;
         session.query(&format!("create database {}", quote_ident(&b)))?;
-        Ok(())
+        // The migrations run with the settings, as on a local golden.
+        super::set_database_settings(&mut session, &b, &settings)
     })
     .await
-    .map_err(|e| golden_error(&name, e))?;
-
-    let applied = apply(&server.params(&building), &name, steps).await;
-    let (s, b, t, k) = (
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Golden,
+            format!("golden {name:?}: prepare its build on the server"),
+        )
+        .with_source(e)
+    });
+    let applied = match prepared {
+        Ok(()) => apply(&server.params(&building), name, steps).await,
+        Err(e) => Err(e),
+    };
+    let (s, b, t, k, sess) = (
         server.clone(),
         building.clone(),
         template.to_string(),
         key.to_string(),
+        session.clone(),
     );
     let finished = match applied {
         Ok(()) => {
             blocking(move || {
-                let mut session = session.lock().unwrap();
-                finish(&mut session, &b, &t, &k, lock_key)?;
-                drop(session);
-                s.admin_query(&format!(
+                finish(&mut sess.lock().unwrap(), &b, &t, &k)?;
+                s.query(&format!(
                     "delete from databases where name = {}",
                     quote_literal(&b)
                 ))
+                .map(drop)
             })
             .await
         }
@@ -211,15 +233,17 @@ async fn build(
     Ok(())
 }
 
-/// Turns the finished build into the template: no session may be in it, then renamed, closed
-/// to connections, recorded.
-fn finish(
-    session: &mut Session,
-    building: &str,
-    template: &str,
-    key: &str,
-    lock_key: i32,
-) -> Result<()> {
+/// Turns the finished build into the template: recorded first (a row without its database is
+/// rebuilt), renamed once no session is left in it, closed to connections.
+fn finish(session: &mut Session, building: &str, template: &str, key: &str) -> Result<()> {
+    let t = quote_literal(template);
+    session.query(&format!(
+        "insert into goldens (template, recipe, lock_key, size)
+         values ({t}, {k}, {lock_key}, 0)
+         on conflict (template) do update set built_at = now(), last_used = now()",
+        k = quote_literal(key),
+        lock_key = lock_key_of(key)
+    ))?;
     let started = Instant::now();
     let rename = format!(
         "alter database {} rename to {}",
@@ -237,26 +261,12 @@ fn finish(
             result => break result.map(drop)?,
         }
     }
-    let template_ident = quote_ident(template);
+    let ident = quote_ident(template);
+    session.query(&format!("alter database {ident} allow_connections false"))?;
     session.query(&format!(
-        "alter database {template_ident} allow_connections false"
-    ))?;
-    session.query(&format!(
-        "insert into goldens (template, recipe, lock_key, size)
-         values ({t}, {k}, {lock_key}, pg_database_size({t}))
-         on conflict (template) do update set size = excluded.size, built_at = now(), last_used = now()",
-        t = quote_literal(template),
-        k = quote_literal(key)
+        "update goldens set size = pg_database_size({t}) where template = {t}"
     ))?;
     Ok(())
-}
-
-fn golden_error(name: &str, e: Error) -> Error {
-    Error::new(
-        ErrorKind::Golden,
-        format!("golden {name:?}: prepare its build on the server"),
-    )
-    .with_source(e)
 }
 
 impl RemoteServer {
@@ -266,9 +276,12 @@ impl RemoteServer {
         let mut admin = self.admin.lock().unwrap();
         let first = !admin.goldens.contains(template);
         if first {
-            admin.session.query(&format!(
-                "select pg_advisory_lock_shared({LOCK_GOLDEN}, {lock_key})"
-            ))?;
+            // Only tried: another run building or dropping it holds the exclusive lock.
+            let sql =
+                format!("select pg_try_advisory_lock_shared({LOCK_GOLDEN}, {lock_key})::text");
+            if admin.session.query_value(&sql)? != "true" {
+                return Ok(None);
+            }
         }
         let rows = admin.session.query(&format!(
             "update goldens g set last_used = now() from pg_database d
@@ -292,43 +305,77 @@ impl RemoteServer {
         }
         Ok(size)
     }
+}
 
-    fn admin_query(&self, sql: &str) -> Result<()> {
-        self.query(sql).map(drop)
+/// Drops goldens that no run used for [`GOLDEN_UNUSED_FOR`], and templates without a row (a
+/// build that died between its rename and its record), each only while no run holds it.
+pub(super) fn drop_unused(server: &RemoteServer) {
+    let unused = format!("last_used < now() - interval '{GOLDEN_UNUSED_FOR}'");
+    let old = server.query(&format!("select template from goldens where {unused}"));
+    let orphans = server.query(
+        "select datname from pg_database d
+         where datname like 'pgclone\\_golden\\_%' and pg_get_userbyid(datdba) = current_user
+           and not exists (select 1 from goldens where template = d.datname)",
+    );
+    for (rows, still) in [
+        (
+            old,
+            format!("exists (select 1 from goldens where template = $T and {unused})"),
+        ),
+        (
+            orphans,
+            "not exists (select 1 from goldens where template = $T)".to_string(),
+        ),
+    ] {
+        for row in rows.unwrap_or_default() {
+            if let Some(template) = &row[0] {
+                let still = still.replace("$T", &quote_literal(template));
+                let _ = drop_golden(server, template, &still);
+            }
+        }
     }
 }
 
-/// Drops goldens that no run used for [`GOLDEN_UNUSED_FOR`] and that no run holds now.
-pub(super) fn drop_unused(server: &RemoteServer) {
-    let old = server.query(&format!(
-        "select template, lock_key::text from goldens where last_used < now() - interval '{GOLDEN_UNUSED_FOR}'"
-    ));
-    for row in old.unwrap_or_default() {
-        let (Some(template), Some(lock_key)) = (&row[0], &row[1]) else {
-            continue;
-        };
-        let Ok(taken) = server.query(&format!(
-            "select pg_try_advisory_lock({LOCK_GOLDEN}, {lock_key})::text"
-        )) else {
-            continue;
-        };
-        if taken.first().and_then(|row| row[0].as_deref()) != Some("true") {
-            continue; // a run uses it
-        }
-        // Checked again under the lock: a run may have used it meanwhile.
-        let _ = server.query(&format!(
-            "select 1 from goldens where template = {t} and last_used < now() - interval '{GOLDEN_UNUSED_FOR}'",
-            t = quote_literal(template)
-        ))
-        .and_then(|rows| match rows.is_empty() {
-            true => Ok(()),
-            false => server
-                .query(&format!("drop database if exists {}", quote_ident(template)))
-                .and_then(|_| server.query(&format!("delete from goldens where template = {}", quote_literal(template))))
-                .map(drop),
-        });
-        let _ = server.query(&format!(
-            "select pg_advisory_unlock({LOCK_GOLDEN}, {lock_key})"
-        ));
+/// Drops the golden `template` if `still` (SQL) holds once its exclusive lock is ours.
+fn drop_golden(server: &RemoteServer, template: &str, still: &str) -> Result<()> {
+    let Some(key) = template
+        .strip_prefix("pgclone_golden_")
+        .filter(|k| k.len() >= 7)
+    else {
+        return Ok(());
+    };
+    let lock_key = lock_key_of(key);
+    let sql = format!("select pg_try_advisory_lock({LOCK_GOLDEN}, {lock_key})::text");
+    if server
+        .query(&sql)?
+        .first()
+        .and_then(|row| row[0].as_deref())
+        != Some("true")
+    {
+        return Ok(()); // a run uses it, or builds it
     }
+    // Checked again under the lock: a run may have used it meanwhile.
+    let dropped = server
+        .query(&format!("select {still}::text"))
+        .and_then(
+            |rows| match rows.first().and_then(|row| row[0].as_deref()) {
+                Some("true") => server
+                    .query(&format!(
+                        "drop database if exists {}",
+                        quote_ident(template)
+                    ))
+                    .and_then(|_| {
+                        server.query(&format!(
+                            "delete from goldens where template = {}",
+                            quote_literal(template)
+                        ))
+                    })
+                    .map(drop),
+                _ => Ok(()),
+            },
+        );
+    let unlocked = server.query(&format!(
+        "select pg_advisory_unlock({LOCK_GOLDEN}, {lock_key})"
+    ));
+    dropped.and(unlocked.map(drop))
 }

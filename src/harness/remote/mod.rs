@@ -93,7 +93,19 @@ pub(crate) fn server(
 
 impl RemoteServer {
     fn connect(params: ConnectParams, config: &Config) -> Result<RemoteServer> {
-        let mut first = open_session(&params)?;
+        let registry = params.with_dbname(REGISTRY_DB);
+        // The registry usually exists: straight there. Else through the URL's database (or,
+        // when the URL named none and the role has no database of its name, `postgres`).
+        let (mut first, exists) = match open_session(&registry) {
+            Ok(session) => (session, true),
+            Err(e) if e.sqlstate() == Some("3D000") => match open_session(&params) {
+                Err(e) if e.sqlstate() == Some("3D000") && params.dbname == params.user => {
+                    (open_session(&params.with_dbname("postgres"))?, false)
+                }
+                session => (session?, false),
+            },
+            Err(e) => return Err(e),
+        };
         let version_num: u32 = first
             .query_value("select current_setting('server_version_num')")?
             .parse()
@@ -119,11 +131,15 @@ impl RemoteServer {
             )
             .hint(format!("give it the right as a superuser: ALTER ROLE {} CREATEDB (superuser is not needed)", quote_ident(&params.user))));
         }
-        create_registry_database(&mut first, &params)?;
-        drop(first);
-
-        let params = params.with_dbname(REGISTRY_DB);
-        let mut session = open_session(&params)?;
+        let mut session = match exists {
+            true => first,
+            false => {
+                create_registry_database(&mut first, &params)?;
+                drop(first);
+                open_session(&registry)?
+            }
+        };
+        let params = registry;
         session.query(&format!(
             "select pg_advisory_xact_lock({LOCK_SCHEMA}, 0);
              create table if not exists goldens (
@@ -196,14 +212,9 @@ impl RemoteServer {
             self.run_retrying_busy(&format!(
                 "create database {name} template {template}{strategy}"
             ))?;
+            // A copy does not inherit per-database settings: each gets the golden's.
             let mut admin = self.admin.lock().unwrap();
-            for (setting, value) in &golden.settings {
-                // A copy does not inherit per-database settings: each gets the golden's.
-                admin
-                    .session
-                    .query(&format!("alter database {name} set {setting} = {value}"))?;
-            }
-            Ok(())
+            set_database_settings(&mut admin.session, &created.name, &golden.settings)
         });
         match made {
             Ok(()) => Ok(created),
@@ -256,28 +267,27 @@ impl RemoteServer {
     /// Drops the database `name` if it exists, then its row. Its test's sessions usually are
     /// still closing: wait for them (a few ms) rather than let `WITH (FORCE)` wait in 100 ms steps.
     fn drop_registered(&self, name: &str) -> Result<()> {
-        let mut admin = self.admin.lock().unwrap();
         let sessions = format!(
             "select count(*)::text from pg_stat_activity where datname = {}",
             quote_literal(name)
         );
+        // The admin session is released between polls: other tests create meanwhile.
         for _ in 0..100 {
-            if admin.session.query_value(&sessions)? == "0" {
+            let rows = self.query(&sessions)?;
+            if rows.first().and_then(|row| row[0].as_deref()) == Some("0") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        admin.session.query(&format!(
+        self.query(&format!(
             "drop database if exists {} with (force)",
             quote_ident(name)
         ))?;
-        admin
-            .session
-            .query(&format!(
-                "delete from databases where name = {}",
-                quote_literal(name)
-            ))
-            .map(drop)
+        self.query(&format!(
+            "delete from databases where name = {}",
+            quote_literal(name)
+        ))
+        .map(drop)
     }
 
     /// Runs `sql` on the admin session; "source database is being accessed by other users"
@@ -306,17 +316,17 @@ impl RemoteServer {
         loop {
             let mut admin = self.admin.lock().unwrap();
             let held: Vec<String> = admin.slots.iter().map(u32::to_string).collect();
-            let held = if held.is_empty() {
-                "-1".to_string()
-            } else {
-                held.join(", ")
-            };
-            // Tries the slots in turn from a random one; stops at the first it takes.
+            let held = held.join(", ");
+            // Tries the slots in turn from a random one; stops at the first it takes. The CASE
+            // skips the ones this session holds before trying their lock (a filter's terms may
+            // be reordered; a lock taken twice in one session stacks and would outlive its test).
             let start = random_i32()? as u32 % self.slots;
             let rows = admin.session.query(&format!(
                 "select s::text from (select (n + {start}) % {slots} as s
                    from generate_series(0, {last}) n) t
-                 where s not in ({held}) and pg_try_advisory_lock({LOCK_SLOT}, s) limit 1",
+                 where case when s = any(array[{held}]::int[]) then false
+                            else pg_try_advisory_lock({LOCK_SLOT}, s) end
+                 limit 1",
                 slots = self.slots,
                 last = self.slots - 1
             ))?;
@@ -360,6 +370,11 @@ impl RemoteServer {
                 let _ = self.drop_registered(name);
             }
         }
+        // Kept databases the user dropped by hand.
+        let _ = self.query(
+            "delete from databases d where kept
+               and not exists (select 1 from pg_database where datname = d.name)",
+        );
         golden::drop_unused(self);
     }
 
@@ -376,6 +391,30 @@ impl std::fmt::Debug for RemoteServer {
             .field("slots", &self.slots)
             .finish_non_exhaustive()
     }
+}
+
+/// Gives database `name` the recipe's settings (`ALTER DATABASE ... SET`), each read as
+/// `postgresql.conf` would read it (`search_path = 'a, b'` is two schemas): set in a
+/// transaction of its own, then stored `FROM CURRENT`. A setting the role may not set, or one
+/// that needs a restart, is the server's error.
+fn set_database_settings(
+    session: &mut Session,
+    name: &str,
+    settings: &[(String, String)],
+) -> Result<()> {
+    for (setting, value) in settings {
+        // One simple query is one transaction: `set_config(..., true)` ends with it.
+        session.query(&format!(
+            "select set_config({}, {}, true); alter database {} set {setting} from current",
+            quote_literal(setting),
+            quote_literal(value),
+            quote_ident(name)
+        )).map_err(|e| {
+            Error::new(ErrorKind::Golden, format!("setting {setting} of the golden, on the server of PGCLONE_URL")).with_source(e)
+                .hint("a server by URL takes the settings a database may have (ALTER DATABASE ... SET): not those that need a restart, nor a superuser's")
+        })?;
+    }
+    Ok(())
 }
 
 /// Makes the registry database unless it exists (two runs starting at once: one makes it).
@@ -398,11 +437,29 @@ fn create_registry_database(session: &mut Session, params: &ConnectParams) -> Re
     }
 }
 
-/// A session with the server, waiting a while when it has no connection to spare.
+/// A session with the server, waiting a while when it has no connection to spare or is not up
+/// yet (a compose service starting). Its statements never time out and it is never ended for
+/// idling, whatever the server's defaults: it holds the run's lock, whose loss would let
+/// another run drop this one's databases.
 fn open_session(params: &ConnectParams) -> Result<Session> {
+    let mut session = connect_session(params)?;
+    session.query(
+        "select set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
+                set_config('idle_in_transaction_session_timeout', '0', false);
+         select set_config('idle_session_timeout', '0', false)
+           where current_setting('server_version_num')::int >= 140000",
+    )?;
+    Ok(session)
+}
+
+fn connect_session(params: &ConnectParams) -> Result<Session> {
     let started = Instant::now();
     loop {
         match Session::connect(params) {
+            // Refused or unreachable: a server still starting gets a few seconds.
+            Err(e) if e.sqlstate().is_none() && started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             // "too many clients", "the database system is starting up"
             Err(e)
                 if matches!(e.sqlstate(), Some("53300" | "57P03"))
