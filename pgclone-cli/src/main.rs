@@ -47,6 +47,10 @@ enum Command {
         /// the OS user, and postgres for root).
         #[arg(long)]
         user: Option<String>,
+        /// The source's checkpoint at the start of an online clone: `spread` (paced by its
+        /// checkpoint_completion_target; no I/O spike on a busy server) or `fast` (immediate).
+        #[arg(long, value_enum, default_value = "spread")]
+        checkpoint: Checkpoint,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -89,6 +93,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Checkpoint {
+    Spread,
+    Fast,
+}
+
 #[derive(Subcommand)]
 enum GoldenCommand {
     /// Print one key for the goldens the tests use, for a CI cache of PGCLONE_DIR/golden
@@ -114,6 +124,7 @@ fn main() -> ExitCode {
             standby,
             allow_copy,
             user,
+            checkpoint,
             json,
             dir,
         } => clone(
@@ -121,7 +132,10 @@ fn main() -> ExitCode {
             &dst,
             start,
             user.into_iter().fold(
-                CloneOptions::new().standby(standby).allow_copy(allow_copy),
+                CloneOptions::new()
+                    .standby(standby)
+                    .allow_copy(allow_copy)
+                    .spread_checkpoint(matches!(checkpoint, Checkpoint::Spread)),
                 CloneOptions::user,
             ),
             json,
@@ -194,52 +208,125 @@ fn clone(
         eprint!("\r\x1b[2K");
     }
     let log = dst.join(SERVER_LOG);
-    let started = if start {
-        let options = ServerOptions::new().detached(true).log_file(&log);
+    if !json {
+        // The clone is complete: the report comes first, whatever starting it does.
+        print_report(src, dst, &report);
+    }
+    let started = match start {
+        true => match start_clone(dst, &log) {
+            Ok(started) => Some(started),
+            Err(e) => {
+                if json {
+                    println!("{:#}", report_json(src, dst, &report, None, &log));
+                }
+                return Err(e);
+            }
+        },
+        false => None,
+    };
+    if json {
+        println!(
+            "{:#}",
+            report_json(src, dst, &report, started.as_ref(), &log)
+        );
+        return Ok(());
+    }
+    if let Some(started) = started {
+        println!(
+            "started     pid {}, PostgreSQL {}, ready after {:.1} ms (backup recovery)",
+            started.pid,
+            started.version,
+            ms(started.ready_after)
+        );
+        // As root, the copied pg_hba.conf may know only the owner (peer): connect as it.
+        let connect = format!(
+            "psql -h {} -p {}",
+            started.socket_dir.display(),
+            started.port
+        );
+        match pgclone::server::run_as_user()? {
+            Some(user) => println!("connect     sudo -u {} {connect}", user.name()),
+            None => println!("connect     {connect}"),
+        }
+        println!("log         {}", log.display());
+        println!(
+            "stop        pg_ctl stop -D {}   (or kill -INT {})",
+            dst.display(),
+            started.pid
+        );
+    }
+    Ok(())
+}
+
+/// A clone `clone --start` left running.
+struct Started {
+    pid: u32,
+    socket_dir: PathBuf,
+    port: u16,
+    ready_after: std::time::Duration,
+    version: String,
+}
+
+/// Starts the finished clone in `dst` with binaries of its own major, detached; a failure says
+/// that the clone itself is complete.
+fn start_clone(dst: &std::path::Path, log: &std::path::Path) -> pgclone::Result<Started> {
+    let version = std::fs::read_to_string(dst.join("PG_VERSION")).unwrap_or_default();
+    let major: u32 = version.trim().parse().unwrap_or(0);
+    let started = pgclone::server::PgBinaries::find_major(major).and_then(|binaries| {
+        let version = binaries.version().to_string();
+        let options = ServerOptions::new()
+            .binaries(binaries)
+            .detached(true)
+            .log_file(log);
         let server = Server::start(dst, &options)?;
-        let info = (
+        let (socket_dir, port, ready_after) = (
             server.socket_dir().to_path_buf(),
             server.port(),
             server.ready_after(),
         );
-        Some((server.detach(), info))
-    } else {
-        None
-    };
-    if json {
-        let steps: Vec<_> = report
-            .steps
-            .iter()
-            .map(|(step, d)| json!({"step": step.to_string(), "ms": ms(*d)}))
-            .collect();
-        let mut out = json!({
-            "source": src, "target": dst,
-            "method": report.method().map(|m| m.to_string()),
-            "files": report.files, "bytes": report.bytes, "bytes_shared": report.bytes_shared(),
-            "dirs": report.dirs, "excluded": report.excluded, "wal_segments": report.wal_segments,
-            "start_lsn": report.start_lsn.map(|l| l.to_string()), "stop_lsn": report.stop_lsn.map(|l| l.to_string()),
-            "steps": steps, "ms": ms(report.elapsed),
-        });
-        if let Some((pid, (socket_dir, port, ready_after))) = &started {
-            out["server"] = json!({"pid": pid, "socket_dir": socket_dir, "port": port, "ready_ms": ms(*ready_after), "log": log});
-        }
-        println!("{out:#}");
-        return Ok(());
-    }
-    print_report(src, dst, &report);
-    if let Some((pid, (socket_dir, port, ready_after))) = started {
-        println!(
-            "started     pid {pid}, ready after {:.1} ms (backup recovery)",
-            ms(ready_after)
-        );
-        println!("connect     psql -h {} -p {port}", socket_dir.display());
-        println!("log         {}", log.display());
-        println!(
-            "stop        pg_ctl stop -D {}   (or kill -INT {pid})",
+        Ok(Started {
+            pid: server.detach(),
+            socket_dir,
+            port,
+            ready_after,
+            version,
+        })
+    });
+    started.inspect_err(|_| {
+        eprintln!(
+            "pgclone: the clone in {} is complete, but starting it failed (start it yourself with pg_ctl of PostgreSQL {major}, or remove it with rm -rf):",
             dst.display()
         );
+    })
+}
+
+fn report_json(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    report: &CloneReport,
+    started: Option<&Started>,
+    log: &std::path::Path,
+) -> serde_json::Value {
+    let steps: Vec<_> = report
+        .steps
+        .iter()
+        .map(|(step, d)| json!({"step": step.to_string(), "ms": ms(*d)}))
+        .collect();
+    let mut out = json!({
+        "source": src, "target": dst,
+        "method": report.method().map(|m| m.to_string()),
+        "files": report.files, "bytes": report.bytes, "bytes_shared": report.bytes_shared(),
+        "dirs": report.dirs, "excluded": report.excluded, "wal_segments": report.wal_segments,
+        "start_lsn": report.start_lsn.map(|l| l.to_string()), "stop_lsn": report.stop_lsn.map(|l| l.to_string()),
+        "steps": steps, "ms": ms(report.elapsed),
+    });
+    if let Some(started) = started {
+        out["server"] = json!({
+            "pid": started.pid, "socket_dir": started.socket_dir, "port": started.port,
+            "ready_ms": ms(started.ready_after), "log": log, "version": started.version,
+        });
     }
-    Ok(())
+    out
 }
 
 fn print_report(src: &std::path::Path, dst: &std::path::Path, report: &CloneReport) {

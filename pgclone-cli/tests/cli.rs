@@ -1,6 +1,6 @@
 //! The `pgclone` command, end to end.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pgclone::server::TempCluster;
@@ -551,4 +551,145 @@ fn golden_key_prints_one_key_for_the_goldens_a_test_command_records() {
         "{}",
         stderr(&failed)
     );
+}
+
+/// A stock Debian/Ubuntu cluster made by `pg_createcluster`, removed with `pg_dropcluster` when
+/// this value drops.
+struct DebianCluster {
+    name: String,
+    port: u16,
+}
+
+impl DebianCluster {
+    fn create() -> DebianCluster {
+        let cluster = DebianCluster {
+            name: format!("pgclone{}", std::process::id()),
+            port: portpicker::pick_unused_port().unwrap(),
+        };
+        let port = cluster.port.to_string();
+        let status = Command::new("pg_createcluster")
+            .args(["15", &cluster.name, "-p", &port, "--start"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_createcluster");
+        cluster
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/var/lib/postgresql/15/{}", self.name))
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/etc/postgresql/15/{}", self.name))
+    }
+
+    /// psql as the postgres user (peer authentication), one value.
+    fn psql(socket_dir: &str, port: u16, sql: &str) -> String {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--", "psql", "-XAtq", "-h", socket_dir])
+            .args(["-p", &port.to_string(), "-c", sql])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{sql}: {}", stderr(&output));
+        stdout(&output).trim().to_string()
+    }
+
+    fn query(&self, sql: &str) -> String {
+        Self::psql("/var/run/postgresql", self.port, sql)
+    }
+}
+
+impl Drop for DebianCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_dropcluster")
+            .args(["15", &self.name, "--stop"])
+            .status();
+    }
+}
+
+/// Every file under `dir`, with its bytes, sorted: to see that nothing changed.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn root_clones_a_stock_debian_cluster_as_its_owner_and_the_clone_uses_its_own_config() {
+    if !rustix::process::geteuid().is_root() {
+        // pg_createcluster and peer authentication as another user need root; CI runs as root
+        // and says so, so there this is never skipped.
+        assert_ne!(
+            std::env::var("PGCLONE_TEST_REQUIRE_ROOT").as_deref(),
+            Ok("1")
+        );
+        return;
+    }
+    let source = DebianCluster::create();
+    source.query("create table t as select generate_series(1, 42) as x");
+    let config_before = files_under(&source.config_dir());
+
+    let root = test_root("debian");
+    let dst = root.join("clone");
+    // As a DBA would: no PGCLONE_PG_BIN, the binaries of the source's major are found.
+    let output = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args([
+            "clone",
+            source.data_dir().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ])
+        // --allow-copy: CI's test directory may be on another file system (its XFS mount).
+        .args(["--start", "--json", "--allow-copy"])
+        .env_remove("PGCLONE_PG_BIN")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let server = &report["server"];
+    let (pid, socket_dir, port) = (
+        server["pid"].as_u64().unwrap() as u32,
+        server["socket_dir"].as_str().unwrap().to_string(),
+        server["port"].as_u64().unwrap() as u16,
+    );
+    assert!(server["version"].as_str().unwrap().starts_with("15."));
+
+    let facts = DebianCluster::psql(
+        &socket_dir,
+        port,
+        "select (select count(*) from t) || ' ' || current_setting('config_file') || ' ' || current_setting('hba_file') \
+         || ' ' || current_setting('data_directory') || ' ' || pg_is_in_recovery()",
+    );
+    let dst_text = dst.display();
+    assert_eq!(
+        facts,
+        format!("42 {dst_text}/postgresql.conf {dst_text}/pg_hba.conf {dst_text} false")
+    );
+    // Writable, and not the source.
+    DebianCluster::psql(&socket_dir, port, "insert into t values (43)");
+    assert_eq!(source.query("select count(*) from t"), "42");
+
+    // The source: no slot left, no backup running, its configuration untouched.
+    assert_eq!(
+        source.query("select count(*) from pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(
+        source.query("select count(*) from pg_stat_activity where backend_type = 'walsender'"),
+        "0"
+    );
+    assert!(files_under(&source.config_dir()) == config_before);
+
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    assert!(wait_until_gone(pid, std::time::Duration::from_secs(20)));
 }

@@ -5,6 +5,7 @@
 //! server's user, the copy done with that user's file-system identity, `pg_control` copied last,
 //! and the target put back as it was on any failure.
 
+mod config_files;
 mod exclude;
 mod file;
 pub(crate) mod fs_probe;
@@ -56,6 +57,7 @@ pub struct CloneOptions {
     pub(crate) progress: Progress,
     pub(crate) threads: Option<usize>,
     pub(crate) no_sync: bool,
+    pub(crate) spread_checkpoint: bool,
 }
 
 impl CloneOptions {
@@ -67,6 +69,14 @@ impl CloneOptions {
     /// Allow a target on another file system than the source, where every byte is copied.
     pub fn allow_copy(mut self, allow: bool) -> Self {
         self.allow_copy = allow;
+        self
+    }
+
+    /// How a running source's backup starts: with an immediate checkpoint (the default, fast
+    /// for a test cluster) or, with `spread`, one paced by the source's
+    /// `checkpoint_completion_target`: slower to start, no I/O spike on a busy server.
+    pub fn spread_checkpoint(mut self, spread: bool) -> Self {
+        self.spread_checkpoint = spread;
         self
     }
 

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::config_files::{copy_external, SourceConfig};
 use super::exclude::Source;
 use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
@@ -68,12 +69,22 @@ pub(crate) fn clone_running(
     };
     let socket = source_socket(&plan.source, pid)?;
     check_tablespaces(&plan.source)?;
-    let user = match (&options.user, libpq) {
-        (Some(user), _) => user.clone(),
-        (None, Some(config)) => libpq::default_user(config),
-        (None, None) => server::SUPERUSER.to_string(),
+    // Root reaches the source as its owner would: with the owner's identity on the socket (peer
+    // authentication, a stock Debian cluster's `local all postgres peer`) and, unless told
+    // otherwise, the owner's name as the role.
+    let owner_identity = match libpq.is_some() && rustix::process::geteuid().is_root() {
+        true => Some(source_owner(&plan.source)?),
+        false => None,
+    };
+    let user = match (&options.user, libpq, &owner_identity) {
+        (Some(user), _, _) => user.clone(),
+        (None, Some(config), _) if config.pg_user.is_some() => libpq::default_user(config),
+        (None, Some(_), Some((_, _, name))) => name.clone(),
+        (None, Some(config), None) => libpq::default_user(config),
+        (None, None, _) => server::SUPERUSER.to_string(),
     };
     let mut params = ConnectParams::socket_file(&socket, &user, "postgres", "pgclone clone");
+    params.peer_identity = owner_identity.map(|(uid, gid, _)| (uid, gid));
     if let Some(config) = libpq {
         params = params.with_libpq_password(config);
     }
@@ -93,6 +104,17 @@ pub(crate) fn clone_running(
         result.map(|()| clone.report)
         // Dropping the session ends it: the temporary slot goes with it.
     })
+}
+
+/// The uid, gid and name of the user that owns the data directory `source`.
+fn source_owner(source: &Path) -> Result<(u32, u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(source).doing("read the owner of", source)?;
+    let name = crate::sys::user_by_uid(meta.uid())
+        .ok()
+        .flatten()
+        .map_or_else(|| server::SUPERUSER.to_string(), |user| user.name);
+    Ok((meta.uid(), meta.gid(), name))
 }
 
 struct OnlineClone<'a> {
@@ -118,6 +140,7 @@ impl OnlineClone<'_> {
     fn back_up(&mut self, session: &mut Session) -> Result<()> {
         let (source, target) = (&self.plan.source, &self.plan.target);
         let segment_size = self.prepare_session(session)?;
+        let source_config = SourceConfig::read(session)?;
         let slot = format!("pgclone_{}", &data_dir::new_password()?[..16]);
         session.query(&format!(
             "select pg_create_physical_replication_slot({}, true, true)",
@@ -125,8 +148,8 @@ impl OnlineClone<'_> {
         ))?;
         self.done(Step::Slot);
 
-        let start_sql = features::backup_start_sql(self.major);
-        let start = parse_lsn(&session.query_value(start_sql)?)?;
+        let start_sql = features::backup_start_sql(self.major, !self.options.spread_checkpoint);
+        let start = parse_lsn(&session.query_value(&start_sql)?)?;
         self.report.start_lsn = Some(start);
         self.done(Step::BackupStart);
 
@@ -164,6 +187,9 @@ impl OnlineClone<'_> {
         }
         self.done(Step::Label);
 
+        if source_config.is_external() {
+            copy_external(&source_config, target, self.major)?;
+        }
         write_clone_config(target, self.options.standby)?;
         self.done(Step::Config);
 

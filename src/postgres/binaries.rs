@@ -76,6 +76,20 @@ impl PgBinaries {
         Self::find_with(&Config::from_env()?)
     }
 
+    /// The binaries of major `major` (a clone's, to start it with), searched as [`find`](Self::find)
+    /// does otherwise.
+    /// `PGCLONE_PG_BIN` is used if it holds that major, else ignored.
+    pub fn find_major(major: u32) -> Result<PgBinaries> {
+        let mut config = Config::from_env()?;
+        config.pg_version = Some(major);
+        if let Some(dir) = &config.pg_bin {
+            if PgBinaries::from_dir(dir).map_or(true, |b| b.version.major != major) {
+                config.pg_bin = None;
+            }
+        }
+        Self::find_with(&config)
+    }
+
     /// Searches once per process for each thing the environment asks (every test acquiring a
     /// database asks again; `pg_config` and the directory scans need not run again).
     pub(crate) fn find_with(config: &Config) -> Result<PgBinaries> {

@@ -21,15 +21,17 @@ pub fn initdb_args(major: u32) -> &'static [&'static str] {
     }
 }
 
-/// The query that starts a non-exclusive low-level backup with an immediate checkpoint, on the
-/// session that will stop it. Its label is fixed text: it ends up in `backup_label`, where a path
-/// could only cause trouble. 15 renamed `pg_start_backup` to `pg_backup_start` and dropped
-/// exclusive backups, and with them the third argument that 13 and 14 need (`false`).
-pub fn backup_start_sql(major: u32) -> &'static str {
+/// The query that starts a non-exclusive low-level backup, on the session that will stop it,
+/// with an immediate checkpoint if `fast` (an I/O spike on a busy source) or a spread one (as
+/// the source's `checkpoint_completion_target` paces it). Its label is fixed text: it ends up
+/// in `backup_label`, where a path could only cause trouble. 15 renamed `pg_start_backup` to
+/// `pg_backup_start` and dropped exclusive backups, and with them the third argument that 13
+/// and 14 need (`false`).
+pub fn backup_start_sql(major: u32, fast: bool) -> String {
     if major >= 15 {
-        "select pg_backup_start('pgclone', true)"
+        format!("select pg_backup_start('pgclone', {fast})")
     } else {
-        "select pg_start_backup('pgclone', true, false)"
+        format!("select pg_start_backup('pgclone', {fast}, false)")
     }
 }
 
@@ -43,6 +45,11 @@ pub fn backup_stop_sql(major: u32) -> &'static str {
     } else {
         "select lsn, labelfile, spcmapfile from pg_stop_backup(false, false)"
     }
+}
+
+/// Whether the server has `stats_temp_directory` (statistics moved to shared memory in 15).
+pub fn has_stats_temp_directory(major: u32) -> bool {
+    major <= 14
 }
 
 /// Whether the `idle_session_timeout` setting exists (14+): a held backup session turns it off.
@@ -78,11 +85,13 @@ mod tests {
     #[test]
     fn the_backup_api_is_named_by_version() {
         for major in [13, 14] {
-            assert!(backup_start_sql(major).contains("pg_start_backup('pgclone', true, false)"));
+            assert!(
+                backup_start_sql(major, true).contains("pg_start_backup('pgclone', true, false)")
+            );
             assert!(backup_stop_sql(major).contains("pg_stop_backup(false, false)"));
         }
         for major in [15, 18] {
-            assert!(backup_start_sql(major).contains("pg_backup_start('pgclone', true)"));
+            assert!(backup_start_sql(major, false).contains("pg_backup_start('pgclone', false)"));
             assert!(backup_stop_sql(major).contains("pg_backup_stop(false)"));
         }
     }

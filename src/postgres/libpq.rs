@@ -49,6 +49,9 @@ pub(crate) struct ConnectParams {
     pub dbname: String,
     pub password: Option<Secret>,
     pub application_name: String,
+    /// The OS identity (uid, gid) to connect to a Unix socket with, for peer authentication:
+    /// root reaching a cluster as its owner would (`sudo -u postgres psql`).
+    pub peer_identity: Option<(u32, u32)>,
 }
 
 impl ConnectParams {
@@ -61,6 +64,7 @@ impl ConnectParams {
             dbname: dbname.to_string(),
             password: None,
             application_name: application.to_string(),
+            peer_identity: None,
         }
     }
 
@@ -143,6 +147,7 @@ impl ConnectParams {
             dbname,
             password,
             application_name: application.to_string(),
+            peer_identity: None,
         };
         Ok(params.with_libpq_password(config))
     }

@@ -42,9 +42,10 @@ impl Session {
         let (connected, connection) = mpsc::channel::<Result<()>>();
         let name = server.clone();
         let user = params.user.clone();
+        let peer = params.peer_identity;
         let worker = std::thread::Builder::new()
             .name("pgclone-session".into())
-            .spawn(move || serve(config, name, user, incoming, connected))
+            .spawn(move || serve(config, peer, name, user, incoming, connected))
             .map_err(|e| Error::new(ErrorKind::Io, "start a session thread").with_source(e))?;
         let mut session = Session {
             requests: Some(requests),
@@ -152,6 +153,7 @@ impl Drop for Session {
 /// empty request asks whether the connection is closed (answered by dropping the reply).
 fn serve(
     config: tokio_postgres::Config,
+    peer: Option<(u32, u32)>,
     server: String,
     user: String,
     requests: mpsc::Receiver<Request>,
@@ -169,14 +171,30 @@ fn serve(
             return;
         }
     };
-    let client = runtime.block_on(async {
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| connect_error(&server, &user, e))?;
-        tokio::spawn(connection);
-        Ok::<_, Error>(client)
-    });
+    let connect = || {
+        runtime.block_on(async {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| connect_error(&server, &user, e))?;
+            tokio::spawn(connection);
+            Ok::<_, Error>(client)
+        })
+    };
+    // The connection is made on this thread (a current-thread runtime): with the peer identity
+    // switched for this thread only, the socket carries it.
+    let client = match peer {
+        None => connect(),
+        Some((uid, gid)) => crate::sys::with_thread_effective_ids(uid, gid, connect)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("connect to {server} as OS user {uid} (peer authentication)"),
+                )
+                .with_source(e)
+            })
+            .and_then(|connected| connected),
+    };
     let client = match client {
         Ok(client) => {
             let _ = connected.send(Ok(()));

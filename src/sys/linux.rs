@@ -143,6 +143,56 @@ pub(crate) fn set_thread_fs_identity(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `work` with the calling thread's effective uid/gid switched to `uid`/`gid` (only this
+/// thread's: raw system calls; real and saved ids stay, so root switches back after). A Unix
+/// socket connected meanwhile carries this identity to its server, whose peer authentication
+/// reads it. Fails if a switch does not take; panics if switching back does not (the thread
+/// would keep another user's identity).
+pub(crate) fn with_thread_effective_ids<T>(
+    uid: u32,
+    gid: u32,
+    work: impl FnOnce() -> T,
+) -> io::Result<T> {
+    let keep = -1i64 as libc::c_long;
+    let (old_uid, old_gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let set = |gid: u32, uid: u32| -> io::Result<()> {
+        // SAFETY: setresgid/setresuid as raw system calls change only the calling thread.
+        let gid_set =
+            unsafe { libc::syscall(libc::SYS_setresgid, keep, gid as libc::c_long, keep) };
+        if gid_set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let uid_set =
+            unsafe { libc::syscall(libc::SYS_setresuid, keep, uid as libc::c_long, keep) };
+        if uid_set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if let Err(e) = set(gid, uid) {
+        // The gid may have changed: back, with the uid still ours.
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_setresgid, keep, old_gid as libc::c_long, keep) };
+        return Err(e);
+    }
+    let result = work();
+    // The uid first: only with it back may the thread take its gid back.
+    // SAFETY: as above.
+    let restored = unsafe {
+        libc::syscall(libc::SYS_setresuid, keep, old_uid as libc::c_long, keep) == 0
+            && libc::syscall(libc::SYS_setresgid, keep, old_gid as libc::c_long, keep) == 0
+    };
+    assert!(
+        restored,
+        "pgclone: could not switch this thread back to uid {old_uid}"
+    );
+    Ok(result)
+}
+
 /// The password-database entry named `name` (`getpwnam_r`), `None` if there is none.
 pub(crate) fn user_by_name(name: &CStr) -> io::Result<Option<User>> {
     passwd_entry(|pwd, buf, result| {
