@@ -63,6 +63,8 @@ pub enum ErrorKind {
     Io,
     /// A path pgclone would delete, chown or write in as root could be changed by another user.
     Untrusted,
+    /// The caller stopped the operation (a clone interrupted by Ctrl-C); what it made is gone.
+    Interrupted,
 }
 
 /// The cause of an [`Error`], kept for [`source()`](std::error::Error::source).

@@ -60,7 +60,9 @@ pub mod server {
 /// Removing what killed processes left (clones, unfinished clones, socket directories) and
 /// what users kept.
 pub mod gc {
-    pub use crate::store::gc::{collect_garbage, pgclone_dir, GcReport, UnfinishedClone};
+    pub use crate::store::gc::{
+        collect_garbage, pgclone_dir, unfinished_clones, GcReport, UnfinishedClone,
+    };
 }
 
 /// What `#[pgclone::test]` expands to. Not a public API.

@@ -47,6 +47,10 @@ enum Command {
         /// the OS user, and postgres for root).
         #[arg(long)]
         user: Option<String>,
+        /// Copy the tablespace at OLD (its location on the source) to NEW instead of
+        /// DST-tablespaces/<oid> (repeatable; as pg_basebackup's option).
+        #[arg(long = "tablespace-mapping", value_name = "OLD=NEW", value_parser = parse_mapping)]
+        tablespace_mapping: Vec<(PathBuf, PathBuf)>,
         /// The source's checkpoint at the start of an online clone: `spread` (paced by its
         /// checkpoint_completion_target; no I/O spike on a busy server) or `fast` (immediate).
         #[arg(long, value_enum, default_value = "spread")]
@@ -58,10 +62,18 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Show the PostgreSQL binaries, the user that runs them, and what DIR's file system can do.
+    /// Show the PostgreSQL binaries, the user that runs them, and what DIR's file system can do;
+    /// given SRC and DST, what `clone SRC DST` would do (method, file systems, connection).
     Doctor {
-        /// The directory clones would go to (default: the pgclone directory).
-        dir: Option<PathBuf>,
+        /// DIR: the directory clones would go to (default: the pgclone directory); or SRC DST.
+        #[arg(num_args = 0..=2)]
+        paths: Vec<PathBuf>,
+        /// With SRC DST: as `clone --allow-copy`.
+        #[arg(long)]
+        allow_copy: bool,
+        /// With SRC DST: as `clone --user`.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Start a copy of a golden built from migrations and SQL files, print its DATABASE_URL, and
     /// keep it until Ctrl-C: for `cargo sqlx prepare`, sqlx's `query!` at build time, IDEs.
@@ -91,6 +103,29 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// `OLD=NEW`, two absolute paths (an `=` in a path is written `\=`, as pg_basebackup has it).
+fn parse_mapping(text: &str) -> Result<(PathBuf, PathBuf), String> {
+    let mut split = None;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '=' if !escaped => {
+                split = Some(i);
+                break;
+            }
+            _ => escaped = false,
+        }
+    }
+    let i = split.ok_or("write it as OLD=NEW")?;
+    let unescape = |part: &str| PathBuf::from(part.replace("\\=", "="));
+    let (old, new) = (unescape(&text[..i]), unescape(&text[i + 1..]));
+    if !old.is_absolute() || !new.is_absolute() {
+        return Err("both OLD and NEW must be absolute paths".into());
+    }
+    Ok((old, new))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -125,6 +160,7 @@ fn main() -> ExitCode {
             allow_copy,
             user,
             checkpoint,
+            tablespace_mapping,
             json,
             dir,
         } => clone(
@@ -132,16 +168,33 @@ fn main() -> ExitCode {
             &dst,
             start,
             user.into_iter().fold(
-                CloneOptions::new()
-                    .standby(standby)
-                    .allow_copy(allow_copy)
-                    .spread_checkpoint(matches!(checkpoint, Checkpoint::Spread)),
+                tablespace_mapping.into_iter().fold(
+                    CloneOptions::new()
+                        .standby(standby)
+                        .allow_copy(allow_copy)
+                        .spread_checkpoint(matches!(checkpoint, Checkpoint::Spread)),
+                    |options, (old, new)| options.tablespace_mapping(old, new),
+                ),
                 CloneOptions::user,
             ),
             json,
             dir,
         ),
-        Command::Doctor { dir } => doctor(dir),
+        Command::Doctor {
+            paths,
+            allow_copy,
+            user,
+        } => match paths.as_slice() {
+            [src, dst] => doctor_pair(
+                src,
+                dst,
+                user.into_iter().fold(
+                    CloneOptions::new().allow_copy(allow_copy),
+                    CloneOptions::user,
+                ),
+            ),
+            _ => doctor(paths.into_iter().next()),
+        },
         Command::Serve {
             migrations,
             format,
@@ -154,6 +207,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // As shells report a process ended by SIGINT.
+        Err(e) if e.kind() == pgclone::ErrorKind::Interrupted => ExitCode::from(130),
         Err(e) => {
             eprintln!("pgclone: {e}");
             ExitCode::FAILURE
@@ -197,13 +252,25 @@ fn clone(
     json: bool,
     dir: Option<PathBuf>,
 ) -> pgclone::Result<()> {
+    // What an earlier, killed `pgclone clone` left: named, for `gc`.
+    for target in pgclone::gc::unfinished_clones(dir.as_deref()).unwrap_or_default() {
+        eprintln!(
+            "pgclone: an earlier clone was killed before it finished and left {} (it cannot start); `pgclone gc` removes it",
+            target.display()
+        );
+    }
     let _record = pgclone::gc::UnfinishedClone::begin(dir.as_deref(), dst)?;
     let options = if std::io::stderr().is_terminal() {
         options.on_progress(show_progress)
     } else {
         options
     };
-    let report = pgclone::clone::clone_cluster(src, dst, &options)?;
+    let options = options.stop_when(stop_on_signal());
+    let report = pgclone::clone::clone_cluster(src, dst, &options).inspect_err(|e| {
+        if e.kind() == pgclone::ErrorKind::Interrupted {
+            eprintln!("pgclone: the partial clone in {} is removed", dst.display());
+        }
+    })?;
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
@@ -256,6 +323,38 @@ fn clone(
         );
     }
     Ok(())
+}
+
+/// A flag set on Ctrl-C or SIGTERM (by a thread waiting for them), for the clone to stop at its
+/// next file and remove what it made.
+fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let (Ok(mut interrupt), Ok(mut terminate)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            flag.store(true, Ordering::Relaxed);
+            eprintln!("\npgclone: interrupted; stopping, and removing the partial clone");
+        })
+    });
+    stop
 }
 
 /// A clone `clone --start` left running.
@@ -367,6 +466,74 @@ fn show_progress(event: CloneEvent) {
     let _ = err.flush();
 }
 
+/// What `clone SRC DST` would do, and what would stop it.
+fn doctor_pair(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    options: CloneOptions,
+) -> pgclone::Result<()> {
+    let preview = pgclone::clone::preview_clone(src, dst, &options)?;
+    let kind = match preview.running {
+        Some(pid) => {
+            format!("running (postmaster pid {pid}): an online clone through the backup API")
+        }
+        None => "stopped: an offline clone, copied as it is".to_string(),
+    };
+    println!(
+        "source           {} (PostgreSQL {}), {kind}",
+        preview.source.display(),
+        preview.major
+    );
+    println!(
+        "binaries         {}",
+        match &preview.binaries {
+            Ok(b) => format!(
+                "PostgreSQL {} in {} (the source's major, for --start)",
+                b.version(),
+                b.bin_dir().display()
+            ),
+            Err(e) => format!("none of major {}: {e}", preview.major),
+        }
+    );
+    println!(
+        "file systems     {} -> {}",
+        preview.source_fs, preview.target_fs
+    );
+    println!(
+        "method           {}",
+        preview
+            .method
+            .as_ref()
+            .map_or_else(|e| format!("refused: {e}"), Clone::clone)
+    );
+    if let Some(connection) = &preview.connection {
+        println!(
+            "connection       {}",
+            connection
+                .as_ref()
+                .map_or_else(|e| format!("fails: {e}"), Clone::clone)
+        );
+    }
+    for note in &preview.notes {
+        println!("note             {note}");
+    }
+    for refusal in &preview.refusals {
+        println!("refused          {refusal}");
+    }
+    let blocked = !preview.refusals.is_empty()
+        || preview.method.is_err()
+        || preview.connection.as_ref().is_some_and(|c| c.is_err());
+    println!(
+        "verdict          {}",
+        if blocked {
+            "the clone would fail, as said above"
+        } else {
+            "the clone would work"
+        }
+    );
+    Ok(())
+}
+
 fn doctor(dir: Option<PathBuf>) -> pgclone::Result<()> {
     let binaries = pgclone::server::PgBinaries::find()?;
     println!(
@@ -445,4 +612,23 @@ fn ms(d: Duration) -> f64 {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tablespace_mappings_read_as_pg_basebackup_writes_them() {
+        assert_eq!(
+            parse_mapping("/srv/ts=/mnt/copy").unwrap(),
+            (PathBuf::from("/srv/ts"), PathBuf::from("/mnt/copy"))
+        );
+        assert_eq!(
+            parse_mapping(r"/srv/a\=b=/mnt/c").unwrap(),
+            (PathBuf::from("/srv/a=b"), PathBuf::from("/mnt/c"))
+        );
+        assert!(parse_mapping("/srv/ts").is_err());
+        assert!(parse_mapping("ts=/mnt/copy").is_err());
+    }
 }

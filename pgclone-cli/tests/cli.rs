@@ -640,6 +640,31 @@ fn root_clones_a_stock_debian_cluster_as_its_owner_and_the_clone_uses_its_own_co
 
     let root = test_root("debian");
     let dst = root.join("clone");
+    // What doctor says of the pair first: online, peer as the owner, the configuration outside.
+    let doctor = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args([
+            "doctor",
+            source.data_dir().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ])
+        .arg("--allow-copy")
+        .env_remove("PGCLONE_PG_BIN")
+        .output()
+        .unwrap();
+    let said = stdout(&doctor);
+    for expected in [
+        "an online clone",
+        "PostgreSQL 15.",
+        "identity (peer): connected",
+        "outside the data directory",
+        "verdict          the clone would work",
+    ] {
+        assert!(
+            said.contains(expected),
+            "{expected:?} in:\n{said}{}",
+            stderr(&doctor)
+        );
+    }
     // As a DBA would: no PGCLONE_PG_BIN, the binaries of the source's major are found.
     let output = Command::new(env!("CARGO_BIN_EXE_pgclone"))
         .args([
@@ -692,4 +717,165 @@ fn root_clones_a_stock_debian_cluster_as_its_owner_and_the_clone_uses_its_own_co
         .args(["-INT", &pid.to_string()])
         .status();
     assert!(wait_until_gone(pid, std::time::Duration::from_secs(20)));
+}
+
+#[test]
+fn ctrl_c_during_a_clone_removes_the_partial_target_and_exits_130() {
+    use std::io::BufRead;
+    let root = test_root("interrupt");
+    let source = running_source(&root);
+    let server = source.server();
+    let (socket_dir, port) = (
+        server.socket_dir().display().to_string(),
+        server.port() as u64,
+    );
+    let dst = root.join("clone");
+    let signal = |name: &str, pid: u32| {
+        let status = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // The source's postmaster, stopped, holds the clone at its connection, after its first
+    // step (the placeholder backup_label): the signal then surely comes before the copy.
+    signal("-STOP", server.pid());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args([
+            "clone",
+            source.data_dir().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ])
+        .args(["--checkpoint", "fast"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dst.join("backup_label").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clone never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    signal("-INT", child.id());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let heard = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("interrupted"));
+    assert!(heard.is_some(), "pgclone says it heard the signal");
+    signal("-CONT", server.pid());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("partial clone") && l.contains("is removed")),
+        "{rest:?}"
+    );
+    assert!(!dst.exists(), "the partial target is gone");
+    assert_eq!(
+        query(
+            &socket_dir,
+            port,
+            "select count(*)::text from pg_replication_slots"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn after_a_killed_clone_the_next_call_names_what_is_left_and_gc_removes_it() {
+    let root = test_root("killed-clone");
+    let source = running_source(&root);
+    let server = source.server();
+    let dst = root.join("clone");
+    let dir = root.join("pgclone");
+    let signal = |name: &str, pid: u32| {
+        Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    // Held at its connection (the postmaster stopped), after the placeholder: then SIGKILL.
+    signal("-STOP", server.pid());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args([
+            "clone",
+            source.data_dir().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ])
+        .args(["--dir", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dst.join("backup_label").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clone never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    signal("-CONT", server.pid());
+
+    let next = pgclone(&[
+        "clone",
+        "/nonexistent/source",
+        root.join("other").to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&next).contains(&format!("left {}", dst.display()))
+            && stderr(&next).contains("pgclone gc"),
+        "{}",
+        stderr(&next)
+    );
+    let gc = pgclone(&["gc", "--dir", dir.to_str().unwrap()]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(!dst.exists(), "gc removed the unfinished clone");
+}
+
+#[test]
+fn doctor_explains_a_pair_and_what_would_refuse_it() {
+    let root = test_root("doctor-pair");
+    let source = running_source(&root);
+    let busy = root.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("x"), "").unwrap();
+    let output = pgclone(&[
+        "doctor",
+        source.data_dir().to_str().unwrap(),
+        busy.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let said = stdout(&output);
+    for expected in [
+        "running (postmaster pid",
+        "connection",
+        "connected",
+        "refused          ",
+        "exists and is not empty",
+        "verdict          the clone would fail",
+    ] {
+        assert!(said.contains(expected), "{expected:?} in:\n{said}");
+    }
+    let fresh = root.join("fresh");
+    let output = pgclone(&[
+        "doctor",
+        source.data_dir().to_str().unwrap(),
+        fresh.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&output).contains("verdict          the clone would work"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(!fresh.exists(), "doctor made nothing");
 }

@@ -11,12 +11,15 @@ mod file;
 pub(crate) mod fs_probe;
 mod offline;
 mod online;
+mod preview;
+mod tablespaces;
 mod tree;
 mod wal;
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use crate::postgres::pg_control::{cluster_state, ClusterState};
@@ -27,6 +30,7 @@ pub use offline::clone_stopped_cluster;
 pub(crate) use online::clone_running;
 pub use online::clone_running_cluster;
 pub(crate) use online::PLACEHOLDER_LABEL;
+pub use preview::{preview_clone, ClonePreview};
 pub use tree::CloneReport;
 pub use wal::Lsn;
 
@@ -58,6 +62,7 @@ pub struct CloneOptions {
     pub(crate) threads: Option<usize>,
     pub(crate) no_sync: bool,
     pub(crate) spread_checkpoint: bool,
+    pub(crate) tablespace_mapping: Vec<(PathBuf, PathBuf)>,
 }
 
 impl CloneOptions {
@@ -77,6 +82,14 @@ impl CloneOptions {
     /// `checkpoint_completion_target`: slower to start, no I/O spike on a busy server.
     pub fn spread_checkpoint(mut self, spread: bool) -> Self {
         self.spread_checkpoint = spread;
+        self
+    }
+
+    /// Copies the source's tablespace in `old` (its location, as `pg_tablespace_location`
+    /// gives it) to `new` instead of `<target>-tablespaces/<oid>` (pg_basebackup's
+    /// `--tablespace-mapping`). Both absolute; `new` absent or empty.
+    pub fn tablespace_mapping(mut self, old: impl Into<PathBuf>, new: impl Into<PathBuf>) -> Self {
+        self.tablespace_mapping.push((old.into(), new.into()));
         self
     }
 
@@ -112,7 +125,16 @@ impl CloneOptions {
 
     /// Called after each step and every few hundred files copied (progress bars, tests).
     pub fn on_progress(mut self, callback: impl Fn(CloneEvent) + Send + Sync + 'static) -> Self {
-        self.progress = Progress(Some(Arc::new(callback)));
+        self.progress.callback = Some(Arc::new(callback));
+        self
+    }
+
+    /// Stops the clone (an [`ErrorKind::Interrupted`] error) once `stop` is set, such as by a
+    /// Ctrl-C handler: checked before each file, so within one file's copy. The target is then
+    /// removed (or emptied, if it existed) and a running source keeps no slot and no backup, as
+    /// after any failure.
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.progress.stop = Some(stop);
         self
     }
 
@@ -189,20 +211,35 @@ pub enum CloneEvent {
     },
 }
 
-/// The optional progress callback.
+/// What the caller follows of a clone (the optional progress callback) and may stop it with
+/// (a flag it sets, such as on Ctrl-C).
 #[derive(Clone, Default)]
-pub(crate) struct Progress(Option<Arc<dyn Fn(CloneEvent) + Send + Sync>>);
+pub(crate) struct Progress {
+    callback: Option<Arc<dyn Fn(CloneEvent) + Send + Sync>>,
+    stop: Option<Arc<AtomicBool>>,
+}
 
 impl Progress {
     pub fn done(&self, step: Step) {
-        if let Some(callback) = &self.0 {
+        if let Some(callback) = &self.callback {
             callback(CloneEvent::Done(step));
         }
     }
 
     pub fn copied(&self, files: u64, bytes: u64) {
-        if let Some(callback) = &self.0 {
+        if let Some(callback) = &self.callback {
             callback(CloneEvent::Copied { files, bytes });
+        }
+    }
+
+    /// An `Interrupted` error once the caller asked to stop: checked before each file.
+    pub fn check_stop(&self) -> Result<()> {
+        match &self.stop {
+            Some(stop) if stop.load(Ordering::Relaxed) => Err(Error::new(
+                ErrorKind::Interrupted,
+                "the clone was interrupted",
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -213,6 +250,8 @@ struct Plan {
     source: PathBuf,
     target: PathBuf,
     target_existed: bool,
+    /// The source's tablespaces, where their copies go, and whether that directory existed.
+    tablespaces: Vec<(tablespaces::Tablespace, bool)>,
     /// When pgclone runs as root: the user whose file-system identity the copy takes.
     owner: Option<RunAs>,
 }
@@ -235,6 +274,19 @@ impl Plan {
         check_not_nested(&source, &target)?;
         let target_existed = check_target(&target)?;
         check_file_systems(&source, &target, options)?;
+        let mut planned = Vec::new();
+        for tablespace in tablespaces::plan(&source, &target, &options.tablespace_mapping)? {
+            let copy = &tablespace.target;
+            if owner.is_some() {
+                crate::store::safe_path::check_target_path(copy, "a tablespace's copy")?;
+            }
+            check_not_nested(&tablespace.source, copy)?;
+            check_not_nested(&source, copy)?;
+            check_not_nested(&tablespace.source, &target)?;
+            let existed = check_target(copy)?;
+            check_file_systems(&tablespace.source, copy, options)?;
+            planned.push((tablespace, existed));
+        }
         if let Some(user) = &owner {
             let source_uid = std::fs::metadata(&source).doing("stat", &source)?.uid();
             if source_uid != user.uid() {
@@ -255,6 +307,7 @@ impl Plan {
             source,
             target,
             target_existed,
+            tablespaces: planned,
             owner,
         })
     }
@@ -267,25 +320,50 @@ impl Plan {
             .and_then(|()| with_identity(self.owner.as_ref(), copy));
         if result.is_err() {
             undo_target(&self.target, self.target_existed);
+            for (tablespace, existed) in &self.tablespaces {
+                undo_target(&tablespace.target, *existed);
+            }
+            // The default parent of the copies, if now empty.
+            let _ = std::fs::remove_dir(tablespaces::default_location(&self.target));
         }
         result
     }
 
+    /// The tablespaces, for the walk.
+    fn tablespace_list(&self) -> Vec<tablespaces::Tablespace> {
+        self.tablespaces.iter().map(|(t, _)| t.clone()).collect()
+    }
+
     fn make_target(&self) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        if !self.target_existed {
-            std::fs::create_dir_all(&self.target).doing("create", &self.target)?;
+        make_owned_dir(
+            &self.source,
+            &self.target,
+            self.target_existed,
+            self.owner.as_ref(),
+        )?;
+        for (tablespace, existed) in &self.tablespaces {
+            make_owned_dir(
+                &tablespace.source,
+                &tablespace.target,
+                *existed,
+                self.owner.as_ref(),
+            )?;
         }
-        let mode = std::fs::metadata(&self.source)
-            .doing("stat", &self.source)?
-            .mode()
-            & 0o7777;
-        std::fs::set_permissions(&self.target, std::fs::Permissions::from_mode(mode))
-            .doing("chmod", &self.target)?;
-        match &self.owner {
-            Some(user) => user.chown(&self.target),
-            None => Ok(()),
-        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` (unless it `existed`) with the mode of `like`, and hands it to `owner`.
+fn make_owned_dir(like: &Path, dir: &Path, existed: bool, owner: Option<&RunAs>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !existed {
+        std::fs::create_dir_all(dir).doing("create", dir)?;
+    }
+    let mode = std::fs::metadata(like).doing("stat", like)?.mode() & 0o7777;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).doing("chmod", dir)?;
+    match owner {
+        Some(user) => user.chown(dir),
+        None => Ok(()),
     }
 }
 

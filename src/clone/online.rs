@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::config_files::{copy_external, SourceConfig};
 use super::exclude::Source;
+use super::tablespaces;
 use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
 use super::{finish_with_control_file, write_clone_config, write_file, CloneOptions, Plan, Step};
@@ -67,27 +68,7 @@ pub(crate) fn clone_running(
         )
         .hint("clone a stopped cluster offline, or start it first"));
     };
-    let socket = source_socket(&plan.source, pid)?;
-    check_tablespaces(&plan.source)?;
-    // Root reaches the source as its owner would: with the owner's identity on the socket (peer
-    // authentication, a stock Debian cluster's `local all postgres peer`) and, unless told
-    // otherwise, the owner's name as the role.
-    let owner_identity = match libpq.is_some() && rustix::process::geteuid().is_root() {
-        true => Some(source_owner(&plan.source)?),
-        false => None,
-    };
-    let user = match (&options.user, libpq, &owner_identity) {
-        (Some(user), _, _) => user.clone(),
-        (None, Some(config), _) if config.pg_user.is_some() => libpq::default_user(config),
-        (None, Some(_), Some((_, _, name))) => name.clone(),
-        (None, Some(config), None) => libpq::default_user(config),
-        (None, None, _) => server::SUPERUSER.to_string(),
-    };
-    let mut params = ConnectParams::socket_file(&socket, &user, "postgres", "pgclone clone");
-    params.peer_identity = owner_identity.map(|(uid, gid, _)| (uid, gid));
-    if let Some(config) = libpq {
-        params = params.with_libpq_password(config);
-    }
+    let params = source_params(&plan.source, pid, options, libpq)?;
     plan.run(|| {
         let mut clone = OnlineClone {
             plan: &plan,
@@ -104,6 +85,38 @@ pub(crate) fn clone_running(
         result.map(|()| clone.report)
         // Dropping the session ends it: the temporary slot goes with it.
     })
+}
+
+/// How pgclone connects to the running source in `source` (postmaster `pid`): on its Unix
+/// socket, as `options`' user, else as libpq would (with `libpq`); as root, with the owner's
+/// identity for peer authentication.
+pub(crate) fn source_params(
+    source: &Path,
+    pid: u32,
+    options: &CloneOptions,
+    libpq: Option<&Config>,
+) -> Result<ConnectParams> {
+    let socket = source_socket(source, pid)?;
+    // Root reaches the source as its owner would: with the owner's identity on the socket (peer
+    // authentication, a stock Debian cluster's `local all postgres peer`) and, unless told
+    // otherwise, the owner's name as the role.
+    let owner_identity = match libpq.is_some() && rustix::process::geteuid().is_root() {
+        true => Some(source_owner(source)?),
+        false => None,
+    };
+    let user = match (&options.user, libpq, &owner_identity) {
+        (Some(user), _, _) => user.clone(),
+        (None, Some(config), _) if config.pg_user.is_some() => libpq::default_user(config),
+        (None, Some(_), Some((_, _, name))) => name.clone(),
+        (None, Some(config), None) => libpq::default_user(config),
+        (None, None, _) => server::SUPERUSER.to_string(),
+    };
+    let mut params = ConnectParams::socket_file(&socket, &user, "postgres", "pgclone clone");
+    params.peer_identity = owner_identity.map(|(uid, gid, _)| (uid, gid));
+    if let Some(config) = libpq {
+        params = params.with_libpq_password(config);
+    }
+    Ok(params)
 }
 
 /// The uid, gid and name of the user that owns the data directory `source`.
@@ -153,18 +166,27 @@ impl OnlineClone<'_> {
         self.report.start_lsn = Some(start);
         self.done(Step::BackupStart);
 
+        let tablespaces_before = tablespaces::links(source)?;
         let copied = copy_tree(
             source,
             target,
+            &self.plan.tablespace_list(),
             Source::Running,
             self.plan.owner.as_ref(),
             &self.options.progress,
             self.options.copy_threads(),
         )?;
         self.report.absorb(copied);
-        check_tablespaces(source).map_err(|e| {
-            Error::new(ErrorKind::Unsupported, "the source changed during the copy").with_source(e)
-        })?;
+        if tablespaces::links(source)? != tablespaces_before {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the tablespaces of {} changed during the copy",
+                    source.display()
+                ),
+            )
+            .hint("clone again once no tablespace is being created or dropped"));
+        }
         self.done(Step::CopyFiles);
 
         let row = session.query_row(features::backup_stop_sql(self.major))?;
@@ -183,7 +205,9 @@ impl OnlineClone<'_> {
         // Byte for byte what pg_backup_stop returned; replaces the placeholder in one rename.
         write_file(&target.join("backup_label"), label_file.as_bytes())?;
         if !map_file.is_empty() {
-            write_file(&target.join("tablespace_map"), map_file.as_bytes())?;
+            // Recovery makes the clone's links from it: to the copies, never the source's.
+            let map = tablespaces::remap(&map_file, &self.plan.tablespace_list());
+            write_file(&target.join("tablespace_map"), map.as_bytes())?;
         }
         self.done(Step::Label);
 
@@ -251,6 +275,7 @@ impl OnlineClone<'_> {
         );
         let fs = (device_of(&from_dir)?, device_of(&to_dir)?);
         for segno in wal::backup_segments(start, stop, segment_size) {
+            self.options.progress.check_stop()?;
             let name = wal::segment_name(timeline, segno, segment_size);
             let (from, to) = (from_dir.join(&name), to_dir.join(&name));
             if !from.exists() {
@@ -325,28 +350,6 @@ fn source_socket(source: &Path, pid: u32) -> Result<PathBuf> {
         .hint("set unix_socket_directories on the source"));
     }
     Ok(Path::new(socket_dir).join(format!(".s.PGSQL.{port}")))
-}
-
-/// Refuses sources with tablespaces: a clone would write into the source's tablespace
-/// directories (docs/postgres-facts.md 11).
-fn check_tablespaces(source: &Path) -> Result<()> {
-    let dir = source.join("pg_tblspc");
-    let Some(first) = std::fs::read_dir(&dir)
-        .ok()
-        .and_then(|mut entries| entries.next())
-    else {
-        return Ok(());
-    };
-    let first = first.doing("list", &dir)?;
-    Err(Error::new(
-        ErrorKind::Unsupported,
-        format!(
-            "source {} has a tablespace ({}); a clone would write into the source's tablespace directory",
-            source.display(),
-            first.path().display()
-        ),
-    )
-    .hint("move its tables to pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespace"))
 }
 
 /// The source ended the backup session; by far the likeliest cause is that it invalidated the

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::exclude::{self, Source};
 use super::file::{copy_contents, CopyMethod};
+use super::tablespaces::Tablespace;
 use super::wal::Lsn;
 use super::{Progress, Step};
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -88,6 +89,7 @@ impl CloneReport {
 pub(crate) fn copy_tree(
     source: &Path,
     target: &Path,
+    tablespaces: &[Tablespace],
     kind: Source,
     owner: Option<&RunAs>,
     progress: &Progress,
@@ -95,6 +97,8 @@ pub(crate) fn copy_tree(
 ) -> Result<CloneReport> {
     let mut walk = Walk {
         kind,
+        tablespaces,
+        fs: (device_of(source)?, device_of(target)?),
         files: Vec::new(),
         report: CloneReport::default(),
     };
@@ -102,7 +106,6 @@ pub(crate) fn copy_tree(
     let copier = FileCopier {
         kind,
         owner,
-        fs: (device_of(source)?, device_of(target)?),
         progress,
         files_done: AtomicU64::new(0),
         bytes_done: AtomicU64::new(0),
@@ -112,14 +115,18 @@ pub(crate) fn copy_tree(
     Ok(report)
 }
 
-/// The walk: creates the directories, lists the files to copy.
-struct Walk {
+/// The walk: creates the directories, lists the files to copy (each with the devices of its
+/// source and target: a tablespace may be on another file system than the data directory).
+struct Walk<'a> {
     kind: Source,
-    files: Vec<(PathBuf, PathBuf)>,
+    tablespaces: &'a [Tablespace],
+    /// The devices of the tree being walked (the data directory's, or a tablespace's).
+    fs: (u64, u64),
+    files: Vec<(PathBuf, PathBuf, (u64, u64))>,
     report: CloneReport,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn walk_dir(&mut self, source: &Path, target: &Path, rel: &Path) -> Result<()> {
         let listed = std::fs::read_dir(source)
             .and_then(|entries| entries.collect::<std::io::Result<Vec<_>>>());
@@ -159,7 +166,7 @@ impl Walk {
                 self.make_dir(&from, &to)?;
                 self.walk_dir(&from, &to, &rel_child)?;
             } else if file_type.is_file() {
-                self.files.push((from, to));
+                self.files.push((from, to, self.fs));
             }
             // Sockets and fifos have no place in a data directory: leave them out.
         }
@@ -167,11 +174,28 @@ impl Walk {
     }
 
     /// `pg_wal` may be a symlink (`initdb -X`): the clone gets a real directory with its
-    /// contents. A tablespace link would make the clone write into the source's tablespace.
+    /// contents. A tablespace's link gets a link to the tablespace's copy, which is walked
+    /// then (its directory made by the plan). Any other link is refused.
     fn walk_symlinked(&mut self, from: &Path, to: &Path, rel: &Path) -> Result<()> {
         if rel == Path::new("pg_wal") {
             self.make_dir(from, to)?;
             return self.walk_dir(from, to, rel);
+        }
+        let name = rel.file_name().unwrap_or_default();
+        let tablespace = self
+            .tablespaces
+            .iter()
+            .find(|t| rel.parent() == Some(Path::new("pg_tblspc")) && t.oid == name);
+        if let Some(tablespace) = tablespace {
+            std::os::unix::fs::symlink(&tablespace.target, to).doing("link", to)?;
+            let outer = self.fs;
+            self.fs = (
+                device_of(&tablespace.source)?,
+                device_of(&tablespace.target)?,
+            );
+            let walked = self.walk_dir(&tablespace.source, &tablespace.target, rel);
+            self.fs = outer;
+            return walked;
         }
         let target = std::fs::read_link(from).unwrap_or_default();
         let what = if rel.starts_with("pg_tblspc") {
@@ -187,7 +211,7 @@ impl Walk {
                 target.display()
             ),
         )
-        .hint("clone a cluster without tablespaces (move their tables to pg_default: ALTER TABLE ... SET TABLESPACE pg_default)"))
+        .hint("a tablespace created during the copy is not cloned: clone again"))
     }
 
     /// Creates `to` with the mode of the directory `from` (followed when it is the `pg_wal` link:
@@ -214,7 +238,6 @@ const PROGRESS_EVERY: u64 = 256;
 struct FileCopier<'a> {
     kind: Source,
     owner: Option<&'a RunAs>,
-    fs: (u64, u64),
     progress: &'a Progress,
     files_done: AtomicU64,
     bytes_done: AtomicU64,
@@ -222,7 +245,11 @@ struct FileCopier<'a> {
 
 impl FileCopier<'_> {
     /// Copies all files, each thread taking the next one; the first error stops them all.
-    fn copy_all(&self, files: &[(PathBuf, PathBuf)], threads: usize) -> Result<CloneReport> {
+    fn copy_all(
+        &self,
+        files: &[(PathBuf, PathBuf, (u64, u64))],
+        threads: usize,
+    ) -> Result<CloneReport> {
         let next = AtomicUsize::new(0);
         let failed = Mutex::new(None);
         let work = || {
@@ -235,10 +262,10 @@ impl FileCopier<'_> {
             }
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((from, to)) = files.get(i) else {
+                let Some((from, to, fs)) = files.get(i) else {
                     break;
                 };
-                if let Err(e) = self.copy_one(from, to, &mut tally) {
+                if let Err(e) = self.copy_one(from, to, *fs, &mut tally) {
                     failed.lock().unwrap().get_or_insert(e);
                     next.store(files.len(), Ordering::Relaxed); // stop the others
                     break;
@@ -264,7 +291,14 @@ impl FileCopier<'_> {
         }
     }
 
-    fn copy_one(&self, from: &Path, to: &Path, tally: &mut CloneReport) -> Result<()> {
+    fn copy_one(
+        &self,
+        from: &Path,
+        to: &Path,
+        fs: (u64, u64),
+        tally: &mut CloneReport,
+    ) -> Result<()> {
+        self.progress.check_stop()?;
         // O_NOFOLLOW: a symlink swapped in after the walk is an error, not a way out of the tree.
         let source = match OpenOptions::new()
             .read(true)
@@ -279,7 +313,7 @@ impl FileCopier<'_> {
             opened => opened.doing("open", from)?,
         };
         let meta = source.metadata().doing("stat", from)?;
-        let method = copy_open_file(&source, meta.len(), meta.mode(), to, self.fs)?;
+        let method = copy_open_file(&source, meta.len(), meta.mode(), to, fs)?;
         tally.count(method, meta.len());
         let files = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = self.bytes_done.fetch_add(meta.len(), Ordering::Relaxed) + meta.len();

@@ -80,7 +80,11 @@ impl PgBinaries {
     /// does otherwise.
     /// `PGCLONE_PG_BIN` is used if it holds that major, else ignored.
     pub fn find_major(major: u32) -> Result<PgBinaries> {
-        let mut config = Config::from_env()?;
+        Self::find_major_with(major, &Config::from_env()?)
+    }
+
+    pub(crate) fn find_major_with(major: u32, config: &Config) -> Result<PgBinaries> {
+        let mut config = config.clone();
         config.pg_version = Some(major);
         if let Some(dir) = &config.pg_bin {
             if PgBinaries::from_dir(dir).map_or(true, |b| b.version.major != major) {

@@ -34,6 +34,12 @@ pub fn collect_garbage(root: Option<&Path>, include_kept: bool) -> Result<GcRepo
     })
 }
 
+/// The targets of clones whose `pgclone clone` was killed before it finished (recorded by
+/// [`UnfinishedClone`] under the pgclone directory `root`), which [`collect_garbage`] removes.
+pub fn unfinished_clones(root: Option<&Path>) -> Result<Vec<PathBuf>> {
+    Ok(open_root(root, &Config::from_env()?)?.unfinished_targets())
+}
+
 /// The pgclone directory this process uses (`PGCLONE_DIR`, else `<cargo target dir>/pgclone`,
 /// else `/var/cache/pgclone` for root and the user's cache directory for others), created if
 /// needed.

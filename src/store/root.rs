@@ -181,27 +181,28 @@ impl Root {
             .map_err(|e| Error::io("keep", &dir, e.error))
     }
 
+    /// The targets of clones whose maker died before finishing them, still there and not
+    /// startable, that [`reap_unfinished_clones`](Self::reap_unfinished_clones) would remove.
+    pub fn unfinished_targets(&self) -> Vec<PathBuf> {
+        let records = self.unfinished_records();
+        records
+            .iter()
+            .filter(|(_, owner, target)| {
+                !owner.is_alive()
+                    && !records
+                        .iter()
+                        .any(|(_, other, t)| t == target && other.is_alive())
+                    && target.exists()
+                    && is_unfinished_clone(target)
+            })
+            .map(|(_, _, target)| target.clone())
+            .collect()
+    }
+
     /// Removes the targets of clones whose maker died before finishing them: only targets that
     /// a clone cannot start from (placeholder `backup_label`, or no `pg_control` yet).
     pub fn reap_unfinished_clones(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.path.join(UNFINISHED)) else {
-            return Vec::new();
-        };
-        let records: Vec<(PathBuf, ProcessId, PathBuf)> = entries
-            .flatten()
-            // Only records this user wrote: another user's record must not steer our deletes.
-            .filter(|entry| {
-                entry
-                    .metadata()
-                    .is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw())
-            })
-            .filter_map(|entry| {
-                let text = std::fs::read_to_string(entry.path()).ok()?;
-                let mut lines = text.lines();
-                let owner = ProcessId::parse(lines.next()?)?;
-                Some((entry.path(), owner, PathBuf::from(lines.next()?)))
-            })
-            .collect();
+        let records = self.unfinished_records();
         let mut reaped = Vec::new();
         for (record, owner, target) in &records {
             if owner.is_alive() {
@@ -227,6 +228,28 @@ impl Root {
             let _ = std::fs::remove_file(record);
         }
         reaped
+    }
+
+    /// The unfinished-clone records this user wrote: (record, its maker, the target).
+    fn unfinished_records(&self) -> Vec<(PathBuf, ProcessId, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(self.path.join(UNFINISHED)) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            // Only records this user wrote: another user's record must not steer our deletes.
+            .filter(|entry| {
+                entry
+                    .metadata()
+                    .is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw())
+            })
+            .filter_map(|entry| {
+                let text = std::fs::read_to_string(entry.path()).ok()?;
+                let mut lines = text.lines();
+                let owner = ProcessId::parse(lines.next()?)?;
+                Some((entry.path(), owner, PathBuf::from(lines.next()?)))
+            })
+            .collect()
     }
 }
 

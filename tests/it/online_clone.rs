@@ -230,11 +230,15 @@ fn bad_sources_and_targets_are_refused_and_the_source_keeps_no_slot_or_backup() 
     assert!(!root.join("t2").exists());
     assert_source_clean(&url);
 
-    // A source with a tablespace.
-    let err = clone_running_cluster(&source.data_dir(), &root.join("t3"), &CloneOptions::new())
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(!root.join("t3").exists());
+    // A mapping for a tablespace the source does not have.
+    let options = CloneOptions::new().tablespace_mapping(root.join("nowhere"), root.join("t3ts"));
+    let err = clone_running_cluster(&source.data_dir(), &root.join("t3"), &options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(
+        err.to_string().contains("none of the source's tablespaces"),
+        "{err}"
+    );
+    assert!(!root.join("t3").exists() && !root.join("t3ts").exists());
     assert_eq!(
         query_text(&url, "select count(*)::text from kept"),
         "1000",
@@ -465,5 +469,127 @@ fn clone_cluster_checked(source: &Path, target: &Path) {
             "select count(*)::text from kept"
         ),
         "1000"
+    );
+}
+
+#[test]
+fn a_stopped_clone_removes_its_target_and_leaves_the_source_clean() {
+    let root = support::unique_root("interrupted");
+    let source = source_with_data(&root);
+    let target = root.join("clone/data");
+    // Stopped at the backup's start (as a Ctrl-C handler would set it): the copy that follows
+    // sees it at its first file.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let options = CloneOptions::new()
+        .on_progress(move |event| {
+            if event == CloneEvent::Done(Step::BackupStart) {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .stop_when(stop);
+    let err = clone_running_cluster(&source.data_dir(), &target, &options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+    assert!(!target.exists(), "the partial target is removed");
+    assert_source_clean(&source.connection_string());
+}
+
+/// Every file under `dir` with its bytes, sorted.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A directory for a tablespace: empty, the server user's.
+fn tablespace_dir(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path).unwrap();
+    if let Some(user) = pgclone::server::run_as_user().unwrap() {
+        std::os::unix::fs::chown(path, Some(user.uid()), Some(user.gid())).unwrap();
+    }
+    path.to_path_buf()
+}
+
+#[test]
+fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
+    let root = support::unique_root("tablespaces");
+    let source = source_with_data(&root);
+    let url = source.connection_string();
+    let location = tablespace_dir(&root.join("ts-source"));
+    execute(
+        &url,
+        &format!("create tablespace ts location '{}'", location.display()),
+    );
+    execute(
+        &url,
+        "create table in_ts tablespace ts as select g as id from generate_series(1, 500) g; checkpoint",
+    );
+
+    // Online, to the default place beside the target.
+    let target = root.join("online");
+    clone_running_cluster(&source.data_dir(), &target, &CloneOptions::new()).unwrap();
+    let copies = root.join("online-tablespaces");
+    let oid = std::fs::read_dir(&copies)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let source_files = files_under(&location);
+    let clone = Server::start(&target, &ServerOptions::new()).unwrap();
+    let clone_url = clone.connection_string("postgres");
+    assert_eq!(
+        query_text(&clone_url, "select count(*)::text from in_ts"),
+        "500"
+    );
+    assert_eq!(
+        query_text(
+            &clone_url,
+            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"
+        ),
+        copies.join(&oid).display().to_string()
+    );
+    execute(
+        &clone_url,
+        "insert into in_ts select g from generate_series(501, 2000) g;
+         create table also_in_ts tablespace ts as select 1 as x; checkpoint",
+    );
+    assert_eq!(
+        query_text(&clone_url, "select count(*)::text from in_ts"),
+        "2000"
+    );
+    assert!(
+        files_under(&location) == source_files,
+        "the source's tablespace is unchanged"
+    );
+    assert_eq!(query_text(&url, "select count(*)::text from in_ts"), "500");
+    clone.stop().unwrap(); // cleanly: the offline clone below starts from it
+    assert_source_clean(&url);
+
+    // Offline, mapped (as --tablespace-mapping), from a stopped copy of the source.
+    let stopped = root.join("stopped");
+    let mapped = root.join("mapped-ts");
+    let options = CloneOptions::new().tablespace_mapping(copies.join(&oid), &mapped);
+    pgclone::clone::clone_stopped_cluster(&target, &stopped, &options).unwrap();
+    let clone = Server::start(&stopped, &ServerOptions::new()).unwrap();
+    let clone_url = clone.connection_string("postgres");
+    assert_eq!(
+        query_text(&clone_url, "select count(*)::text from in_ts"),
+        "2000"
+    );
+    assert_eq!(
+        query_text(
+            &clone_url,
+            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"
+        ),
+        mapped.display().to_string()
     );
 }

@@ -126,9 +126,11 @@ const CONFIG_READERS: &[(&str, &str)] = &[
     ("src/store/gc.rs", "collect_garbage"),
     ("src/store/gc.rs", "pgclone_dir"),
     ("src/store/gc.rs", "UnfinishedClone::begin"),
+    ("src/store/gc.rs", "unfinished_clones"),
     ("src/clone/mod.rs", "clone_cluster"),
     ("src/clone/offline.rs", "clone_stopped_cluster"),
     ("src/clone/online.rs", "clone_running_cluster"),
+    ("src/clone/preview.rs", "preview_clone"),
     ("src/lib.rs", "run_as_user"),
 ];
 
@@ -139,9 +141,11 @@ const CONFIG_READING_CALLS: &[&str] = &[
     "clone_cluster(",
     "clone_stopped_cluster(",
     "clone_running_cluster(",
+    "preview_clone(",
     "collect_garbage(",
     "pgclone_dir(",
     "UnfinishedClone::begin(",
+    "unfinished_clones(",
     "PgBinaries::find(",
     "PgBinaries::find_major(",
     "Server::start(",
