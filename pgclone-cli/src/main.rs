@@ -417,7 +417,7 @@ fn report_json(
         "files": report.files, "bytes": report.bytes, "bytes_shared": report.bytes_shared(),
         "dirs": report.dirs, "excluded": report.excluded, "wal_segments": report.wal_segments,
         "start_lsn": report.start_lsn.map(|l| l.to_string()), "stop_lsn": report.stop_lsn.map(|l| l.to_string()),
-        "steps": steps, "ms": ms(report.elapsed),
+        "steps": steps, "ms": ms(report.elapsed), "from_standby": report.from_standby,
     });
     if let Some(started) = started {
         out["server"] = json!({
@@ -446,6 +446,14 @@ fn print_report(src: &std::path::Path, dst: &std::path::Path, report: &CloneRepo
         println!(
             "backup      start LSN {start}, stop LSN {stop}, {} WAL segment(s)",
             report.wal_segments
+        );
+    }
+    if report.from_standby && report.start_lsn.is_some() {
+        println!("standby     the source is a standby: the clone is a cluster of its own (--standby keeps it one)");
+    } else if report.from_standby {
+        println!(
+            "standby     the source is a stopped standby, and so is the clone (read-only); promote it: pg_ctl promote -D {}",
+            dst.display()
         );
     }
     for (step, duration) in &report.steps {

@@ -68,6 +68,14 @@ pub(crate) fn is_excluded(
     if rel_dir.as_os_str().is_empty() && EXCLUDED_TOP_FILES.contains(&name) {
         return true;
     }
+    // A running standby's clone is a cluster of its own unless asked to stay a standby (then
+    // the clone writes its own signal): never a copy that silently waits for WAL.
+    if source == Source::Running
+        && rel_dir.as_os_str().is_empty()
+        && matches!(name, "standby.signal" | "recovery.signal")
+    {
+        return true;
+    }
     if EMPTIED_DIRS.iter().any(|dir| rel_dir == Path::new(dir)) {
         return true;
     }

@@ -486,6 +486,38 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 /// Flushes what was copied, then copies `global/pg_control` and flushes it: after a host crash
 /// a clone is whole or has no `pg_control` (docs/postgres-facts.md 9). `sync: false` skips the
 /// flushes.
+/// A standby's `pg_control`, copied before its backup stops (its `minRecoveryPoint` then lies
+/// within the WAL the clone gets), kept under this name until it is put in place last.
+const EARLY_CONTROL_FILE: &str = "global/pg_control.pgclone-early";
+
+/// Copies the source's `pg_control` to [`EARLY_CONTROL_FILE`] in the target.
+fn copy_control_file_early(source: &Path, target: &Path) -> Result<(CopyMethod, u64)> {
+    let (from, to) = (
+        source.join("global/pg_control"),
+        target.join(EARLY_CONTROL_FILE),
+    );
+    tree::copy_file(&from, &to, (device_of(source)?, device_of(target)?))
+}
+
+/// Flushes what was copied, then puts the early copy of `pg_control` in place (a rename) and
+/// flushes it: the same last step as [`finish_with_control_file`].
+fn finish_with_early_control_file(target: &Path, sync: bool) -> Result<()> {
+    if sync {
+        let dir = std::fs::File::open(target).doing("open", target)?;
+        crate::sys::sync_file_system(&dir).doing("sync", target)?;
+    }
+    let to = target.join("global/pg_control");
+    std::fs::rename(target.join(EARLY_CONTROL_FILE), &to).doing("put in place", &to)?;
+    if sync {
+        for path in [to.as_path(), to.parent().unwrap_or(target)] {
+            std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .doing("sync", path)?;
+        }
+    }
+    Ok(())
+}
+
 fn finish_with_control_file(source: &Path, target: &Path, sync: bool) -> Result<(CopyMethod, u64)> {
     if sync {
         let dir = std::fs::File::open(target).doing("open", target)?;

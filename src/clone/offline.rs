@@ -49,6 +49,7 @@ pub(crate) fn clone_stopped(
             &options.progress,
             options.copy_threads(),
         )?;
+        report.from_standby = plan.source.join("standby.signal").exists();
         // Started (and maybe stopped again) during the copy: the files may be torn.
         let torn = |how: &str| {
             Error::new(

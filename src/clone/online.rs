@@ -21,7 +21,10 @@ use super::exclude::Source;
 use super::tablespaces;
 use super::tree::{self, copy_tree, device_of, CloneReport};
 use super::wal::{self, Lsn};
-use super::{finish_with_control_file, write_clone_config, write_file, CloneOptions, Plan, Step};
+use super::{
+    copy_control_file_early, finish_with_control_file, finish_with_early_control_file,
+    write_clone_config, write_file, CloneOptions, Plan, Step,
+};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::postgres::data_dir;
@@ -153,6 +156,11 @@ impl OnlineClone<'_> {
     fn back_up(&mut self, session: &mut Session) -> Result<()> {
         let (source, target) = (&self.plan.source, &self.plan.target);
         let segment_size = self.prepare_session(session)?;
+        // A standby's backup (as pg_basebackup takes one from a standby): its pg_control is
+        // copied before the backup stops, so that the WAL up to the stop point covers its
+        // minRecoveryPoint; the standby's signal files stay out of the copy.
+        self.report.from_standby =
+            session.query_value("select pg_is_in_recovery()::text")? == "true";
         let source_config = SourceConfig::read(session)?;
         let slot = format!("pgclone_{}", &data_dir::new_password()?[..16]);
         session.query(&format!(
@@ -189,6 +197,10 @@ impl OnlineClone<'_> {
         }
         self.done(Step::CopyFiles);
 
+        let early_control = match self.report.from_standby {
+            true => Some(copy_control_file_early(source, target)?),
+            false => None,
+        };
         let row = session.query_row(features::backup_stop_sql(self.major))?;
         let stop = parse_lsn(row[0].as_deref().unwrap_or_default())?;
         let (label_file, map_file) = (
@@ -217,7 +229,13 @@ impl OnlineClone<'_> {
         write_clone_config(target, self.options.standby)?;
         self.done(Step::Config);
 
-        let (method, bytes) = finish_with_control_file(source, target, !self.options.no_sync)?;
+        let (method, bytes) = match early_control {
+            Some(copied) => {
+                finish_with_early_control_file(target, !self.options.no_sync)?;
+                copied
+            }
+            None => finish_with_control_file(source, target, !self.options.no_sync)?,
+        };
         self.report.count(method, bytes);
         self.done(Step::ControlFile);
         Ok(())
@@ -229,16 +247,6 @@ impl OnlineClone<'_> {
         session.query("set statement_timeout = 0; set idle_in_transaction_session_timeout = 0")?;
         if features::has_idle_session_timeout(self.major) {
             session.query("set idle_session_timeout = 0")?;
-        }
-        if session.query_value("select pg_is_in_recovery()::text")? == "true" {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "source {} is a standby; pgclone clones primaries only",
-                    self.plan.source.display()
-                ),
-            )
-            .hint("clone its primary, or a stopped copy of the standby"));
         }
         if session.query_value("show wal_level")? == "minimal" {
             return Err(Error::new(

@@ -77,12 +77,11 @@ pub fn preview_clone(source: &Path, target: &Path, options: &CloneOptions) -> Re
         })),
         Err(e) => refusals.push(e.to_string()),
     }
-    let standby = source.join("standby.signal").exists();
-    if standby && running.is_some() {
-        refusals
-            .push("the source is a running standby; pgclone clones primaries online".to_string());
-    } else if standby {
-        notes.push("the source is a standby: its clone starts as one too (delete standby.signal in the clone to promote it)".to_string());
+    if source.join("standby.signal").exists() {
+        notes.push(match running {
+            Some(_) => "the source is a standby: the clone becomes a cluster of its own (--standby keeps it a standby)".to_string(),
+            None => "the source is a stopped standby: so is the clone (read-only); promote it with pg_ctl promote".to_string(),
+        });
     }
     if !source.join("postgresql.conf").exists() {
         notes.push(match running {

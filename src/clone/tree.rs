@@ -42,6 +42,9 @@ pub struct CloneReport {
     pub by_method: BTreeMap<CopyMethod, (u64, u64)>,
     /// How long the copy took.
     pub elapsed: Duration,
+    /// The source was a standby: online, the clone is a cluster of its own (a standby only
+    /// with `CloneOptions::standby`); offline, the clone is a standby too, to promote by hand.
+    pub from_standby: bool,
 }
 
 impl CloneReport {

@@ -142,7 +142,7 @@ fn a_running_cluster_clones_and_starts_through_backup_recovery() {
 }
 
 #[test]
-fn a_standby_clone_stays_read_only_and_cannot_itself_be_cloned_online() {
+fn a_standby_clone_stays_read_only_and_its_stopped_copy_is_a_standby_too() {
     let root = support::unique_root("standby");
     let source = source_with_data(&root);
     let target = root.join("standby/data");
@@ -158,11 +158,123 @@ fn a_standby_clone_stays_read_only_and_cannot_itself_be_cloned_online() {
     assert_eq!(query_text(&url, "select pg_is_in_recovery()::text"), "true");
     assert_eq!(query_text(&url, "select count(*)::text from kept"), "1000");
 
-    let err =
-        clone_running_cluster(&target, &root.join("of-standby"), &CloneOptions::new()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(err.to_string().contains("is a standby"), "{err}");
-    assert!(!root.join("of-standby").exists());
+    // Stopped, its offline clone is a standby too, and the report says so.
+    standby.stop().unwrap();
+    let copy = root.join("of-stopped-standby");
+    let report =
+        pgclone::clone::clone_stopped_cluster(&target, &copy, &CloneOptions::new()).unwrap();
+    assert!(report.from_standby);
+    assert!(copy.join("standby.signal").exists());
+}
+
+/// The standby of `primary` in `dir`, streaming from it (a clone of it with `standby.signal`
+/// and a `primary_conninfo`), started.
+fn streaming_standby(primary: &TempCluster, dir: &Path) -> Server {
+    clone_running_cluster(&primary.data_dir(), dir, &CloneOptions::new().standby(true)).unwrap();
+    let conninfo = format!(
+        "\nprimary_conninfo = 'host={} port={} user=postgres'\n",
+        primary.server().socket_dir().display(),
+        primary.port()
+    );
+    let auto = dir.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap();
+    text.push_str(&conninfo);
+    std::fs::write(&auto, text).unwrap();
+    let standby = Server::start(dir, &ServerOptions::new()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while query_text(
+        &primary.connection_string(),
+        "select count(*)::text from pg_stat_replication where state = 'streaming'",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never streamed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    standby
+}
+
+#[test]
+fn a_streaming_standby_under_load_clones_online_into_a_consistent_cluster_of_its_own() {
+    let root = support::unique_root("from-standby");
+    // Full-page writes on, as on any production primary: a backup from a standby needs them.
+    let primary = TempCluster::builder()
+        .root(&root)
+        .with(|o| o.setting("full_page_writes", "on"))
+        .start()
+        .unwrap();
+    let url = primary.connection_string();
+    execute(
+        &url,
+        "create extension amcheck;
+         create table ledger(id bigserial primary key, amount int not null);
+         create table totals(total bigint not null); insert into totals values (0);",
+    );
+    let standby_dir = root.join("standby");
+    let standby = streaming_standby(&primary, &standby_dir);
+    let standby_url = standby.connection_string("postgres");
+
+    // Writes on the primary all along: each transaction keeps sum(ledger) = totals.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, load_url) = (stop.clone(), url.clone());
+    let load = std::thread::spawn(move || {
+        let mut n = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            execute(
+                &load_url,
+                "begin; insert into ledger(amount) select 7 from generate_series(1, 50);
+                 update totals set total = total + 350; commit;",
+            );
+            n += 1;
+        }
+        n
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let target = root.join("clone");
+    let report = clone_running_cluster(&standby_dir, &target, &CloneOptions::new()).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(load.join().unwrap() > 0);
+    assert!(report.from_standby);
+    assert!(
+        !target.join("standby.signal").exists(),
+        "not a copy that waits for WAL"
+    );
+
+    let clone = Server::start(&target, &ServerOptions::new()).unwrap();
+    let clone_url = clone.connection_string("postgres");
+    assert_eq!(
+        query_text(&clone_url, "select pg_is_in_recovery()::text"),
+        "false",
+        "a cluster of its own, writable"
+    );
+    assert_eq!(
+        query_text(
+            &clone_url,
+            "select ((select coalesce(sum(amount), 0) from ledger) = (select total from totals))::text"
+        ),
+        "true",
+        "each transaction is there whole or not at all"
+    );
+    assert_ne!(
+        query_text(&clone_url, "select count(*)::text from ledger"),
+        "0"
+    );
+    assert_eq!(
+        query_text(
+            &clone_url,
+            "select bt_index_check('ledger_pkey'::regclass, true)::text"
+        ),
+        ""
+    );
+    execute(&clone_url, "insert into ledger(amount) values (1)");
+    // The standby is still one, still streaming, and keeps no slot of pgclone's.
+    assert_eq!(
+        query_text(&standby_url, "select pg_is_in_recovery()::text"),
+        "true"
+    );
+    assert_source_clean(&standby_url);
 }
 
 #[test]
