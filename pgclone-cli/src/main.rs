@@ -305,19 +305,21 @@ fn clone(
             started.version,
             ms(started.ready_after)
         );
-        // As root, the copied pg_hba.conf may know only the owner (peer): connect as it.
-        let connect = format!(
-            "psql -h {} -p {}",
+        // As root, psql and pg_ctl run as the server's user: the copied pg_hba.conf may know only
+        // it (peer), and pg_ctl refuses root.
+        let as_user = match pgclone::server::run_as_user()? {
+            Some(user) => format!("sudo -u {} ", user.name()),
+            None => String::new(),
+        };
+        println!(
+            "connect     {as_user}psql -h {} -p {}",
             started.socket_dir.display(),
             started.port
         );
-        match pgclone::server::run_as_user()? {
-            Some(user) => println!("connect     sudo -u {} {connect}", user.name()),
-            None => println!("connect     {connect}"),
-        }
         println!("log         {}", log.display());
         println!(
-            "stop        pg_ctl stop -D {}   (or kill -INT {})",
+            "stop        {as_user}{} stop -D {}   (or kill -INT {})",
+            started.pg_ctl.display(),
             dst.display(),
             started.pid
         );
@@ -364,6 +366,8 @@ struct Started {
     port: u16,
     ready_after: std::time::Duration,
     version: String,
+    /// The `pg_ctl` of the binaries that started it.
+    pg_ctl: PathBuf,
 }
 
 /// Starts the finished clone in `dst` with binaries of its own major, detached; a failure says
@@ -373,6 +377,7 @@ fn start_clone(dst: &std::path::Path, log: &std::path::Path) -> pgclone::Result<
     let major: u32 = version.trim().parse().unwrap_or(0);
     let started = pgclone::server::PgBinaries::find_major(major).and_then(|binaries| {
         let version = binaries.version().to_string();
+        let pg_ctl = binaries.program("pg_ctl");
         let options = ServerOptions::new()
             .binaries(binaries)
             .detached(true)
@@ -389,6 +394,7 @@ fn start_clone(dst: &std::path::Path, log: &std::path::Path) -> pgclone::Result<
             port,
             ready_after,
             version,
+            pg_ctl,
         })
     });
     started.inspect_err(|_| {
