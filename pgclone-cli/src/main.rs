@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
         /// Copy the tablespace at OLD (its location on the source) to NEW instead of
-        /// DST-tablespaces/<oid> (repeatable; as pg_basebackup's option).
+        /// `DST-tablespaces/<oid>` (repeatable; as pg_basebackup's option).
         #[arg(long = "tablespace-mapping", value_name = "OLD=NEW", value_parser = parse_mapping)]
         tablespace_mapping: Vec<(PathBuf, PathBuf)>,
         /// The source's checkpoint at the start of an online clone: `spread` (paced by its
