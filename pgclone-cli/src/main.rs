@@ -137,7 +137,8 @@ enum Checkpoint {
 #[derive(Subcommand)]
 enum GoldenCommand {
     /// Print one key for the goldens the tests use, for a CI cache of PGCLONE_DIR/golden
-    /// (e.g. actions/cache's `key`): runs the tests (default: `cargo test --workspace`) with each
+    /// (e.g. actions/cache's `key`): runs the tests (default: `cargo test --workspace
+    /// --no-fail-fast`) with each
     /// #[pgclone::test] recording its golden instead of running. Nothing is built.
     Key {
         /// Print each golden's key and database name instead (their directories in
@@ -218,7 +219,10 @@ fn main() -> ExitCode {
 
 fn golden_key(list: bool, mut command: Vec<std::ffi::OsString>) -> pgclone::Result<()> {
     if command.is_empty() {
-        command = ["cargo", "test", "--workspace"].map(Into::into).to_vec();
+        // Every test binary, even after one fails: a golden left out would make a stale key.
+        command = ["cargo", "test", "--workspace", "--no-fail-fast"]
+            .map(Into::into)
+            .to_vec();
     }
     let keys = pgclone::golden_keys(&command)?;
     if list {
@@ -348,12 +352,18 @@ fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
             ) else {
                 return;
             };
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+            for signals in 1.. {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if signals > 1 {
+                    // Asked twice: at once (gc removes what is left, and the next clone says so).
+                    std::process::exit(130);
+                }
+                flag.store(true, Ordering::Relaxed);
+                eprintln!("\npgclone: interrupted; stopping (again to quit at once)");
             }
-            flag.store(true, Ordering::Relaxed);
-            eprintln!("\npgclone: interrupted; stopping, and removing the partial clone");
         })
     });
     stop

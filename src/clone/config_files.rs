@@ -58,6 +58,8 @@ pub(crate) fn copy_external(source: &SourceConfig, target: &Path, major: u32) ->
         }
     }
     let mut settings = vec![("data_directory", quoted(target))];
+    // Written to postgresql.auto.conf, which is read last: an ALTER SYSTEM there would win.
+    let mut late = Vec::new();
     for (name, file, copy) in [
         ("hba_file", &source.hba_file, "pg_hba.conf"),
         ("ident_file", &source.ident_file, "pg_ident.conf"),
@@ -71,17 +73,26 @@ pub(crate) fn copy_external(source: &SourceConfig, target: &Path, major: u32) ->
     // The source's certificate and key stay where they are (Debian's are readable through a
     // group the server's user has only when started by the system); a clone is reached on its
     // private socket. Copy them and set ssl = on to rehearse TLS.
-    settings.push(("ssl", "off".to_string()));
+    late.push(("ssl", "off".to_string()));
     if crate::postgres::features::has_stats_temp_directory(major) {
         // Debian points it at /var/run/postgresql/<major>-<name>.pg_stat_tmp, the source's.
-        settings.push(("stats_temp_directory", "'pg_stat_tmp'".to_string()));
+        late.push(("stats_temp_directory", "'pg_stat_tmp'".to_string()));
     }
-    let mut text = std::fs::read_to_string(&conf).doing("read", &conf)?;
-    text.push_str("\n# pgclone: this clone's own files, not its source's\n");
+    append(&conf, &settings)?;
+    append(&target.join("postgresql.auto.conf"), &late)
+}
+
+/// Appends `settings` to the configuration file `file` (made if missing), under a comment.
+fn append(file: &Path, settings: &[(&str, String)]) -> Result<()> {
+    let mut text = match std::fs::read_to_string(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        read => read.doing("read", file)?,
+    };
+    text.push_str("\n# pgclone: this clone's own files and settings, not its source's\n");
     for (name, value) in settings {
         text.push_str(&format!("{name} = {value}\n"));
     }
-    write_file(&conf, text.as_bytes())
+    write_file(file, text.as_bytes())
 }
 
 /// Copies the regular files of `from` (and its subdirectories) into `to`, if `from` exists.

@@ -275,14 +275,13 @@ impl Plan {
         let target_existed = check_target(&target)?;
         check_file_systems(&source, &target, options)?;
         let mut planned = Vec::new();
-        for tablespace in tablespaces::plan(&source, &target, &options.tablespace_mapping)? {
+        let found = tablespaces::plan(&source, &target, &options.tablespace_mapping)?;
+        tablespaces::check_apart(&found, &source, &target)?;
+        for tablespace in found {
             let copy = &tablespace.target;
             if owner.is_some() {
                 crate::store::safe_path::check_target_path(copy, "a tablespace's copy")?;
             }
-            check_not_nested(&tablespace.source, copy)?;
-            check_not_nested(&source, copy)?;
-            check_not_nested(&tablespace.source, &target)?;
             let existed = check_target(copy)?;
             check_file_systems(&tablespace.source, copy, options)?;
             planned.push((tablespace, existed));
@@ -332,6 +331,14 @@ impl Plan {
     /// The tablespaces, for the walk.
     fn tablespace_list(&self) -> Vec<tablespaces::Tablespace> {
         self.tablespaces.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// The tablespace copies' directories (flushed with the target).
+    fn tablespace_copies(&self) -> Vec<PathBuf> {
+        self.tablespaces
+            .iter()
+            .map(|(t, _)| t.target.clone())
+            .collect()
     }
 
     fn make_target(&self) -> Result<()> {
@@ -490,21 +497,47 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 /// within the WAL the clone gets), kept under this name until it is put in place last.
 const EARLY_CONTROL_FILE: &str = "global/pg_control.pgclone-early";
 
-/// Copies the source's `pg_control` to [`EARLY_CONTROL_FILE`] in the target.
+/// Copies the source's `pg_control` to [`EARLY_CONTROL_FILE`] in the target. The server
+/// rewrites the file at each restartpoint: the copy counts once it equals the file read again.
 fn copy_control_file_early(source: &Path, target: &Path) -> Result<(CopyMethod, u64)> {
     let (from, to) = (
         source.join("global/pg_control"),
         target.join(EARLY_CONTROL_FILE),
     );
-    tree::copy_file(&from, &to, (device_of(source)?, device_of(target)?))
+    for _ in 0..100 {
+        let _ = std::fs::remove_file(&to);
+        let copied = tree::copy_file(&from, &to, (device_of(source)?, device_of(target)?))?;
+        let now = std::fs::read(&from).doing("read", &from)?;
+        if std::fs::read(&to).doing("read", &to)? == now {
+            return Ok(copied);
+        }
+    }
+    Err(Error::new(
+        ErrorKind::SourceState,
+        format!("{} kept changing while it was copied", from.display()),
+    ))
+}
+
+/// Flushes the file systems of the target and of the tablespace copies (`also`): before
+/// `pg_control` marks the clone finished, everything else must be on disk.
+fn sync_file_systems(target: &Path, also: &[PathBuf]) -> Result<()> {
+    let mut done = Vec::new();
+    for dir in std::iter::once(target).chain(also.iter().map(PathBuf::as_path)) {
+        let device = device_of(dir)?;
+        if !done.contains(&device) {
+            let file = std::fs::File::open(dir).doing("open", dir)?;
+            crate::sys::sync_file_system(&file).doing("sync", dir)?;
+            done.push(device);
+        }
+    }
+    Ok(())
 }
 
 /// Flushes what was copied, then puts the early copy of `pg_control` in place (a rename) and
 /// flushes it: the same last step as [`finish_with_control_file`].
-fn finish_with_early_control_file(target: &Path, sync: bool) -> Result<()> {
+fn finish_with_early_control_file(target: &Path, also: &[PathBuf], sync: bool) -> Result<()> {
     if sync {
-        let dir = std::fs::File::open(target).doing("open", target)?;
-        crate::sys::sync_file_system(&dir).doing("sync", target)?;
+        sync_file_systems(target, also)?;
     }
     let to = target.join("global/pg_control");
     std::fs::rename(target.join(EARLY_CONTROL_FILE), &to).doing("put in place", &to)?;
@@ -518,10 +551,14 @@ fn finish_with_early_control_file(target: &Path, sync: bool) -> Result<()> {
     Ok(())
 }
 
-fn finish_with_control_file(source: &Path, target: &Path, sync: bool) -> Result<(CopyMethod, u64)> {
+fn finish_with_control_file(
+    source: &Path,
+    target: &Path,
+    also: &[PathBuf],
+    sync: bool,
+) -> Result<(CopyMethod, u64)> {
     if sync {
-        let dir = std::fs::File::open(target).doing("open", target)?;
-        crate::sys::sync_file_system(&dir).doing("sync", target)?;
+        sync_file_systems(target, also)?;
     }
     let (from, to) = (
         source.join("global/pg_control"),

@@ -78,8 +78,12 @@ pub(crate) fn clone_stopped(
         step(&mut report, options, Step::Config, started);
 
         let started = Instant::now();
-        let (method, bytes) =
-            finish_with_control_file(&plan.source, &plan.target, !options.no_sync)?;
+        let (method, bytes) = finish_with_control_file(
+            &plan.source,
+            &plan.target,
+            &plan.tablespace_copies(),
+            !options.no_sync,
+        )?;
         report.count(method, bytes);
         step(&mut report, options, Step::ControlFile, started);
         Ok(report)

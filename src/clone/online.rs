@@ -161,7 +161,9 @@ impl OnlineClone<'_> {
         // minRecoveryPoint; the standby's signal files stay out of the copy.
         self.report.from_standby =
             session.query_value("select pg_is_in_recovery()::text")? == "true";
-        let source_config = SourceConfig::read(session)?;
+        // Superuser-only settings: a role without them (pg_read_all_settings) clones a source
+        // whose configuration is in its data directory, as before.
+        let source_config = SourceConfig::read(session).ok();
         let slot = format!("pgclone_{}", &data_dir::new_password()?[..16]);
         session.query(&format!(
             "select pg_create_physical_replication_slot({}, true, true)",
@@ -174,7 +176,6 @@ impl OnlineClone<'_> {
         self.report.start_lsn = Some(start);
         self.done(Step::BackupStart);
 
-        let tablespaces_before = tablespaces::links(source)?;
         let copied = copy_tree(
             source,
             target,
@@ -185,16 +186,7 @@ impl OnlineClone<'_> {
             self.options.copy_threads(),
         )?;
         self.report.absorb(copied);
-        if tablespaces::links(source)? != tablespaces_before {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "the tablespaces of {} changed during the copy",
-                    source.display()
-                ),
-            )
-            .hint("clone again once no tablespace is being created or dropped"));
-        }
+        self.check_tablespaces_unchanged()?;
         self.done(Step::CopyFiles);
 
         let early_control = match self.report.from_standby {
@@ -202,6 +194,9 @@ impl OnlineClone<'_> {
             false => None,
         };
         let row = session.query_row(features::backup_stop_sql(self.major))?;
+        // Created before the stop, a tablespace's creation is in the clone's WAL: its replay
+        // would link the clone to the source's directory.
+        self.check_tablespaces_unchanged()?;
         let stop = parse_lsn(row[0].as_deref().unwrap_or_default())?;
         let (label_file, map_file) = (
             row[1].clone().unwrap_or_default(),
@@ -218,26 +213,56 @@ impl OnlineClone<'_> {
         write_file(&target.join("backup_label"), label_file.as_bytes())?;
         if !map_file.is_empty() {
             // Recovery makes the clone's links from it: to the copies, never the source's.
-            let map = tablespaces::remap(&map_file, &self.plan.tablespace_list());
+            let map = tablespaces::remap(&map_file, &self.plan.tablespace_list())?;
             write_file(&target.join("tablespace_map"), map.as_bytes())?;
         }
         self.done(Step::Label);
 
-        if source_config.is_external() {
-            copy_external(&source_config, target, self.major)?;
+        if let Some(config) = source_config.filter(SourceConfig::is_external) {
+            copy_external(&config, target, self.major)?;
         }
         write_clone_config(target, self.options.standby)?;
         self.done(Step::Config);
 
         let (method, bytes) = match early_control {
             Some(copied) => {
-                finish_with_early_control_file(target, !self.options.no_sync)?;
+                finish_with_early_control_file(
+                    target,
+                    &self.plan.tablespace_copies(),
+                    !self.options.no_sync,
+                )?;
                 copied
             }
-            None => finish_with_control_file(source, target, !self.options.no_sync)?,
+            None => finish_with_control_file(
+                source,
+                target,
+                &self.plan.tablespace_copies(),
+                !self.options.no_sync,
+            )?,
         };
         self.report.count(method, bytes);
         self.done(Step::ControlFile);
+        Ok(())
+    }
+
+    /// Fails if the source's tablespaces are not the ones planned (one created or dropped since).
+    fn check_tablespaces_unchanged(&self) -> Result<()> {
+        let planned: Vec<_> = self
+            .plan
+            .tablespace_list()
+            .iter()
+            .map(|t| t.link())
+            .collect();
+        if tablespaces::links(&self.plan.source)? != planned {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the tablespaces of {} changed during the clone",
+                    self.plan.source.display()
+                ),
+            )
+            .hint("clone again once no tablespace is being created or dropped"));
+        }
         Ok(())
     }
 

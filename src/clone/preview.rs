@@ -52,7 +52,16 @@ pub fn preview_clone(source: &Path, target: &Path, options: &CloneOptions) -> Re
     let binaries = PgBinaries::find_major_with(major, &config).map_err(|e| e.to_string());
     let landing = existing_ancestor(&target);
     let same_fs = device_of(&source)? == device_of(&landing)?;
-    let probe = probe_file_system(&landing);
+    // As root, probing writes scratch files there: only in a path no other user controls.
+    let trusted = match rustix::process::geteuid().is_root() {
+        true => crate::store::safe_path::check_target_path(&target, "the clone's target")
+            .map_err(|e| e.to_string()),
+        false => Ok(()),
+    };
+    let probe = match &trusted {
+        Ok(()) => probe_file_system(&landing).map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    };
     let method = match (&probe, same_fs) {
         (_, false) if !options.allow_copy => Err(format!(
             "{} is on another file system than the source: refused without --allow-copy (every byte would be copied)",
@@ -60,7 +69,7 @@ pub fn preview_clone(source: &Path, target: &Path, options: &CloneOptions) -> Re
         )),
         (_, false) => Ok("copy (another file system: every byte copied, none shared)".to_string()),
         (Ok(fs), true) => Ok(format!("{}", fs.best_method())),
-        (Err(e), true) => Err(e.to_string()),
+        (Err(e), true) => Err(e.clone()),
     };
     let mut refusals = Vec::new();
     let mut notes = Vec::new();

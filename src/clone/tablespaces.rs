@@ -19,6 +19,13 @@ pub(crate) struct Tablespace {
     pub target: PathBuf,
 }
 
+impl Tablespace {
+    /// The source's link as [`links`] lists it.
+    pub fn link(&self) -> (OsString, PathBuf) {
+        (self.oid.clone(), self.source.clone())
+    }
+}
+
 /// The source's tablespaces, each with the directory its copy goes to.
 pub(crate) fn plan(
     source: &Path,
@@ -26,16 +33,33 @@ pub(crate) fn plan(
     mapping: &[(PathBuf, PathBuf)],
 ) -> Result<Vec<Tablespace>> {
     let mut found = Vec::new();
+    for (old, new) in mapping {
+        if !old.is_absolute() || !new.is_absolute() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "tablespace mapping {}={}: both paths must be absolute",
+                    old.display(),
+                    new.display()
+                ),
+            ));
+        }
+    }
     for (oid, location) in links(source)? {
         let copy = match mapping.iter().find(|(old, _)| *old == location) {
             Some((_, new)) => new.clone(),
             None => default_location(target).join(&oid),
         };
-        if copy.to_string_lossy().contains(['\n', '\r']) {
+        // tablespace_map escapes these; a path without them is written as it is.
+        if copy
+            .to_str()
+            .is_none_or(|text| text.contains(['\n', '\r', '\\']))
+        {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
-                format!("tablespace directory {copy:?} has a line break"),
-            ));
+                format!("tablespace copy {copy:?} has a line break, a backslash or is not UTF-8"),
+            )
+            .hint("map the tablespace to a plain path with --tablespace-mapping OLD=NEW"));
         }
         found.push(Tablespace {
             oid,
@@ -81,6 +105,16 @@ pub(crate) fn links(source: &Path) -> Result<Vec<(OsString, PathBuf)>> {
             continue;
         }
         let location = std::fs::read_link(&path).doing("read the link", &path)?;
+        if !location.is_absolute() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{} links to a relative path ({}); PostgreSQL makes absolute ones",
+                    path.display(),
+                    location.display()
+                ),
+            ));
+        }
         links.push((entry.file_name(), location));
     }
     links.sort();
@@ -88,20 +122,67 @@ pub(crate) fn links(source: &Path) -> Result<Vec<(OsString, PathBuf)>> {
 }
 
 /// `tablespace_map` as `pg_backup_stop` returned it, each line `<oid> <path>` pointing at the
-/// clone's copy instead. Recovery makes the clone's links from it.
-pub(crate) fn remap(map: &str, tablespaces: &[Tablespace]) -> String {
+/// clone's copy instead. Recovery makes the clone's links from it. A tablespace the plan does
+/// not know (created during the backup) is an error: its link would be the source's.
+pub(crate) fn remap(map: &str, tablespaces: &[Tablespace]) -> Result<String> {
     let mut remapped = String::new();
-    for line in map.lines() {
+    for line in map.lines().filter(|line| !line.is_empty()) {
         let oid = line.split(' ').next().unwrap_or_default();
         match tablespaces.iter().find(|t| t.oid == *oid) {
             Some(t) => remapped.push_str(&format!("{oid} {}\n", t.target.display())),
             None => {
-                remapped.push_str(line);
-                remapped.push('\n');
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("tablespace {oid} appeared during the backup"),
+                )
+                .hint("clone again once no tablespace is being created or dropped"))
             }
         }
     }
-    remapped
+    Ok(remapped)
+}
+
+/// Fails unless no copy lies inside (or holds) a source tablespace, another copy, the data
+/// directory or the target: a copy inside a source's tablespace would write into the source.
+pub(crate) fn check_apart(tablespaces: &[Tablespace], source: &Path, target: &Path) -> Result<()> {
+    let nested = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    for (i, t) in tablespaces.iter().enumerate() {
+        let others = tablespaces
+            .iter()
+            .flat_map(|o| [o.source.as_path()])
+            .chain(
+                tablespaces
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, o)| o.target.as_path()),
+            )
+            .chain([source, target]);
+        for other in others {
+            if nested(&t.target, other) {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "tablespace copy {} and {} lie inside one another",
+                        t.target.display(),
+                        other.display()
+                    ),
+                )
+                .hint("give each tablespace a directory of its own, apart from the source and the target"));
+            }
+        }
+        if nested(&t.source, target) {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "the target {} and the source's tablespace {} lie inside one another",
+                    target.display(),
+                    t.source.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,9 +197,10 @@ mod tests {
             target: "/srv/clone-tablespaces/16384".into(),
         }];
         assert_eq!(
-            remap("16384 /srv/ts\n99 /other\n", &tablespaces),
-            "16384 /srv/clone-tablespaces/16384\n99 /other\n"
+            remap("16384 /srv/ts\n", &tablespaces).unwrap(),
+            "16384 /srv/clone-tablespaces/16384\n"
         );
+        assert!(remap("16384 /srv/ts\n99 /other\n", &tablespaces).is_err());
         assert_eq!(
             default_location(Path::new("/srv/clone")),
             Path::new("/srv/clone-tablespaces")

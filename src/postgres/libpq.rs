@@ -115,10 +115,10 @@ impl ConnectParams {
         let parsed: tokio_postgres::Config = text.expose().parse().map_err(|e| {
             Error::new(
                 ErrorKind::InvalidConfig,
-                format!("{what} is not a connection string libpq would accept"),
+                format!("{what} is not a connection string pgclone can use"),
             )
             .with_source(e)
-            .hint("write it as postgresql://user:password@host:port/database (percent-encode special characters in the password)")
+            .hint("write it as postgresql://user:password@host:port/database (percent-encode special characters in the password); pgclone takes host, port, user, password, dbname, application_name, connect_timeout and sslmode=disable|prefer, not TLS certificates or service files")
         })?;
         if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(Error::new(

@@ -528,7 +528,10 @@ fn a_tablespace_created_after_the_walk_is_caught_before_the_clone_is_finished() 
     let err = clone_running_cluster(&source.data_dir(), &root.join("t"), &options).unwrap_err();
     assert!(created.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(err.to_string().contains("changed during the copy"), "{err}");
+    assert!(
+        err.to_string().contains("changed during the clone"),
+        "{err}"
+    );
     assert!(!root.join("t").exists());
     assert_source_clean(&url);
 }
