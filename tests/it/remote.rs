@@ -467,3 +467,146 @@ fn bad_servers_and_roles_get_clear_errors_without_the_password() {
         );
     }
 }
+
+/// A PostgreSQL 12 server (older than pgclone supports) from the binaries in
+/// `PGCLONE_TEST_PG12_BIN`, over TCP with SCRAM and a CREATEDB role `app`; stopped on drop.
+struct OldServer {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl OldServer {
+    fn start(bin: PathBuf, dir: &std::path::Path) -> OldServer {
+        let as_postgres = crate::support::is_root();
+        std::fs::create_dir_all(dir).unwrap();
+        if let Some(user) = pgclone::server::run_as_user().unwrap() {
+            std::os::unix::fs::chown(dir, Some(user.uid()), Some(user.gid())).unwrap();
+        }
+        let server = OldServer {
+            bin,
+            data: dir.join("data"),
+            port: portpicker::pick_unused_port().unwrap(),
+            as_postgres,
+        };
+        let initdb = server.bin.join("initdb");
+        server.run(&[
+            initdb.to_str().unwrap(),
+            "-D",
+            server.data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ]);
+        let options = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c password_encryption=scram-sha-256",
+            dir.display(),
+            server.port
+        );
+        let pg_ctl = server.bin.join("pg_ctl");
+        let log = dir.join("log");
+        server.run(&[
+            pg_ctl.to_str().unwrap(),
+            "-D",
+            server.data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "start",
+        ]);
+        let url = format!(
+            "postgresql://postgres@{}:{}/postgres",
+            dir.display().to_string().replace('/', "%2F"),
+            server.port
+        );
+        execute(
+            &url,
+            &format!("create role app login createdb password '{PASSWORD}'"),
+        );
+        server
+    }
+
+    fn run(&self, args: &[&str]) {
+        let mut cmd = match self.as_postgres {
+            true => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", "postgres", "--"]);
+                cmd
+            }
+            false => Command::new(args[0]),
+        };
+        let args = if self.as_postgres { args } else { &args[1..] };
+        let output = cmd.args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for OldServer {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.data.to_str().unwrap().to_string();
+        let args = [
+            pg_ctl.to_str().unwrap(),
+            "-D",
+            &data,
+            "-m",
+            "immediate",
+            "stop",
+        ];
+        let mut cmd = match self.as_postgres {
+            true => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", "postgres", "--"]).args(args);
+                cmd
+            }
+            false => {
+                let mut cmd = Command::new(args[0]);
+                cmd.args(&args[1..]);
+                cmd
+            }
+        };
+        let _ = cmd.output();
+    }
+}
+
+#[test]
+fn a_server_older_than_13_is_refused_clearly() {
+    // CI provides PostgreSQL 12 (and says so with PGCLONE_TEST_REQUIRE_ROOT=1): never skipped there.
+    let Ok(bin) = std::env::var("PGCLONE_TEST_PG12_BIN") else {
+        assert_ne!(
+            std::env::var("PGCLONE_TEST_REQUIRE_ROOT").as_deref(),
+            Ok("1"),
+            "CI must set PGCLONE_TEST_PG12_BIN"
+        );
+        return;
+    };
+    let root = support::unique_root("url-pg12");
+    let old = OldServer::start(PathBuf::from(bin), &root.join("pg12"));
+    let mut cmd = helper("remote_acquire");
+    cmd.env(
+        "PGCLONE_URL",
+        format!(
+            "postgresql://app:{PASSWORD_IN_URL}@127.0.0.1:{}/postgres",
+            old.port
+        ),
+    )
+    .env("PGCLONE_IT_MIGRATIONS", root.join("none"))
+    .env("PGCLONE_PG_BIN", "/nonexistent/pgclone-no-binaries");
+    let report = helper_result(cmd);
+    assert!(
+        report.starts_with("ERR Unsupported")
+            && report.contains("PostgreSQL 12.")
+            && report.contains("older than 13"),
+        "{report}"
+    );
+    assert!(report.contains("13 or newer"), "the fix: {report}");
+    drop(old);
+}
