@@ -154,6 +154,15 @@ pub(crate) fn with_thread_effective_ids<T>(
     work: impl FnOnce() -> T,
 ) -> io::Result<T> {
     let keep = -1i64 as libc::c_long;
+    // The file-system ids follow the effective ones: a thread working as another user's
+    // (`set_thread_fs_identity`) gets its own back below. Asking with -1 changes nothing.
+    // SAFETY: setfsuid/setfsgid as raw system calls change only the calling thread.
+    let (old_fsuid, old_fsgid) = unsafe {
+        (
+            libc::syscall(libc::SYS_setfsuid, keep),
+            libc::syscall(libc::SYS_setfsgid, keep),
+        )
+    };
     let (old_uid, old_gid) = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
@@ -190,6 +199,11 @@ pub(crate) fn with_thread_effective_ids<T>(
         restored,
         "pgclone: could not switch this thread back to uid {old_uid}"
     );
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, old_fsgid);
+        libc::syscall(libc::SYS_setfsuid, old_fsuid);
+    }
     Ok(result)
 }
 
@@ -370,6 +384,31 @@ pub(crate) fn file_system_name(dir: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn switched_effective_ids_come_back_with_the_file_system_ids() {
+        if !rustix::process::geteuid().is_root() {
+            return; // only root may switch; CI runs as root
+        }
+        let fs_ids = || unsafe {
+            (
+                libc::syscall(libc::SYS_setfsuid, -1i64 as libc::c_long),
+                libc::syscall(libc::SYS_setfsgid, -1i64 as libc::c_long),
+            )
+        };
+        std::thread::spawn(move || {
+            set_thread_fs_identity(65534, 65534).unwrap();
+            let seen = with_thread_effective_ids(65534, 65534, || {
+                (rustix::process::geteuid().as_raw(), fs_ids())
+            })
+            .unwrap();
+            assert_eq!(seen, (65534, (65534, 65534)));
+            assert_eq!(rustix::process::geteuid().as_raw(), 0);
+            assert_eq!(fs_ids(), (65534, 65534), "the thread's own file-system ids");
+        })
+        .join()
+        .unwrap();
+    }
+
     use super::*;
     use std::io::{Read, Write};
 
