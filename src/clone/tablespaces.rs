@@ -17,6 +17,10 @@ pub(crate) struct Tablespace {
     pub source: PathBuf,
     /// The clone's directory.
     pub target: PathBuf,
+    /// `PG_<major>_`: the start of the one subdirectory of the location that is this cluster's
+    /// (others, of other clusters or of an older major kept by pg_upgrade, are left out, as
+    /// pg_basebackup leaves them out).
+    pub version_dir_prefix: String,
 }
 
 impl Tablespace {
@@ -32,6 +36,7 @@ pub(crate) fn plan(
     target: &Path,
     mapping: &[(PathBuf, PathBuf)],
 ) -> Result<Vec<Tablespace>> {
+    let version_dir_prefix = format!("PG_{}_", crate::postgres::data_dir::major_of(source)?);
     let mut found = Vec::new();
     for (old, new) in mapping {
         if !old.is_absolute() || !new.is_absolute() {
@@ -65,6 +70,7 @@ pub(crate) fn plan(
             oid,
             source: location,
             target: copy,
+            version_dir_prefix: version_dir_prefix.clone(),
         });
     }
     for (old, _) in mapping {
@@ -195,6 +201,7 @@ mod tests {
             oid: "16384".into(),
             source: "/srv/ts".into(),
             target: "/srv/clone-tablespaces/16384".into(),
+            version_dir_prefix: "PG_15_".into(),
         }];
         assert_eq!(
             remap("16384 /srv/ts\n", &tablespaces).unwrap(),

@@ -196,7 +196,7 @@ impl Walk<'_> {
                 device_of(&tablespace.source)?,
                 device_of(&tablespace.target)?,
             );
-            let walked = self.walk_dir(&tablespace.source, &tablespace.target, rel);
+            let walked = self.walk_tablespace(tablespace, rel);
             self.fs = outer;
             return walked;
         }
@@ -215,6 +215,27 @@ impl Walk<'_> {
             ),
         )
         .hint("a tablespace created during the copy is not cloned: clone again"))
+    }
+
+    /// A tablespace's location: its version directory for this cluster's major, and nothing
+    /// else there.
+    fn walk_tablespace(&mut self, tablespace: &Tablespace, rel: &Path) -> Result<()> {
+        let entries = std::fs::read_dir(&tablespace.source).doing("list", &tablespace.source)?;
+        for entry in entries {
+            let entry = entry.doing("list", &tablespace.source)?;
+            let name = entry.file_name();
+            let ours = name
+                .to_str()
+                .is_some_and(|n| n.starts_with(&tablespace.version_dir_prefix));
+            if !ours || !entry.file_type().doing("stat", &entry.path())?.is_dir() {
+                self.report.excluded += 1;
+                continue;
+            }
+            let to = tablespace.target.join(&name);
+            self.make_dir(&entry.path(), &to)?;
+            self.walk_dir(&entry.path(), &to, &rel.join(&name))?;
+        }
+        Ok(())
     }
 
     /// Creates `to` with the mode of the directory `from` (followed when it is the `pg_wal` link:

@@ -648,6 +648,10 @@ fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
         "create table in_ts tablespace ts as select g as id from generate_series(1, 500) g; checkpoint",
     );
 
+    // Another cluster's directory in the same location (pg_upgrade leaves the old major's).
+    std::fs::create_dir_all(location.join("PG_9_201909212")).unwrap();
+    std::fs::write(location.join("PG_9_201909212/not-ours"), "x").unwrap();
+
     // Online, to the default place beside the target.
     let target = root.join("online");
     clone_running_cluster(&source.data_dir(), &target, &CloneOptions::new()).unwrap();
@@ -658,6 +662,14 @@ fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
         .unwrap()
         .unwrap()
         .file_name();
+    let copied: Vec<String> = std::fs::read_dir(copies.join(&oid))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        copied.len() == 1 && copied[0].starts_with("PG_") && !copied[0].starts_with("PG_9_"),
+        "only this cluster's version directory: {copied:?}"
+    );
     let source_files = files_under(&location);
     let clone = Server::start(&target, &ServerOptions::new()).unwrap();
     let clone_url = clone.connection_string("postgres");
