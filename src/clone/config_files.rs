@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::write_file;
 use crate::error::{IoContext, Result};
+use crate::postgres::data_dir::{append_settings_to, config_string};
 use crate::postgres::session::Session;
 
 /// Where the running source reads its configuration from.
@@ -78,21 +79,14 @@ pub(crate) fn copy_external(source: &SourceConfig, target: &Path, major: u32) ->
         // Debian points it at /var/run/postgresql/<major>-<name>.pg_stat_tmp, the source's.
         late.push(("stats_temp_directory", "'pg_stat_tmp'".to_string()));
     }
-    append(&conf, &settings)?;
-    append(&target.join("postgresql.auto.conf"), &late)
-}
-
-/// Appends `settings` to the configuration file `file` (made if missing), under a comment.
-fn append(file: &Path, settings: &[(&str, String)]) -> Result<()> {
-    let mut text = match std::fs::read_to_string(file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        read => read.doing("read", file)?,
-    };
-    text.push_str("\n# pgclone: this clone's own files and settings, not its source's\n");
-    for (name, value) in settings {
-        text.push_str(&format!("{name} = {value}\n"));
-    }
-    write_file(file, text.as_bytes())
+    const COMMENT: &str = "pgclone: this clone's own files and settings, not its source's";
+    append_settings_to(
+        &conf,
+        COMMENT,
+        settings.iter().map(|(n, v)| (*n, v.as_str())),
+    )?;
+    let auto = target.join("postgresql.auto.conf");
+    append_settings_to(&auto, COMMENT, late.iter().map(|(n, v)| (*n, v.as_str())))
 }
 
 /// Copies the regular files of `from` (and its subdirectories) into `to`, if `from` exists.
@@ -118,6 +112,5 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 
 /// A path as a quoted configuration-file string.
 fn quoted(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    config_string(&path.to_string_lossy())
 }

@@ -250,8 +250,8 @@ struct Plan {
     source: PathBuf,
     target: PathBuf,
     target_existed: bool,
-    /// The source's tablespaces, where their copies go, and whether that directory existed.
-    tablespaces: Vec<(tablespaces::Tablespace, bool)>,
+    /// The source's tablespaces and where their copies go.
+    tablespaces: Vec<tablespaces::Tablespace>,
     /// When pgclone runs as root: the user whose file-system identity the copy takes.
     owner: Option<RunAs>,
 }
@@ -274,17 +274,15 @@ impl Plan {
         check_not_nested(&source, &target)?;
         let target_existed = check_target(&target)?;
         check_file_systems(&source, &target, options)?;
-        let mut planned = Vec::new();
-        let found = tablespaces::plan(&source, &target, &options.tablespace_mapping)?;
-        tablespaces::check_apart(&found, &source, &target)?;
-        for tablespace in found {
+        let mut planned = tablespaces::plan(&source, &target, &options.tablespace_mapping)?;
+        tablespaces::check_apart(&planned, &source, &target)?;
+        for tablespace in &mut planned {
             let copy = &tablespace.target;
             if owner.is_some() {
                 crate::store::safe_path::check_target_path(copy, "a tablespace's copy")?;
             }
-            let existed = check_target(copy)?;
+            tablespace.target_existed = check_target(copy)?;
             check_file_systems(&tablespace.source, copy, options)?;
-            planned.push((tablespace, existed));
         }
         if let Some(user) = &owner {
             let source_uid = std::fs::metadata(&source).doing("stat", &source)?.uid();
@@ -319,8 +317,8 @@ impl Plan {
             .and_then(|()| with_identity(self.owner.as_ref(), copy));
         if result.is_err() {
             undo_target(&self.target, self.target_existed);
-            for (tablespace, existed) in &self.tablespaces {
-                undo_target(&tablespace.target, *existed);
+            for tablespace in &self.tablespaces {
+                undo_target(&tablespace.target, tablespace.target_existed);
             }
             // The default parent of the copies, if now empty.
             let _ = std::fs::remove_dir(tablespaces::default_location(&self.target));
@@ -328,17 +326,9 @@ impl Plan {
         result
     }
 
-    /// The tablespaces, for the walk.
-    fn tablespace_list(&self) -> Vec<tablespaces::Tablespace> {
-        self.tablespaces.iter().map(|(t, _)| t.clone()).collect()
-    }
-
     /// The tablespace copies' directories (flushed with the target).
     fn tablespace_copies(&self) -> Vec<PathBuf> {
-        self.tablespaces
-            .iter()
-            .map(|(t, _)| t.target.clone())
-            .collect()
+        self.tablespaces.iter().map(|t| t.target.clone()).collect()
     }
 
     fn make_target(&self) -> Result<()> {
@@ -348,11 +338,11 @@ impl Plan {
             self.target_existed,
             self.owner.as_ref(),
         )?;
-        for (tablespace, existed) in &self.tablespaces {
+        for tablespace in &self.tablespaces {
             make_owned_dir(
                 &tablespace.source,
                 &tablespace.target,
-                *existed,
+                tablespace.target_existed,
                 self.owner.as_ref(),
             )?;
         }
@@ -453,18 +443,11 @@ fn write_clone_config(target: &Path, standby: bool) -> Result<()> {
         ("external_pid_file", "'postmaster.external.pid'".to_string()),
         ("port", port.to_string()),
     ];
-    let path = target.join("postgresql.auto.conf");
-    let mut text = match std::fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        read => read.doing("read", &path)?,
-    };
-    text.push_str(
-        "# pgclone: this clone must not reach its source's archive, primary, standbys or port\n",
-    );
-    for (name, value) in settings {
-        text.push_str(&format!("{name} = {value}\n"));
-    }
-    write_file(&path, text.as_bytes())?;
+    crate::postgres::data_dir::append_settings_to(
+        &target.join("postgresql.auto.conf"),
+        "pgclone: this clone must not reach its source's archive, primary, standbys or port",
+        settings.iter().map(|(name, value)| (*name, value.as_str())),
+    )?;
     if standby {
         write_file(&target.join("standby.signal"), b"")?;
     }

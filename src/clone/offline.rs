@@ -43,7 +43,7 @@ pub(crate) fn clone_stopped(
         let mut report = copy_tree(
             &plan.source,
             &plan.target,
-            &plan.tablespace_list(),
+            &plan.tablespaces,
             Source::Stopped,
             plan.owner.as_ref(),
             &options.progress,

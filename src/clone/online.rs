@@ -179,7 +179,7 @@ impl OnlineClone<'_> {
         let copied = copy_tree(
             source,
             target,
-            &self.plan.tablespace_list(),
+            &self.plan.tablespaces,
             Source::Running,
             self.plan.owner.as_ref(),
             &self.options.progress,
@@ -213,7 +213,7 @@ impl OnlineClone<'_> {
         write_file(&target.join("backup_label"), label_file.as_bytes())?;
         if !map_file.is_empty() {
             // Recovery makes the clone's links from it: to the copies, never the source's.
-            let map = tablespaces::remap(&map_file, &self.plan.tablespace_list())?;
+            let map = tablespaces::remap(&map_file, &self.plan.tablespaces)?;
             write_file(&target.join("tablespace_map"), map.as_bytes())?;
         }
         self.done(Step::Label);
@@ -247,12 +247,7 @@ impl OnlineClone<'_> {
 
     /// Fails if the source's tablespaces are not the ones planned (one created or dropped since).
     fn check_tablespaces_unchanged(&self) -> Result<()> {
-        let planned: Vec<_> = self
-            .plan
-            .tablespace_list()
-            .iter()
-            .map(|t| t.link())
-            .collect();
+        let planned: Vec<_> = self.plan.tablespaces.iter().map(|t| t.link()).collect();
         if tablespaces::links(&self.plan.source)? != planned {
             return Err(Error::new(
                 ErrorKind::Unsupported,

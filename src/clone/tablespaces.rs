@@ -21,6 +21,9 @@ pub(crate) struct Tablespace {
     /// (others, of other clusters or of an older major kept by pg_upgrade, are left out, as
     /// pg_basebackup leaves them out).
     pub version_dir_prefix: String,
+    /// Whether the copy's directory existed (empty) before the clone: a failed clone empties
+    /// it then, instead of removing it.
+    pub target_existed: bool,
 }
 
 impl Tablespace {
@@ -71,6 +74,7 @@ pub(crate) fn plan(
             source: location,
             target: copy,
             version_dir_prefix: version_dir_prefix.clone(),
+            target_existed: false, // the plan checks it
         });
     }
     for (old, _) in mapping {
@@ -202,6 +206,7 @@ mod tests {
             source: "/srv/ts".into(),
             target: "/srv/clone-tablespaces/16384".into(),
             version_dir_prefix: "PG_15_".into(),
+            target_existed: false,
         }];
         assert_eq!(
             remap("16384 /srv/ts\n", &tablespaces).unwrap(),

@@ -127,17 +127,40 @@ pub fn append_settings<'a>(
     data_dir: &Path,
     settings: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<()> {
-    let path = data_dir.join("postgresql.conf");
-    let mut text = String::from("\n# added by pgclone\n");
+    append_settings_to(
+        &data_dir.join("postgresql.conf"),
+        "added by pgclone",
+        settings,
+    )
+}
+
+/// Appends settings, under `# <comment>`, to the configuration file `path` (`postgresql.conf`,
+/// `postgresql.auto.conf`), made (mode 0600) if missing; never through a symlink. Call it with
+/// the file-system identity of the data directory's owner.
+pub(crate) fn append_settings_to<'a>(
+    path: &Path,
+    comment: &str,
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
+    let mut text = format!("\n# {comment}\n");
     for (name, value) in settings {
         text.push_str(&format!("{name} = {value}\n"));
     }
     std::fs::OpenOptions::new()
         .append(true)
+        .create(true)
+        .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
+        .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .doing("append settings to", &path)
+        .doing("append settings to", path)
+}
+
+/// `value` as a quoted string of a PostgreSQL configuration file: in quotes, with `'` doubled and
+/// `\` escaped (the file's reader takes `\` as an escape). Every parameter type accepts a quoted
+/// value. A line break would still end the line: callers refuse those.
+pub(crate) fn config_string(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// A random password of 32 hex characters.

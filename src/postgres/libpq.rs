@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::postgres::url::{connection_url, Endpoint};
 
-/// A password: never shown by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq)]
+/// A password (or a URL holding one): never shown by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Secret(String);
 
 impl Secret {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::postgres::data_dir::config_string;
 use migrations::Format;
 pub use migrations::{SqlxMigrator, Target as MigratorTarget};
 
@@ -251,13 +252,6 @@ impl std::fmt::Debug for Golden {
             .field("settings", &self.settings)
             .finish()
     }
-}
-
-/// `value` as a quoted string of a PostgreSQL configuration file: in quotes, with `'` doubled and
-/// `\` escaped (the file's reader takes `\` as an escape). Every parameter type accepts a quoted
-/// value, so none is left bare. A line break would still end the line: the recipe refuses those.
-fn config_string(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]

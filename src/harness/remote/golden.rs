@@ -20,6 +20,9 @@ use crate::harness::golden::{apply, blocking, Golden};
 use crate::postgres::session::Session;
 use crate::postgres::wire::{quote_ident, quote_literal};
 
+/// The name of a golden's template database, before its recipe key.
+const TEMPLATE_PREFIX: &str = "pgclone_golden_";
+
 /// Below this size a copy writes its pages through WAL (`STRATEGY WAL_LOG`, no checkpoint);
 /// above it the files are copied after a checkpoint (`FILE_COPY`). Measured on PostgreSQL 15
 /// with fsync on: 15 MB, 0.17 s against 0.21 s; 385 MB, 1.8–5.4 s against 1.0 s.
@@ -65,9 +68,10 @@ async fn build_or_reuse(
     recipe: Recipe,
     server: Arc<RemoteServer>,
 ) -> Result<Arc<RemoteGolden>> {
-    let template = format!("pgclone_golden_{}", recipe.key);
+    let template = format!("{TEMPLATE_PREFIX}{}", recipe.key);
     let lock_key = lock_key_of(&recipe.key);
     let name = golden.name().to_string();
+    let settings = golden.raw_settings();
     let mut steps = Some(recipe.steps);
     // A session of its own for the exclusive lock: the admin session serves other tests.
     let mut builder: Option<Arc<Mutex<Session>>> = None;
@@ -102,7 +106,6 @@ async fn build_or_reuse(
             Some(must_build) => {
                 let built = match (must_build, steps.take()) {
                     (true, Some(steps)) => {
-                        let settings = golden.raw_settings();
                         build(
                             &name,
                             steps,
@@ -139,7 +142,7 @@ async fn build_or_reuse(
     };
     Ok(Arc::new(RemoteGolden {
         template,
-        settings: golden.raw_settings(),
+        settings,
         strategy,
     }))
 }
@@ -211,11 +214,7 @@ async fn build(
         Ok(()) => {
             blocking(move || {
                 finish(&mut sess.lock().unwrap(), &b, &t, &k)?;
-                s.query(&format!(
-                    "delete from databases where name = {}",
-                    quote_literal(&b)
-                ))
-                .map(drop)
+                s.forget(&b)
             })
             .await
         }
@@ -244,23 +243,13 @@ fn finish(session: &mut Session, building: &str, template: &str, key: &str) -> R
         k = quote_literal(key),
         lock_key = lock_key_of(key)
     ))?;
-    let started = Instant::now();
     let rename = format!(
         "alter database {} rename to {}",
         quote_ident(building),
         quote_ident(template)
     );
-    loop {
-        match session.query(&rename) {
-            // The build's clients are still closing.
-            Err(e)
-                if e.sqlstate() == Some("55006") && started.elapsed() < Duration::from_secs(30) =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            result => break result.map(drop)?,
-        }
-    }
+    // The build's clients are still closing.
+    super::retry_while_busy(|| session.query(&rename))?;
     let ident = quote_ident(template);
     session.query(&format!("alter database {ident} allow_connections false"))?;
     session.query(&format!(
@@ -339,41 +328,34 @@ pub(super) fn drop_unused(server: &RemoteServer) {
 /// Drops the golden `template` if `still` (SQL) holds once its exclusive lock is ours.
 fn drop_golden(server: &RemoteServer, template: &str, still: &str) -> Result<()> {
     let Some(key) = template
-        .strip_prefix("pgclone_golden_")
+        .strip_prefix(TEMPLATE_PREFIX)
         .filter(|k| k.len() >= 7)
     else {
         return Ok(());
     };
     let lock_key = lock_key_of(key);
     let sql = format!("select pg_try_advisory_lock({LOCK_GOLDEN}, {lock_key})::text");
-    if server
-        .query(&sql)?
-        .first()
-        .and_then(|row| row[0].as_deref())
-        != Some("true")
-    {
+    if server.query_value(&sql)? != "true" {
         return Ok(()); // a run uses it, or builds it
     }
     // Checked again under the lock: a run may have used it meanwhile.
     let dropped = server
-        .query(&format!("select {still}::text"))
-        .and_then(
-            |rows| match rows.first().and_then(|row| row[0].as_deref()) {
-                Some("true") => server
-                    .query(&format!(
-                        "drop database if exists {}",
-                        quote_ident(template)
+        .query_value(&format!("select {still}::text"))
+        .and_then(|still| match still.as_str() {
+            "true" => server
+                .query(&format!(
+                    "drop database if exists {}",
+                    quote_ident(template)
+                ))
+                .and_then(|_| {
+                    server.query(&format!(
+                        "delete from goldens where template = {}",
+                        quote_literal(template)
                     ))
-                    .and_then(|_| {
-                        server.query(&format!(
-                            "delete from goldens where template = {}",
-                            quote_literal(template)
-                        ))
-                    })
-                    .map(drop),
-                _ => Ok(()),
-            },
-        );
+                })
+                .map(drop),
+            _ => Ok(()),
+        });
     let unlocked = server.query(&format!(
         "select pg_advisory_unlock({LOCK_GOLDEN}, {lock_key})"
     ));

@@ -23,7 +23,7 @@ pub(crate) use golden::{ensure_built, RemoteGolden};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::postgres::libpq::ConnectParams;
+use crate::postgres::libpq::{ConnectParams, Secret};
 use crate::postgres::session::Session;
 use crate::postgres::wire::{quote_ident, quote_literal};
 
@@ -75,19 +75,17 @@ pub(crate) struct Created {
 }
 
 /// This process's session with the server `PGCLONE_URL` names, opened on first use.
-pub(crate) fn server(
-    config: &Config,
-    url: &crate::postgres::libpq::Secret,
-) -> Result<Arc<RemoteServer>> {
-    static SERVERS: OnceLock<Mutex<HashMap<String, Arc<RemoteServer>>>> = OnceLock::new();
-    let params = ConnectParams::parse(url, "PGCLONE_URL", "pgclone", config)?;
+pub(crate) fn server(config: &Config, url: &Secret) -> Result<Arc<RemoteServer>> {
+    // By the URL as given: each test asks, and is answered without parsing it (or reading the
+    // password file) again.
+    static SERVERS: OnceLock<Mutex<HashMap<Secret, Arc<RemoteServer>>>> = OnceLock::new();
     let mut servers = SERVERS.get_or_init(Default::default).lock().unwrap();
-    let key = format!("{params}");
-    if let Some(server) = servers.get(&key) {
+    if let Some(server) = servers.get(url) {
         return Ok(server.clone());
     }
+    let params = ConnectParams::parse(url, "PGCLONE_URL", "pgclone", config)?;
     let server = Arc::new(RemoteServer::connect(params, config)?);
-    servers.insert(key, server.clone());
+    servers.insert(url.clone(), server.clone());
     Ok(server)
 }
 
@@ -229,28 +227,26 @@ impl RemoteServer {
     /// frees its slot.
     pub fn drop_database(&self, created: Created) -> Result<()> {
         let dropped = self.drop_registered(&created.name);
-        let mut admin = self.admin.lock().unwrap();
-        admin.slots.remove(&created.slot);
-        let unlocked = admin.session.query(&format!(
-            "select pg_advisory_unlock({LOCK_SLOT}, {})",
-            created.slot
-        ));
-        dropped.and(unlocked.map(drop))
+        let unlocked = self.release_slot(created.slot);
+        dropped.and(unlocked)
     }
 
     /// Keeps a test's database: no run drops it (`pgclone` prints how to drop it by hand).
     pub fn keep_database(&self, created: Created) -> Result<()> {
-        let mut admin = self.admin.lock().unwrap();
-        let marked = admin.session.query(&format!(
+        let marked = self.query(&format!(
             "update databases set kept = true where name = {}",
             quote_literal(&created.name)
         ));
-        admin.slots.remove(&created.slot);
-        let unlocked = admin.session.query(&format!(
-            "select pg_advisory_unlock({LOCK_SLOT}, {})",
-            created.slot
-        ));
-        marked.and(unlocked).map(drop)
+        let unlocked = self.release_slot(created.slot);
+        marked.map(drop).and(unlocked)
+    }
+
+    /// Frees a slot this session holds.
+    fn release_slot(&self, slot: u32) -> Result<()> {
+        let mut admin = self.admin.lock().unwrap();
+        admin.slots.remove(&slot);
+        let sql = format!("select pg_advisory_unlock({LOCK_SLOT}, {slot})");
+        admin.session.query(&sql).map(drop)
     }
 
     /// Records `name` as this run's before it exists, so that a kill at any point leaves a row
@@ -273,8 +269,7 @@ impl RemoteServer {
         );
         // The admin session is released between polls: other tests create meanwhile.
         for _ in 0..100 {
-            let rows = self.query(&sessions)?;
-            if rows.first().and_then(|row| row[0].as_deref()) == Some("0") {
+            if self.query_value(&sessions)? == "0" {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -283,30 +278,20 @@ impl RemoteServer {
             "drop database if exists {} with (force)",
             quote_ident(name)
         ))?;
-        self.query(&format!(
-            "delete from databases where name = {}",
-            quote_literal(name)
-        ))
-        .map(drop)
+        self.forget(name)
+    }
+
+    /// Removes `name`'s row from the registry (its database is gone, or is a golden now).
+    fn forget(&self, name: &str) -> Result<()> {
+        let sql = format!("delete from databases where name = {}", quote_literal(name));
+        self.query(&sql).map(drop)
     }
 
     /// Runs `sql` on the admin session; "source database is being accessed by other users"
     /// (55006: a session still in the template, such as the build's, closing) is retried for a
     /// while instead of failing the test.
     fn run_retrying_busy(&self, sql: &str) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            let result = self.admin.lock().unwrap().session.query(sql);
-            match result {
-                Err(e)
-                    if e.sqlstate() == Some("55006")
-                        && started.elapsed() < Duration::from_secs(30) =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                result => return result.map(drop),
-            }
-        }
+        retry_while_busy(|| self.query(sql))
     }
 
     /// One of the server's connection slots, waiting for a test of any process to free one.
@@ -355,16 +340,13 @@ impl RemoteServer {
     /// Drops what dead runs left (their databases, unfinished builds) and goldens no run used
     /// for [`GOLDEN_UNUSED_FOR`]. Best effort: a failure here must not fail a test.
     fn reap(&self) {
-        let dead = {
-            let mut admin = self.admin.lock().unwrap();
-            admin.session.query(&format!(
-                "select name from databases d where not kept and not exists (
-                   select 1 from pg_locks l
-                   where l.locktype = 'advisory' and l.granted and l.objsubid = 2
-                     and l.classid = {LOCK_RUN} and l.objid = d.run::oid
-                     and l.database = (select oid from pg_database where datname = current_database()))"
-            ))
-        };
+        let dead = self.query(&format!(
+            "select name from databases d where not kept and not exists (
+               select 1 from pg_locks l
+               where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+                 and l.classid = {LOCK_RUN} and l.objid = d.run::oid
+                 and l.database = (select oid from pg_database where datname = current_database()))"
+        ));
         for row in dead.unwrap_or_default() {
             if let Some(name) = &row[0] {
                 let _ = self.drop_registered(name);
@@ -382,6 +364,11 @@ impl RemoteServer {
     fn query(&self, sql: &str) -> Result<Vec<crate::postgres::session::Row>> {
         self.admin.lock().unwrap().session.query(sql)
     }
+
+    /// Runs `sql`, which returns one value, on the admin session.
+    fn query_value(&self, sql: &str) -> Result<String> {
+        self.admin.lock().unwrap().session.query_value(sql)
+    }
 }
 
 impl std::fmt::Debug for RemoteServer {
@@ -390,6 +377,22 @@ impl std::fmt::Debug for RemoteServer {
             .field("server", &self.params.to_string())
             .field("slots", &self.slots)
             .finish_non_exhaustive()
+    }
+}
+
+/// Runs `attempt` again while it fails with "database is being accessed by other users" (55006:
+/// a session still closing in a template or a database being renamed), for up to 30 s.
+fn retry_while_busy<T>(mut attempt: impl FnMut() -> Result<T>) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match attempt() {
+            Err(e)
+                if e.sqlstate() == Some("55006") && started.elapsed() < Duration::from_secs(30) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.map(drop),
+        }
     }
 }
 
