@@ -22,7 +22,7 @@ fn stderr(output: &Output) -> String {
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
-use common::{process_runs, reflink_required, wait_until_gone};
+use common::{files_under, process_runs, reflink_required, wait_until_gone};
 
 /// A root of its own under PGCLONE_DIR (CI points it at XFS or ext4), removed if the test passes.
 fn test_root(name: &str) -> common::TestRoot {
@@ -608,21 +608,6 @@ impl Drop for DebianCluster {
     }
 }
 
-/// Every file under `dir`, with its bytes, sorted: to see that nothing changed.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push((path.clone(), std::fs::read(&path).unwrap()));
-        }
-    }
-    files.sort();
-    files
-}
-
 #[test]
 fn root_clones_a_stock_debian_cluster_as_its_owner_and_the_clone_uses_its_own_config() {
     if !rustix::process::geteuid().is_root() {
@@ -719,6 +704,47 @@ fn root_clones_a_stock_debian_cluster_as_its_owner_and_the_clone_uses_its_own_co
     assert!(wait_until_gone(pid, std::time::Duration::from_secs(20)));
 }
 
+/// Sends `signal` (`-STOP`, `-INT`, ...) to `pid`.
+fn signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// `pgclone clone SOURCE DST ARGS`, held at its connection to the source: the source's
+/// postmaster is stopped (SIGSTOP) before, and this returns once the clone wrote its first step,
+/// the placeholder `backup_label`. The caller continues the postmaster (`-CONT`).
+fn clone_held_at_connect(
+    source: &TempCluster,
+    dst: &Path,
+    args: &[&str],
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    signal("-STOP", source.server().pid());
+    let child = Command::new(env!("CARGO_BIN_EXE_pgclone"))
+        .args([
+            "clone",
+            source.data_dir().to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dst.join("backup_label").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clone never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
+
 #[test]
 fn ctrl_c_during_a_clone_removes_the_partial_target_and_exits_130() {
     use std::io::BufRead;
@@ -730,35 +756,13 @@ fn ctrl_c_during_a_clone_removes_the_partial_target_and_exits_130() {
         server.port() as u64,
     );
     let dst = root.join("clone");
-    let signal = |name: &str, pid: u32| {
-        let status = Command::new("kill")
-            .args([name, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    // The source's postmaster, stopped, holds the clone at its connection, after its first
-    // step (the placeholder backup_label): the signal then surely comes before the copy.
-    signal("-STOP", server.pid());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgclone"))
-        .args([
-            "clone",
-            source.data_dir().to_str().unwrap(),
-            dst.to_str().unwrap(),
-        ])
-        .args(["--checkpoint", "fast"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !dst.join("backup_label").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the clone never began"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // Held at its connection: the signal surely comes before the copy.
+    let mut child = clone_held_at_connect(
+        &source,
+        &dst,
+        &["--checkpoint", "fast"],
+        std::process::Stdio::piped(),
+    );
     signal("-INT", child.id());
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let heard = lines
@@ -793,33 +797,13 @@ fn after_a_killed_clone_the_next_call_names_what_is_left_and_gc_removes_it() {
     let server = source.server();
     let dst = root.join("clone");
     let dir = root.join("pgclone");
-    let signal = |name: &str, pid: u32| {
-        Command::new("kill")
-            .args([name, &pid.to_string()])
-            .status()
-            .unwrap()
-    };
-    // Held at its connection (the postmaster stopped), after the placeholder: then SIGKILL.
-    signal("-STOP", server.pid());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgclone"))
-        .args([
-            "clone",
-            source.data_dir().to_str().unwrap(),
-            dst.to_str().unwrap(),
-        ])
-        .args(["--dir", dir.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !dst.join("backup_label").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the clone never began"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // Held at its connection, after the placeholder: then SIGKILL.
+    let mut child = clone_held_at_connect(
+        &source,
+        &dst,
+        &["--dir", dir.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     signal("-CONT", server.pid());

@@ -84,3 +84,18 @@ pub fn wait_until_gone(pid: u32, limit: Duration) -> bool {
     }
     true
 }
+
+/// Every file under `dir`, with its bytes, sorted: to see that nothing changed.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}

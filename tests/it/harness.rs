@@ -322,12 +322,7 @@ pub fn acquire_golden() -> String {
     rt.block_on(async {
         match TestDb::start(&Golden::new("concurrent").migrations(dir)).await {
             Ok(db) => {
-                let n: i64 = db
-                    .client()
-                    .query_one("select count(*) from t", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let n = support::rows_in_t(&db).await;
                 format!("OK {n}")
             }
             Err(e) => format!("ERR {e}"),
@@ -630,12 +625,7 @@ pub fn outlive_the_template_server() -> String {
             std::thread::sleep(Duration::from_millis(5));
         }
         let second = start().await.unwrap();
-        let rows: i64 = second
-            .client()
-            .query_one("select count(*) from t", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let rows = support::rows_in_t(&second).await;
         format!("OK {rows} after the template server died")
     })
 }
@@ -713,12 +703,7 @@ pub fn keep_databases() -> String {
         assert!(wait_until_gone(pid, Duration::from_secs(5)));
         // Finds the template server dead and starts another: the kept clone must stay.
         let second = start().await.unwrap();
-        let rows: i64 = second
-            .client()
-            .query_one("select count(*) from t", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let rows = support::rows_in_t(&second).await;
         assert_eq!(rows, 7);
         (dead, second.keep())
     });
@@ -744,12 +729,7 @@ pub fn use_pool() -> String {
                     .start()
                     .await
                     .unwrap();
-                let rows: i64 = db
-                    .client()
-                    .query_one("select count(*) from t", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let rows = support::rows_in_t(&db).await;
                 assert_eq!(rows, 7, "a fresh copy, never one a test used");
                 db.client()
                     .execute("insert into t values (100)", &[])
@@ -779,12 +759,7 @@ async fn a_clone_carries_one_golden_wal_segment_and_touches_no_other_database() 
          end $$;",
     );
     let db = TestDb::builder(&golden).pool(0).start().await.unwrap();
-    let rows = db
-        .client()
-        .query_one("select count(*) from t", &[])
-        .await
-        .unwrap();
-    assert_eq!(rows.get::<_, i64>(0), 8);
+    assert_eq!(support::rows_in_t(&db).await, 8);
 
     let segments: Vec<String> = std::fs::read_dir(db.data_dir().join("pg_wal"))
         .unwrap()

@@ -609,21 +609,6 @@ fn a_stopped_clone_removes_its_target_and_leaves_the_source_clean() {
     assert_source_clean(&source.connection_string());
 }
 
-/// Every file under `dir` with its bytes, sorted.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push((path.clone(), std::fs::read(&path).unwrap()));
-        }
-    }
-    files.sort();
-    files
-}
-
 /// A directory for a tablespace: empty, the server user's.
 fn tablespace_dir(path: &Path) -> PathBuf {
     std::fs::create_dir_all(path).unwrap();
@@ -631,6 +616,14 @@ fn tablespace_dir(path: &Path) -> PathBuf {
         std::os::unix::fs::chown(path, Some(user.uid()), Some(user.gid())).unwrap();
     }
     path.to_path_buf()
+}
+
+/// Where the server at `url` keeps tablespace `ts`.
+fn location_of_ts(url: &str) -> String {
+    query_text(
+        url,
+        "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'",
+    )
 }
 
 #[test]
@@ -670,7 +663,7 @@ fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
         copied.len() == 1 && copied[0].starts_with("PG_") && !copied[0].starts_with("PG_9_"),
         "only this cluster's version directory: {copied:?}"
     );
-    let source_files = files_under(&location);
+    let source_files = support::files_under(&location);
     let clone = Server::start(&target, &ServerOptions::new()).unwrap();
     let clone_url = clone.connection_string("postgres");
     assert_eq!(
@@ -678,10 +671,7 @@ fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
         "500"
     );
     assert_eq!(
-        query_text(
-            &clone_url,
-            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"
-        ),
+        location_of_ts(&clone_url),
         copies.join(&oid).display().to_string()
     );
     execute(
@@ -694,7 +684,7 @@ fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
         "2000"
     );
     assert!(
-        files_under(&location) == source_files,
+        support::files_under(&location) == source_files,
         "the source's tablespace is unchanged"
     );
     assert_eq!(query_text(&url, "select count(*)::text from in_ts"), "500");
@@ -712,11 +702,5 @@ fn tablespaces_are_copied_and_the_clone_writes_only_into_its_copies() {
         query_text(&clone_url, "select count(*)::text from in_ts"),
         "2000"
     );
-    assert_eq!(
-        query_text(
-            &clone_url,
-            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"
-        ),
-        mapped.display().to_string()
-    );
+    assert_eq!(location_of_ts(&clone_url), mapped.display().to_string());
 }

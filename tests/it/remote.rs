@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use pgclone::server::TempCluster;
 use pgclone::{Golden, Method, Mode, TestDb};
 
-use crate::support::{self, execute, helper, helper_result, query_text, KilledOnDrop, TestRoot};
+use crate::support::{
+    self, execute, helper, helper_result, query_text, result_of, KilledOnDrop, TestRoot,
+};
 
 /// A password with characters a URL must percent-encode.
 const PASSWORD: &str = "s3:cr/et@x";
@@ -117,12 +119,7 @@ pub fn remote_isolation() -> String {
                     .await
                     .unwrap();
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                let n: i64 = db
-                    .client()
-                    .query_one("select count(*) from t", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let n = support::rows_in_t(&db).await;
                 let facts = format!("{} {} {}", db.host(), db.user(), db.method());
                 let name = db.dbname().to_string();
                 drop(client);
@@ -164,12 +161,7 @@ pub fn remote_acquire() -> String {
     runtime().block_on(async {
         match TestDb::start(&counting_golden()).await {
             Ok(db) => {
-                let n: i64 = db
-                    .client()
-                    .query_one("select count(*) from t", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
+                let n = support::rows_in_t(&db).await;
                 format!("OK {n}")
             }
             Err(e) => format!("ERR {:?} {e} {e:?}", e.kind()),
@@ -259,20 +251,6 @@ fn run_helpers(server: &UrlServer, task: &str, n: usize) -> Vec<std::process::Ou
         .into_iter()
         .map(|child| child.wait_with_output().unwrap())
         .collect()
-}
-
-fn result_of(output: &std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            panic!(
-                "helper reported nothing; stdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 
 #[path = "../common/mod.rs"]
 mod common;
-pub use common::{base_dir, process_runs, reflink_required, wait_until_gone, TestRoot};
+pub use common::{
+    base_dir, files_under, process_runs, reflink_required, wait_until_gone, TestRoot,
+};
 
 /// A fresh pgclone root of its own for one test (so its reaping is the first in this process).
 /// What `#[pgclone::test]` with no arguments would hand the harness for the test `name`: no
@@ -56,7 +58,11 @@ pub fn helper_from(exe: &Path, task: &str) -> Command {
 
 /// Runs a helper to completion and returns the line it reported (`RESULT ...`).
 pub fn helper_result(mut cmd: Command) -> String {
-    let output = cmd.output().unwrap();
+    result_of(&cmd.output().unwrap())
+}
+
+/// The line a finished helper reported (`RESULT ...`).
+pub fn result_of(output: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
     stdout
         .lines()
@@ -168,4 +174,13 @@ impl Drop for KilledOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// How many rows table `t` (the one the tests' recipes fill) has in `db`, through its client.
+pub async fn rows_in_t(db: &pgclone::TestDb) -> i64 {
+    db.client()
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
