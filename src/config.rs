@@ -18,7 +18,8 @@
 //! | `CARGO_TARGET_DIR` | set by users for cargo: the default `PGCLONE_DIR` is `<it>/pgclone` |
 //! | `PGUSER`, `PGPASSWORD`, `PGPASSFILE` | libpq's: the user and password for a source cluster (see `postgres/libpq.rs`) |
 //! | `XDG_CACHE_HOME`, `HOME` | the default `PGCLONE_DIR` outside cargo (not as root) |
-//! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` |
+//! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` and shared template servers |
+//! | `PGCLONE_KEEPER` | internal: set by pgclone on a test binary it runs as a shared template server's keeper (`harness/shared.rs`) |
 //! | `PATH` | where the binary search looks for `pg_config` and `postgres`, as a shell would |
 //! | `TMPDIR` | where the default root goes outside cargo (default: `/tmp`) |
 //!
@@ -67,6 +68,8 @@ pub(crate) struct Config {
     pub max_connections: Option<u32>,
     /// `PGCLONE_GOLDEN_KEYS`.
     pub golden_keys: Option<PathBuf>,
+    /// `PGCLONE_KEEPER`: this process is the keeper of the shared template server of this golden key.
+    pub keeper: Option<String>,
 }
 
 /// `PGCLONE_KEEP`: which clones outlive their test.
@@ -136,6 +139,7 @@ impl Config {
         Ok(Config {
             url: var("PGCLONE_URL").map(Secret::new),
             golden_keys: var("PGCLONE_GOLDEN_KEYS").map(PathBuf::from),
+            keeper: var("PGCLONE_KEEPER"),
             max_connections,
             keep,
             pool,

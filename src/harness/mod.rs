@@ -7,6 +7,7 @@ pub(crate) mod args;
 pub(crate) mod golden;
 pub(crate) mod pool;
 pub(crate) mod remote;
+pub(crate) mod shared;
 pub(crate) mod template;
 pub(crate) mod test_db;
 
@@ -89,6 +90,11 @@ fn recipe(spec: &TestSpec, sqlx_argument: bool) -> Golden {
     spec.fixtures.iter().fold(golden, |golden, fixture| {
         golden.fixture(fixture.path, fixture.sql)
     })
+}
+
+/// libtest's name of a test: its path without the crate's name (`module_path!()` starts with it).
+fn libtest_name(path: &'static str) -> &'static str {
+    path.split_once("::").map_or(path, |(_, rest)| rest)
 }
 
 /// What a test function may return: `()` or `Result<(), E: Debug>`.
@@ -243,18 +249,13 @@ fn run<A: TestArg>(
     let asked = spec
         .mode
         .or(config.as_ref().ok().and_then(|config| config.mode));
-    let default_mode = match &config {
-        // A process per test (nextest): a database mode test would clone and start a
-        // template server for its one database; its own cluster is the same clone, sooner.
-        Ok(config) if config.run_id.is_some() => Mode::Cluster,
-        _ => A::MODE,
-    };
     let slot = HarnessSlot::default();
     let made = config.and_then(|config| {
         runtime.block_on(async {
             let mut builder = TestDb::builder(&golden)
-                .default_mode(default_mode)
+                .default_mode(A::MODE)
                 .harness(Arc::clone(&slot))
+                .test_name(libtest_name(spec.name))
                 .config(config);
             if let Some(mode) = asked {
                 builder = builder.mode(mode);

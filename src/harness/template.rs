@@ -5,13 +5,18 @@
 //! The template database never has a connection (PostgreSQL refuses to copy one that has): the
 //! admin session sits in another database, and creations are serialized on it. The server dies
 //! with the process; at a normal exit it is stopped and its directory removed.
+//!
+//! Under nextest (a process per test) the server is instead the one the run's processes share
+//! (`shared.rs`): this process only connects to it, and leaves it to its keeper.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::{Error, Result};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::BuiltGolden;
+use crate::harness::shared::{self, SharedServer};
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::session::Session;
@@ -35,6 +40,16 @@ pub(crate) struct TemplateServer {
     /// A user asked to keep a database of it: keep the whole clone at exit, with this private
     /// socket directory to restart it on.
     kept: OnceLock<std::result::Result<PathBuf, Arc<Error>>>,
+    /// The run's shared server, whose keeper owns it (`server` is then `None`).
+    shared: Option<SharedServer>,
+}
+
+/// A test in a run of many processes (nextest), which shares the run's template server: its
+/// configuration, and libtest's name of it (for the keeper to run).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedBy<'a> {
+    pub config: &'a Config,
+    pub test: &'static str,
 }
 
 type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
@@ -51,8 +66,9 @@ fn templates() -> &'static Templates {
 /// on first use, and started again if it died): the server and the database's name.
 pub(crate) async fn create_database(
     golden: &Arc<BuiltGolden>,
+    shared_by: Option<SharedBy<'_>>,
 ) -> Result<(Arc<TemplateServer>, String)> {
-    let template = template_for(golden.clone()).await?;
+    let template = template_for(golden.clone(), shared_by).await?;
     let t = template.clone();
     match crate::harness::golden::blocking(move || t.create_database()).await {
         Ok(name) => Ok((template, name)),
@@ -64,7 +80,7 @@ pub(crate) async fn create_database(
                 crate::postgres::server::log_tail(&template.dir.join("postgres.log"), 0)
             );
             templates().lock().unwrap().remove(&golden.data_dir);
-            let template = template_for(golden.clone()).await?;
+            let template = template_for(golden.clone(), shared_by).await?;
             let t = template.clone();
             let name = crate::harness::golden::blocking(move || t.create_database()).await?;
             Ok((template, name))
@@ -73,35 +89,69 @@ pub(crate) async fn create_database(
     }
 }
 
-/// This process's template server for `golden`, started on first use.
-async fn template_for(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
+/// This process's template server for `golden`, started (or, shared, found) on first use.
+async fn template_for(
+    golden: Arc<BuiltGolden>,
+    shared_by: Option<SharedBy<'_>>,
+) -> Result<Arc<TemplateServer>> {
     let cell = templates()
         .lock()
         .unwrap()
         .entry(golden.data_dir.clone())
         .or_default()
         .clone();
+    let shared_by = shared_by.map(|by| (by.config.clone(), by.test));
     let template = cell
-        .get_or_try_init(|| crate::harness::golden::blocking(move || TemplateServer::start(golden)))
+        .get_or_try_init(|| {
+            crate::harness::golden::blocking(move || match shared_by {
+                Some((config, test)) => TemplateServer::shared(golden, &config, test),
+                None => TemplateServer::start(golden),
+            })
+        })
         .await?;
     Ok(template.clone())
 }
 
 impl TemplateServer {
+    /// This process's own server: a clone of the golden, started now.
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
         let (server, dir, _) = golden.start_clone(|data| golden.copy_to(data))?;
+        let (socket_dir, port) = (server.socket_dir().to_path_buf(), server.port());
+        Self::connect(golden, dir, socket_dir, port, Some(server), None)
+    }
+
+    /// The server the run's processes share, or, if that fails, this process's own.
+    fn shared(
+        golden: Arc<BuiltGolden>,
+        config: &Config,
+        test: &str,
+    ) -> Result<Arc<TemplateServer>> {
+        let connected = shared::server_for(&golden, config, test).and_then(|shared| {
+            let (dir, socket_dir, port) =
+                (shared.dir.clone(), shared.socket_dir.clone(), shared.port);
+            Self::connect(golden.clone(), dir, socket_dir, port, None, Some(shared))
+        });
+        connected.or_else(|e| {
+            eprintln!("pgclone: no template server shared with the other test processes ({e}); this process starts its own");
+            Self::start(golden)
+        })
+    }
+
+    fn connect(
+        golden: Arc<BuiltGolden>,
+        dir: PathBuf,
+        socket_dir: PathBuf,
+        port: u16,
+        server: Option<Server>,
+        shared: Option<SharedServer>,
+    ) -> Result<Arc<TemplateServer>> {
         // Not the template database: a session there would block CREATE DATABASE.
-        let admin_db = if golden.dbname == "postgres" {
-            "template1"
-        } else {
-            "postgres"
-        };
         let session = |application| {
             Session::connect(&ConnectParams::socket(
-                server.socket_dir(),
-                server.port(),
+                &socket_dir,
+                port,
                 SUPERUSER,
-                admin_db,
+                shared::admin_database(&golden),
                 application,
             ))
         };
@@ -112,25 +162,22 @@ impl TemplateServer {
             admin.query("set file_copy_method = clone")?;
         }
         Ok(Arc::new(TemplateServer {
-            socket_dir: server.socket_dir().to_path_buf(),
-            port: server.port(),
+            socket_dir,
+            port,
             major,
             golden,
             dir,
-            server: Mutex::new(Some(server)),
+            server: Mutex::new(server),
             admin: Mutex::new(admin),
             dropper: Mutex::new(dropper),
             kept: OnceLock::new(),
+            shared,
         }))
     }
 
     /// Creates a database copied from the golden one; returns its name.
     pub fn create_database(&self) -> Result<String> {
-        let prefix: String = self.golden.dbname.chars().take(40).collect();
-        let name = format!(
-            "{prefix}_{}",
-            &crate::postgres::data_dir::new_password()?[..12]
-        );
+        let name = shared::database_name(&self.golden.dbname)?;
         let strategy = if crate::postgres::features::has_create_database_strategy(self.major) {
             " strategy = file_copy"
         } else {
@@ -176,6 +223,9 @@ impl TemplateServer {
     /// Whether its server has exited (crashed, or was killed). A dead server's directory is
     /// removed here, unless a database of it was kept: nothing will use it again.
     fn has_died(&self) -> bool {
+        if let Some(shared) = &self.shared {
+            return !shared.keeper.is_alive();
+        }
         let mut server = self.server.lock().unwrap();
         let died = server.as_mut().is_some_and(Server::has_exited);
         if died {
@@ -191,6 +241,13 @@ impl TemplateServer {
     /// Keeps the whole clone (its server stopped cleanly) when the process exits; returns the
     /// private socket directory made to restart it on. The caller marks the clone kept at once.
     pub fn keep(&self) -> Result<PathBuf> {
+        if self.shared.is_some() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a database in the template server this run's processes share goes with that server",
+            )
+            .hint("to keep a test's database, set PGCLONE_KEEP=failed or always (each process then has its own server), or use cluster mode"));
+        }
         let env = &self.golden.env;
         self.kept
             .get_or_init(|| {
@@ -223,6 +280,9 @@ fn stop_all() {
 }
 
 fn stop(template: &TemplateServer) {
+    if template.shared.is_some() {
+        return; // the keeper's: it stops once no process holds the lease
+    }
     let kept = template.kept.get().is_some();
     let server = template.server.lock().unwrap().take();
     if let Some(server) = server {

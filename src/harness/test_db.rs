@@ -15,7 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
 use crate::harness::pool;
 use crate::harness::remote::{self, Created, RemoteServer};
-use crate::harness::template::{self, TemplateServer};
+use crate::harness::shared;
+use crate::harness::template::{self, SharedBy, TemplateServer};
 use crate::postgres::libpq::{ConnectParams, Secret};
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::socket_dir::SocketDir;
@@ -130,6 +131,9 @@ pub struct TestDbBuilder<'a> {
     config: Option<Config>,
     /// Whether to connect the client (the harness: not for a test that takes another argument).
     client: bool,
+    /// libtest's name of the test (the harness): under nextest, a keeper re-runs it to serve a
+    /// template server the run's processes share.
+    test_name: Option<&'static str>,
 }
 
 impl TestDb {
@@ -148,6 +152,7 @@ impl TestDb {
             pool: None,
             config: None,
             client: true,
+            test_name: None,
         }
     }
 
@@ -350,6 +355,11 @@ impl TestDbBuilder<'_> {
         self
     }
 
+    pub(crate) fn test_name(mut self, name: &'static str) -> Self {
+        self.test_name = Some(name);
+        self
+    }
+
     /// Uses `config` instead of reading the environment again.
     pub(crate) fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
@@ -379,6 +389,19 @@ impl TestDbBuilder<'_> {
         }
         let mode = self.mode.unwrap_or(self.default_mode);
         let golden = ensure_built(self.golden, &config).await?;
+        if let Some(key) = &config.keeper {
+            // A keeper (harness/shared.rs) goes this far only: it serves the golden instead.
+            let (golden, key) = (golden.clone(), key.clone());
+            blocking(move || -> Result<()> { shared::keep_serving(&golden, &key) }).await?;
+        }
+        // A process per test (nextest): its database comes from the server the run shares.
+        let shared_by = self
+            .test_name
+            .filter(|_| config.run_id.is_some() && config.keep == Keep::Never)
+            .map(|test| SharedBy {
+                config: &config,
+                test,
+            });
         let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
             pool::take(&golden, mode, size)
@@ -392,7 +415,7 @@ impl TestDbBuilder<'_> {
                 db
             }
             Some(db) => db,
-            None => TestDb::fresh(golden, mode, self.client).await?,
+            None => TestDb::fresh(golden, mode, self.client, shared_by).await?,
         };
         db.harness = self.harness;
         db.keep_policy = config.keep;
@@ -430,6 +453,7 @@ impl TestDb {
         golden: Arc<BuiltGolden>,
         mode: Mode,
         client: bool,
+        shared_by: Option<SharedBy<'_>>,
     ) -> Result<TestDb> {
         match mode {
             Mode::Cluster => {
@@ -439,7 +463,7 @@ impl TestDb {
                 TestDb::from_cluster(golden, dir, server, Method::Clone(method), client).await
             }
             Mode::Database => {
-                let (template, dbname) = template::create_database(&golden).await?;
+                let (template, dbname) = template::create_database(&golden, shared_by).await?;
                 let owned = Owned::Database {
                     template: template.clone(),
                     dbname: dbname.clone(),

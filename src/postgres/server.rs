@@ -545,6 +545,42 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
     }
 }
 
+/// Starts the keeper of a shared template server (`harness/shared.rs`): this test binary, run
+/// again for libtest's `test` with `PGCLONE_KEEPER=<golden key>`. Detached (its own session,
+/// no death signal, its errors in `log`): it outlives this process, and stops its server itself.
+pub(crate) fn spawn_keeper(
+    exe: &Path,
+    cwd: &Path,
+    test: &str,
+    golden_key: &str,
+    log: File,
+) -> Result<Keeper> {
+    let mut cmd = command(exe, None, cwd, None);
+    cmd.args([test, "--exact", "--include-ignored", "--test-threads=1"])
+        .env("PGCLONE_KEEPER", golden_key)
+        .env("PGCLONE_POOL", "0")
+        .stdout(Stdio::null())
+        .stderr(log);
+    spawn(cmd, "the shared template server's keeper", None).map(Keeper)
+}
+
+/// A keeper this process started, until it serves.
+#[derive(Debug)]
+pub(crate) struct Keeper(Child);
+
+impl Keeper {
+    /// How it ended, if it did.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+
+    /// Gives up on it (it never served): killed and reaped.
+    pub fn abandon(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A command for a PostgreSQL program: no stdin, its own process group, the run-as user's uid
 /// and gid when the caller is root, and death with this process.
 ///

@@ -25,6 +25,8 @@ const TRASH: &str = "trash";
 const UNFINISHED: &str = "unfinished";
 /// Built goldens (`golden/<key>/`) and their locks.
 const GOLDEN: &str = "golden";
+/// The files of template servers shared by a run's processes (`harness/shared.rs`).
+const SHARED: &str = "shared";
 pub(crate) const OWNER_FILE: &str = "owner";
 /// Marks a clone the user asked to keep: never reaped automatically.
 const KEEP_FILE: &str = "keep";
@@ -74,7 +76,7 @@ impl Root {
         tempfile::tempfile_in(&path)
             .doing("write in the pgclone directory (PGCLONE_DIR)", &path)
             .map_err(unusable)?;
-        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN] {
+        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN, SHARED] {
             // pgclone never makes a symlink here: one that is here was planted.
             let sub = path.join(sub);
             safe_path::create_trusted_dir(&sub, 0o755, what).map_err(unusable)?;
@@ -98,6 +100,11 @@ impl Root {
     /// `<root>/golden`, where built goldens live.
     pub fn golden_dir(&self) -> PathBuf {
         self.path.join(GOLDEN)
+    }
+
+    /// `<root>/shared`, where the template servers a run's processes share are found.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.path.join(SHARED)
     }
 
     /// Creates `<root>/clones/<id>/`, owned by this process: the directory itself belongs to

@@ -827,9 +827,118 @@ pub fn report_modes() -> String {
     }
 }
 
+/// Runs in a helper process, as one test process of a nextest run: a database-mode test, named
+/// as libtest knows this entry point (so that a keeper can run it again), that reports its
+/// server's data directory and its database; with `PGCLONE_IT_HOLD` it then waits to be killed.
+pub fn share_template() -> String {
+    use std::sync::Mutex;
+    static SEEN: Mutex<String> = Mutex::new(String::new());
+    let mut spec = support::spec("it::helpers::entry");
+    spec.mode = Some(pgclone::Mode::Database);
+    spec.golden = Some(counting_golden);
+    let test: fn(TestDb) -> _ = |db| async move {
+        let row = db
+            .client()
+            .query_one("select current_setting('data_directory')", &[])
+            .await
+            .unwrap();
+        let seen = format!("{} {}", row.get::<_, String>(0), db.dbname());
+        if std::env::var_os("PGCLONE_IT_HOLD").is_some() {
+            crate::helpers::report_and_wait_to_be_killed(&seen);
+        }
+        *SEEN.lock().unwrap() = seen;
+    };
+    pgclone::__private::run_async(spec, test);
+    SEEN.lock().unwrap().clone()
+}
+
+/// Under nextest (a process per test), the database-mode tests of a run's processes get their
+/// databases from one template server; the databases of processes that are gone are dropped,
+/// and once no process uses the server it stops and its clone goes.
+#[test]
+fn a_nextest_runs_processes_share_one_template_server_that_goes_after_the_last() {
+    let root = support::unique_root("shared-template");
+    let dir = migrations(&root);
+    let helper = |hold: bool| {
+        let mut cmd = support::helper("share_template");
+        cmd.env("PGCLONE_DIR", &root)
+            .env("PGCLONE_IT_MIGRATIONS", &dir)
+            .env("NEXTEST_RUN_ID", "a-run");
+        if hold {
+            cmd.env("PGCLONE_IT_HOLD", "1");
+        }
+        cmd
+    };
+    let mut holder = support::KilledOnDrop(helper(true).stdout(Stdio::piped()).spawn().unwrap());
+    let held = wait_for_report(&mut holder.0);
+    let (server_dir, held_db) = held.split_once(' ').unwrap();
+    let others: Vec<String> = (0..2).map(|_| helper_result(helper(false))).collect();
+    let mut databases = vec![held_db.to_string()];
+    for other in &others {
+        let (dir, db) = other
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("no report: {other}"));
+        assert_eq!(dir, server_dir, "every process uses the one shared server");
+        databases.push(db.to_string());
+    }
+    databases.sort();
+    databases.dedup();
+    assert_eq!(databases.len(), 3, "a database each: {databases:?}");
+    assert_eq!(
+        support::servers_under(&root).len(),
+        1,
+        "one server for the run"
+    );
+
+    // The server's address, as its keeper wrote it for the run's processes.
+    let server_file = std::fs::read_dir(root.join("shared"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "server"))
+        .expect("a .server file while the server runs");
+    let text = std::fs::read_to_string(&server_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let url = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        lines[2], lines[3]
+    );
+    let gone_processes_dbs_dropped = || {
+        let left = support::query_text(
+            &url,
+            "select coalesce(string_agg(datname, ' '), '') from pg_database where datname like 'concurrent\\_%'",
+        );
+        let left: Vec<&str> = left.split_whitespace().collect();
+        (left == [held_db]).then_some(()).ok_or(format!("{left:?}"))
+    };
+    wait_for(gone_processes_dbs_dropped, Duration::from_secs(10));
+
+    drop(holder); // SIGKILL: its lease goes with it
+    let server_gone = || {
+        let servers = support::servers_under(&root);
+        let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
+        (servers.is_empty() && clones == 0 && !server_file.exists())
+            .then_some(())
+            .ok_or(format!("servers {servers:?}, {clones} clone directories"))
+    };
+    wait_for(server_gone, Duration::from_secs(10));
+}
+
+/// Polls `check` until it passes, or fails the test with its last complaint after `limit`.
+fn wait_for(check: impl Fn() -> Result<(), String>, limit: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if started.elapsed() > limit => panic!("after {limit:?}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// `PGCLONE_MODE` sets the mode of tests that name none; without it, a `TestDb` test gets
-/// cluster mode and a sqlx test database mode (cluster mode under nextest); a value that is not
-/// a mode fails the test.
+/// cluster mode and a sqlx test database mode (under nextest too, where the run's processes
+/// share the template server); a value that is not a mode fails the test.
 #[test]
 fn pgclone_mode_sets_the_mode_of_tests_that_name_none() {
     let run = |mode: Option<&str>| {
@@ -842,12 +951,11 @@ fn pgclone_mode_sets_the_mode_of_tests_that_name_none() {
         helper_result(cmd)
     };
     assert_eq!(run(None), "cluster database");
-    // Under nextest (a process per test) every test that names no mode gets its own cluster.
     let mut nextest = support::helper("report_modes");
     nextest
         .env("NEXTEST_RUN_ID", "a-run")
         .env_remove("PGCLONE_MODE");
-    assert_eq!(helper_result(nextest), "cluster cluster");
+    assert_eq!(helper_result(nextest), "cluster database");
     assert_eq!(run(Some("database")), "database database");
     assert_eq!(run(Some("cluster")), "cluster cluster");
     let bad = run(Some("both"));

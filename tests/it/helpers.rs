@@ -41,6 +41,7 @@ fn entry() {
         "hold_testdbs" => crate::harness::hold_testdbs(),
         "fail_a_test" => crate::harness::fail_a_test(),
         "report_modes" => crate::harness::report_modes(),
+        "share_template" => crate::harness::share_template(),
         "use_pool" => crate::harness::use_pool(),
         "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
         "keep_databases" => crate::harness::keep_databases(),

@@ -52,6 +52,8 @@ pub fn helper_from(exe: &Path, task: &str) -> Command {
         "-q",
     ])
     .env("PGCLONE_IT_HELPER", task)
+    // A helper is a process of its own, not one of a nextest run (unless a test says so).
+    .env_remove("NEXTEST_RUN_ID")
     .stdin(Stdio::null());
     cmd
 }

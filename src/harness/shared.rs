@@ -1,0 +1,334 @@
+//! Template servers shared by the processes of a nextest run.
+//!
+//! nextest runs each test in a process of its own. A template server per process would clone and
+//! start a server for a single database, so in a run (`NEXTEST_RUN_ID`) the database-mode tests
+//! of one golden share one template server, which a *keeper* process runs:
+//!
+//! - `<root>/shared/<key>.lease`: every process using the server holds a shared `flock` on it
+//!   for its whole life (the kernel drops it however the process ends).
+//! - `<root>/shared/<key>.start`: held exclusively while a process checks for a keeper and, if
+//!   there is none, starts one and waits until it serves.
+//! - `<root>/shared/<key>.server`: written by the keeper once its server accepts connections
+//!   (the keeper's process id, its clone directory, socket directory and port); removed before
+//!   the server stops.
+//!
+//! The keeper is the test binary itself, run again for the test that needed it, with
+//! `PGCLONE_KEEPER` set: the harness goes as far as the golden, then serves it instead of running
+//! the test. It clones the golden into a clone directory of its own (reaped like any other if the
+//! keeper is killed; the server dies with the keeper). When it finds nobody holding the lease
+//! for [`IDLE_GRACE`], it takes the lease exclusively (a process arriving then waits for it,
+//! then starts a new keeper), stops its server and removes the clone. Meanwhile it drops the
+//! databases whose process is gone (a test's database is named after its process), so a test
+//! process never waits for a drop before it exits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::harness::golden::BuiltGolden;
+use crate::postgres::libpq::ConnectParams;
+use crate::postgres::server::{self, SUPERUSER};
+use crate::postgres::session::Session;
+use crate::postgres::wire::{quote_ident, quote_literal};
+use crate::store::lock::FileLock;
+use crate::store::root::{self, ProcessId};
+
+/// How long a keeper waits, with no process holding the lease, before it stops its server: long
+/// enough for nextest to start the next test process of a slot and for it to take the lease.
+pub(crate) const IDLE_GRACE: Duration = Duration::from_millis(500);
+/// How often a keeper looks at the lease and its server.
+const POLL: Duration = Duration::from_millis(50);
+/// How often it drops the databases of processes that are gone.
+const SWEEP_EVERY: u32 = 4;
+
+/// Where a keeper of `golden` is found: a live keeper's server.
+#[derive(Debug)]
+pub(crate) struct SharedServer {
+    pub keeper: ProcessId,
+    pub dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    /// This process's lease: held as long as the process uses the server (never read: holding
+    /// it is the point).
+    pub _lease: FileLock,
+}
+
+/// The files that coordinate the keeper of one golden and its users.
+struct Files {
+    lease: PathBuf,
+    start: PathBuf,
+    server: PathBuf,
+    /// The keeper's errors.
+    log: PathBuf,
+}
+
+impl Files {
+    fn of(golden: &BuiltGolden) -> Files {
+        let dir = golden.root.shared_dir();
+        let key = golden_key(golden);
+        Files {
+            lease: dir.join(format!("{key}.lease")),
+            start: dir.join(format!("{key}.start")),
+            server: dir.join(format!("{key}.server")),
+            log: dir.join(format!("{key}.log")),
+        }
+    }
+}
+
+/// The golden's key: its directory's name under `<root>/golden`.
+pub(crate) fn golden_key(golden: &BuiltGolden) -> String {
+    golden
+        .data_dir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The shared server of `golden`, started by a new keeper (the test binary re-run for `test`,
+/// libtest's name of it) if none serves. Holds this process's lease from now on.
+pub(crate) fn server_for(
+    golden: &Arc<BuiltGolden>,
+    config: &Config,
+    test: &str,
+) -> Result<SharedServer> {
+    let files = Files::of(golden);
+    let patience = Duration::from_secs(10);
+    // Shared first: a keeper stopping now holds it exclusively, and its server is not ours.
+    let lease = FileLock::shared(&files.lease, patience, || {
+        eprintln!("pgclone: waiting for the shared template server of this run to stop")
+    })?;
+    let _start = FileLock::exclusive(&files.start, patience, || {
+        eprintln!("pgclone: waiting for another test process to start the shared template server")
+    })?;
+    if let Some(found) = read_server_file(&files.server) {
+        return Ok(found.with_lease(lease));
+    }
+    let exe = config
+        .exe
+        .as_deref()
+        .ok_or_else(|| Error::new(ErrorKind::Unsupported, "this test binary's path is unknown"))?;
+    let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
+    let keeper =
+        server::spawn_keeper(exe, &Config::working_dir()?, test, &golden_key(golden), log)?;
+    wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT)
+        .map(|found| found.with_lease(lease))
+}
+
+/// What a `.server` file says, if its keeper is alive.
+struct Found {
+    keeper: ProcessId,
+    dir: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+}
+
+impl Found {
+    fn with_lease(self, lease: FileLock) -> SharedServer {
+        SharedServer {
+            keeper: self.keeper,
+            dir: self.dir,
+            socket_dir: self.socket_dir,
+            port: self.port,
+            _lease: lease,
+        }
+    }
+}
+
+fn read_server_file(path: &Path) -> Option<Found> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let found = Found {
+        keeper: ProcessId::parse(lines.next()?)?,
+        dir: PathBuf::from(lines.next()?),
+        socket_dir: PathBuf::from(lines.next()?),
+        port: lines.next()?.parse().ok()?,
+    };
+    found.keeper.is_alive().then_some(found)
+}
+
+fn wait_for_keeper(mut keeper: server::Keeper, files: &Files, timeout: Duration) -> Result<Found> {
+    let started = Instant::now();
+    let log = || {
+        let text = std::fs::read_to_string(&files.log).unwrap_or_default();
+        let last: Vec<&str> = text.lines().rev().take(5).collect();
+        last.into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
+    loop {
+        if let Some(found) = read_server_file(&files.server) {
+            // Not waited for: it outlives this process, and init reaps it.
+            drop(keeper);
+            return Ok(found);
+        }
+        if let Some(status) = keeper.exited() {
+            return Err(Error::new(
+                ErrorKind::ServerStart,
+                format!(
+                    "the keeper of the shared template server exited ({status}) before serving: {}",
+                    log()
+                ),
+            ));
+        }
+        if started.elapsed() > timeout {
+            keeper.abandon();
+            return Err(Error::new(
+                ErrorKind::ServerStart,
+                format!(
+                    "the keeper of the shared template server did not serve within {} s",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A database name that says which process made it, so that the keeper can drop it once that
+/// process is gone: `<prefix>_<pid>_<start time>_<random>`.
+pub(crate) fn database_name(prefix: &str) -> Result<String> {
+    let prefix: String = prefix.chars().take(24).collect();
+    let owner = ProcessId::current()?.to_string().replace(' ', "_");
+    let random = &crate::postgres::data_dir::new_password()?[..8];
+    Ok(format!("{prefix}_{owner}_{random}"))
+}
+
+/// The process that made the database named by [`database_name`].
+fn maker_of(name: &str) -> Option<ProcessId> {
+    let mut parts = name.rsplit('_');
+    let _random = parts.next()?;
+    let start = parts.next()?;
+    let pid = parts.next()?;
+    ProcessId::parse(&format!("{pid} {start}"))
+}
+
+/// The keeper: serves `golden` (whose key must be `wanted`) until nobody uses it, then exits
+/// the process. Never returns.
+pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, wanted: &str) -> ! {
+    let code = match serve(golden, wanted) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pgclone keeper: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve(golden: &Arc<BuiltGolden>, wanted: &str) -> Result<()> {
+    if golden_key(golden) != wanted {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "asked to serve golden {wanted}, but this test uses {}",
+                golden_key(golden)
+            ),
+        ));
+    }
+    let files = Files::of(golden);
+    let (mut server, dir, _) = golden.start_clone(|data| golden.copy_to(data))?;
+    let serving = (|| {
+        let mut sweeper = Session::connect(&ConnectParams::socket(
+            server.socket_dir(),
+            server.port(),
+            SUPERUSER,
+            admin_database(golden),
+            "pgclone keeper",
+        ))?;
+        write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
+        let mut idle_since: Option<Instant> = None;
+        for round in 1u32.. {
+            std::thread::sleep(POLL);
+            if server.has_exited() {
+                return Err(Error::new(
+                    ErrorKind::ServerStart,
+                    "the shared template server exited",
+                ));
+            }
+            match FileLock::try_exclusive(&files.lease)? {
+                // Nobody uses it; for long enough: stop, holding the lease so nobody starts to.
+                Some(lease) if idle_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE) => {
+                    let _ = std::fs::remove_file(&files.server);
+                    drop(sweeper);
+                    let stopped = server.stop_immediately();
+                    drop(lease);
+                    return stopped;
+                }
+                Some(_) => {
+                    idle_since.get_or_insert_with(Instant::now);
+                }
+                None => idle_since = None,
+            }
+            if round % SWEEP_EVERY == 0 {
+                // Not worth stopping the run's server for: the next sweep tries again.
+                if let Err(e) = drop_abandoned(&mut sweeper, &golden.dbname) {
+                    eprintln!("pgclone keeper: {e}");
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    })();
+    let _ = std::fs::remove_file(&files.server);
+    let _ = root::remove_clone_dir(&dir);
+    serving
+}
+
+/// The database sessions that are not the template's own sit in.
+pub(crate) fn admin_database(golden: &BuiltGolden) -> &'static str {
+    if golden.dbname == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    }
+}
+
+fn write_server_file(path: &Path, dir: &Path, socket_dir: &Path, port: u16) -> Result<()> {
+    let text = format!(
+        "{}\n{}\n{}\n{port}\n",
+        ProcessId::current()?,
+        dir.display(),
+        socket_dir.display()
+    );
+    // Written aside and renamed: a reader never sees half of it.
+    let aside = path.with_extension("server.tmp");
+    std::fs::write(&aside, text).doing("write", &aside)?;
+    std::fs::rename(&aside, path).doing("write", path)
+}
+
+/// Drops the databases made from the template whose making process is gone.
+fn drop_abandoned(session: &mut Session, template: &str) -> Result<()> {
+    let prefix: String = template.chars().take(24).collect();
+    let rows = session.query(&format!(
+        "select datname from pg_database where datname like {} and datname <> {}",
+        quote_literal(&format!("{}\\_%", prefix.replace('_', "\\_"))),
+        quote_literal(template),
+    ))?;
+    for name in rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+    {
+        if maker_of(&name).is_some_and(|maker| !maker.is_alive()) {
+            // Its process may have begun the drop itself: then this one fails, and that is fine.
+            let _ = session.query(&format!(
+                "drop database if exists {} with (force)",
+                quote_ident(&name)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_name_says_which_process_made_it() {
+        let name = database_name("bookshelf_with_a_long_golden_name").unwrap();
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.starts_with("bookshelf_with_a_long_go_"), "{name}");
+        assert_eq!(maker_of(&name), Some(ProcessId::current().unwrap()));
+        assert_eq!(maker_of("bookshelf"), None);
+    }
+}
