@@ -13,13 +13,17 @@
 //!   the server stops.
 //!
 //! The keeper is the test binary itself, run again for the test that needed it, with
-//! `PGCLONE_KEEPER` set: the harness goes as far as the golden, then serves it instead of running
-//! the test. It clones the golden into a clone directory of its own (reaped like any other if the
-//! keeper is killed; the server dies with the keeper). When it finds nobody holding the lease
-//! for [`IDLE_GRACE`], it takes the lease exclusively (a process arriving then waits for it,
-//! then starts a new keeper), stops its server and removes the clone. Meanwhile it drops the
-//! databases whose process is gone (a test's database is named after its process), so a test
-//! process never waits for a drop before it exits.
+//! `PGCLONE_KEEPER=<golden key> <runner>` set: the harness goes as far as the golden, then serves
+//! it instead of running the test. It clones the golden into a clone directory of its own (reaped
+//! like any other if the keeper is killed; the server dies with the keeper).
+//!
+//! The *runner* is the parent of the test process that started the keeper: nextest itself. The
+//! run is over when the runner is gone; until then a golden's tests may come at any time (nextest
+//! runs them in name order, mixed with other goldens' tests). So the keeper stops once nobody holds
+//! the lease and either the runner is gone or nobody has held it for [`IDLE_LIMIT`]: it takes the
+//! lease exclusively (a process arriving then waits, then starts a new keeper), stops its server
+//! and removes the clone. Meanwhile it drops the databases whose process is gone (a test's
+//! database is named after its process), so a test process never waits for a drop before it exits.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,9 +39,9 @@ use crate::postgres::wire::{quote_ident, quote_literal};
 use crate::store::lock::FileLock;
 use crate::store::root::{self, ProcessId};
 
-/// How long a keeper waits, with no process holding the lease, before it stops its server: long
-/// enough for nextest to start the next test process of a slot and for it to take the lease.
-pub(crate) const IDLE_GRACE: Duration = Duration::from_millis(500);
+/// How long a keeper of a run still going waits, with no process holding the lease, before it
+/// stops its server: the golden's tests are likely over.
+pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// How often a keeper looks at the lease and its server.
 const POLL: Duration = Duration::from_millis(50);
 /// How often it drops the databases of processes that are gone.
@@ -111,8 +115,15 @@ pub(crate) fn server_for(
         .as_deref()
         .ok_or_else(|| Error::new(ErrorKind::Unsupported, "this test binary's path is unknown"))?;
     let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
-    let keeper =
-        server::spawn_keeper(exe, &Config::working_dir()?, test, &golden_key(golden), log)?;
+    // The runner: this process's parent (nextest), whose end is the end of the run.
+    let runner = ProcessId::parent()?;
+    let keeper = server::spawn_keeper(
+        exe,
+        &Config::working_dir()?,
+        test,
+        &format!("{} {runner}", golden_key(golden)),
+        log,
+    )?;
     wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT)
         .map(|found| found.with_lease(lease))
 }
@@ -203,10 +214,10 @@ fn maker_of(name: &str) -> Option<ProcessId> {
     ProcessId::parse(&format!("{pid} {start}"))
 }
 
-/// The keeper: serves `golden` (whose key must be `wanted`) until nobody uses it, then exits
-/// the process. Never returns.
-pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, wanted: &str) -> ! {
-    let code = match serve(golden, wanted) {
+/// The keeper: serves `golden` until nobody uses it, then exits the process. `asked` is
+/// `PGCLONE_KEEPER`: the golden's key (it must be `golden`'s) and the runner. Never returns.
+pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str) -> ! {
+    let code = match serve(golden, asked) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("pgclone keeper: {e}");
@@ -216,7 +227,8 @@ pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, wanted: &str) -> ! {
     std::process::exit(code)
 }
 
-fn serve(golden: &Arc<BuiltGolden>, wanted: &str) -> Result<()> {
+fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
+    let (wanted, runner) = asked.split_once(' ').unwrap_or((asked, ""));
     if golden_key(golden) != wanted {
         return Err(Error::new(
             ErrorKind::InvalidConfig,
@@ -226,6 +238,9 @@ fn serve(golden: &Arc<BuiltGolden>, wanted: &str) -> Result<()> {
             ),
         ));
     }
+    // Unknown: as good as gone (the server then lasts while processes hold the lease).
+    let runner = ProcessId::parse(runner);
+    let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());
     let files = Files::of(golden);
     let (mut server, dir, _) = golden.start_clone(|data| golden.copy_to(data))?;
     let serving = (|| {
@@ -247,8 +262,10 @@ fn serve(golden: &Arc<BuiltGolden>, wanted: &str) -> Result<()> {
                 ));
             }
             match FileLock::try_exclusive(&files.lease)? {
-                // Nobody uses it; for long enough: stop, holding the lease so nobody starts to.
-                Some(lease) if idle_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE) => {
+                // Nobody uses it, and nobody will: stop, holding the lease so nobody starts to.
+                Some(lease)
+                    if run_is_over() || idle_since.is_some_and(|t| t.elapsed() >= IDLE_LIMIT) =>
+                {
                     let _ = std::fs::remove_file(&files.server);
                     drop(sweeper);
                     let stopped = server.stop_immediately();

@@ -420,6 +420,18 @@ impl ProcessId {
         Ok(ProcessId { pid, start_time })
     }
 
+    /// This process's parent.
+    pub fn parent() -> Result<ProcessId> {
+        let pid = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get() as u32);
+        let start_time = crate::sys::process_start_time(pid).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                format!("read the start time of this process's parent (pid {pid})"),
+            )
+        })?;
+        Ok(ProcessId { pid, start_time })
+    }
+
     pub fn parse(text: &str) -> Option<ProcessId> {
         let mut words = text.split_whitespace();
         Some(ProcessId {

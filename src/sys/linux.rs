@@ -18,13 +18,20 @@ use super::User;
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
-/// `None` if there is no such process. With the pid it tells a process from a later one that
-/// got the same pid.
+/// `None` if there is no such process, or it has exited and waits to be reaped (a zombie uses
+/// nothing any more). With the pid it tells a process from a later one that got the same pid.
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time in a `/proc/<pid>/stat` line, unless the process is a zombie.
+fn start_time_in(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether a process `pid` exists (a zombie counts), whoever owns it.
@@ -424,6 +431,13 @@ mod tests {
         assert_eq!(process_start_time(NO_SUCH_PID), None);
         assert!(process_exists(me));
         assert!(!process_exists(NO_SUCH_PID));
+
+        // One that has exited but is not reaped yet has none either.
+        let running =
+            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 5 6";
+        assert_eq!(start_time_in(running), Some(987654));
+        let zombie = running.replace(") S ", ") Z ");
+        assert_eq!(start_time_in(&zombie), None);
     }
 
     #[test]

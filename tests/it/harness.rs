@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgclone::{Golden, TestDb};
@@ -828,8 +828,8 @@ pub fn report_modes() -> String {
 }
 
 /// Runs in a helper process, as one test process of a nextest run: a database-mode test, named
-/// as libtest knows this entry point (so that a keeper can run it again), that reports its
-/// server's data directory and its database; with `PGCLONE_IT_HOLD` it then waits to be killed.
+/// as libtest knows this entry point (so that a keeper can run it again), that reports its pid,
+/// its server's data directory and its database; with `PGCLONE_IT_HOLD` it then waits to be killed.
 pub fn share_template() -> String {
     use std::sync::Mutex;
     static SEEN: Mutex<String> = Mutex::new(String::new());
@@ -842,7 +842,12 @@ pub fn share_template() -> String {
             .query_one("select current_setting('data_directory')", &[])
             .await
             .unwrap();
-        let seen = format!("{} {}", row.get::<_, String>(0), db.dbname());
+        let seen = format!(
+            "{} {} {}",
+            std::process::id(),
+            row.get::<_, String>(0),
+            db.dbname()
+        );
         if std::env::var_os("PGCLONE_IT_HOLD").is_some() {
             crate::helpers::report_and_wait_to_be_killed(&seen);
         }
@@ -853,10 +858,11 @@ pub fn share_template() -> String {
 }
 
 /// Under nextest (a process per test), the database-mode tests of a run's processes get their
-/// databases from one template server; the databases of processes that are gone are dropped,
-/// and once no process uses the server it stops and its clone goes.
+/// databases from one template server, which outlives gaps between them while the run goes on;
+/// the databases of processes that are gone are dropped; once the run is over and no process
+/// uses the server, it stops and its clone goes.
 #[test]
-fn a_nextest_runs_processes_share_one_template_server_that_goes_after_the_last() {
+fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
     let root = support::unique_root("shared-template");
     let dir = migrations(&root);
     let helper = |hold: bool| {
@@ -869,21 +875,32 @@ fn a_nextest_runs_processes_share_one_template_server_that_goes_after_the_last()
         }
         cmd
     };
-    let mut holder = support::KilledOnDrop(helper(true).stdout(Stdio::piped()).spawn().unwrap());
-    let held = wait_for_report(&mut holder.0);
-    let (server_dir, held_db) = held.split_once(' ').unwrap();
-    let others: Vec<String> = (0..2).map(|_| helper_result(helper(false))).collect();
-    let mut databases = vec![held_db.to_string()];
-    for other in &others {
-        let (dir, db) = other
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("no report: {other}"));
-        assert_eq!(dir, server_dir, "every process uses the one shared server");
-        databases.push(db.to_string());
-    }
-    databases.sort();
-    databases.dedup();
-    assert_eq!(databases.len(), 3, "a database each: {databases:?}");
+    // The run's runner, as nextest is: the parent of the first test process, alive until this
+    // test closes its stdin.
+    let holder = helper(true);
+    let mut runner = Command::new("sh");
+    runner
+        .args(["-c", "\"$@\"; read _", "sh"])
+        .arg(holder.get_program())
+        .args(holder.get_args())
+        .envs(holder.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
+    let held = wait_for_report(&mut runner.0);
+    let report = |line: &str| -> (u32, String, String) {
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 3, "a report: {line}");
+        (parts[0].parse().unwrap(), parts[1].into(), parts[2].into())
+    };
+    let (holder_pid, server_dir, held_db) = report(&held);
+
+    let (_, dir_b, db_b) = report(&helper_result(helper(false)));
+    assert_eq!(
+        dir_b, server_dir,
+        "the second process uses the first one's server"
+    );
+    assert_ne!(db_b, held_db, "a database each");
     assert_eq!(
         support::servers_under(&root).len(),
         1,
@@ -903,17 +920,34 @@ fn a_nextest_runs_processes_share_one_template_server_that_goes_after_the_last()
         "host={} port={} user=postgres dbname=postgres",
         lines[2], lines[3]
     );
-    let gone_processes_dbs_dropped = || {
+    let test_databases = || {
         let left = support::query_text(
             &url,
-            "select coalesce(string_agg(datname, ' '), '') from pg_database where datname like 'concurrent\\_%'",
+            "select coalesce(string_agg(datname, ' ' order by datname), '') from pg_database where datname like 'concurrent\\_%'",
         );
-        let left: Vec<&str> = left.split_whitespace().collect();
-        (left == [held_db]).then_some(()).ok_or(format!("{left:?}"))
+        left.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
-    wait_for(gone_processes_dbs_dropped, Duration::from_secs(10));
+    let only_the_holders_left = || {
+        let left = test_databases();
+        (left == [held_db.clone()])
+            .then_some(())
+            .ok_or(format!("{left:?}"))
+    };
+    wait_for(only_the_holders_left, Duration::from_secs(10));
 
-    drop(holder); // SIGKILL: its lease goes with it
+    // No process holds the server now, but the run goes on: the next test process finds it.
+    assert_eq!(unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) }, 0);
+    assert!(wait_until_gone(holder_pid, Duration::from_secs(5)));
+    let (_, dir_c, _) = report(&helper_result(helper(false)));
+    assert_eq!(
+        dir_c, server_dir,
+        "the server outlived the gap between processes"
+    );
+
+    // The run ends: nobody holds the server, nobody will; it stops and its clone goes.
+    drop(runner.0.stdin.take());
     let server_gone = || {
         let servers = support::servers_under(&root);
         let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
