@@ -15,8 +15,9 @@
 //! - sqlx::test's server is a `TempCluster` of this process: pgclone's test settings (fsync off,
 //!   ...), the same binaries, the same file system as `PGCLONE_DIR`.
 //! - pgclone runs cold (a fresh pgclone directory: the goldens are built during the run), then
-//!   warm (goldens cached), in its default mode (database mode under cargo test, a server per
-//!   test under nextest) and with `PGCLONE_MODE=cluster`.
+//!   warm (goldens cached), in its default mode (database mode for these sqlx-typed tests: in
+//!   the process's template server under cargo test, in the run's shared one under nextest) and
+//!   with `PGCLONE_MODE=cluster`.
 //! - Only the run is timed: each copy's tests are built first (`--no-run`), with the same
 //!   environment, and a timed run that compiles anything fails the benchmark.
 //!
@@ -549,8 +550,9 @@ fn markdown(machine: &str, rounds: usize, fixtures: &[(u64, u64, u64)], rows: &[
         "\n- sqlx::test: per test, `CREATE DATABASE` on the benchmark's server, then the \
          migrations and the fixtures.\n\
          - pgclone cold: an empty `PGCLONE_DIR`, the goldens are built during the run; warm: \
-         goldens cached, in the default mode (database mode under cargo test, a server per test \
-         under nextest); the last column with `PGCLONE_MODE=cluster`, warm.\n"
+         goldens cached, in the default mode (database mode: the process's template server \
+         under cargo test, the run's shared one under nextest); the last column with \
+         `PGCLONE_MODE=cluster`, warm.\n"
     );
     let _ = writeln!(
         md,

@@ -49,9 +49,9 @@ pub trait TestArg: Sized {
     const CLIENT: bool = false;
 
     /// The mode a test with this argument gets when neither its attribute nor `PGCLONE_MODE`
-    /// names one, under `cargo test` (under nextest, a process per test, every test gets
-    /// cluster mode): cluster mode, except for sqlx's types, which get a database per test as
-    /// `#[sqlx::test]` gives (faster for such suites: README, section "Against `#[sqlx::test]`").
+    /// names one, under `cargo test` and nextest alike: cluster mode, except for sqlx's types,
+    /// which get a database per test as `#[sqlx::test]` gives (faster for such suites: README,
+    /// section "Against `#[sqlx::test]`").
     const MODE: Mode = Mode::Cluster;
 
     /// Whether this is one of sqlx's types, whose tests get the crate's `./migrations` (sqlx's
