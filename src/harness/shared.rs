@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::postgres::libpq::ConnectParams;
+use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{self, SUPERUSER};
 use crate::postgres::session::Session;
 use crate::postgres::wire::{quote_ident, quote_literal};
@@ -46,6 +47,9 @@ pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 /// How often it drops the databases of processes that are gone.
 const SWEEP_EVERY: u32 = 4;
+/// The shared server's `max_connections`: each test process holds two admin sessions, its
+/// client and a pool (sqlx's: up to 5), and nextest runs a process per core at once.
+const MAX_CONNECTIONS: &str = "400";
 
 /// Where a keeper of `golden` is found: a live keeper's server.
 #[derive(Debug)]
@@ -93,11 +97,7 @@ pub(crate) fn golden_key(golden: &BuiltGolden) -> String {
 
 /// The shared server of `golden`, started by a new keeper (the test binary re-run for `test`,
 /// libtest's name of it) if none serves. Holds this process's lease from now on.
-pub(crate) fn server_for(
-    golden: &Arc<BuiltGolden>,
-    config: &Config,
-    test: &str,
-) -> Result<SharedServer> {
+pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &str) -> Result<SharedServer> {
     let files = Files::of(golden);
     let patience = Duration::from_secs(10);
     // Shared first: a keeper stopping now holds it exclusively, and its server is not ours.
@@ -110,15 +110,10 @@ pub(crate) fn server_for(
     if let Some(found) = read_server_file(&files.server) {
         return Ok(found.with_lease(lease));
     }
-    let exe = config
-        .exe
-        .as_deref()
-        .ok_or_else(|| Error::new(ErrorKind::Unsupported, "this test binary's path is unknown"))?;
     let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
     // The runner: this process's parent (nextest), whose end is the end of the run.
     let runner = ProcessId::parent()?;
     let keeper = server::spawn_keeper(
-        exe,
         &Config::working_dir()?,
         test,
         &format!("{} {runner}", golden_key(golden)),
@@ -242,7 +237,8 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
     let runner = ProcessId::parse(runner);
     let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());
     let files = Files::of(golden);
-    let (mut server, dir, _) = golden.start_clone(|data| golden.copy_to(data))?;
+    let options = ServerOptions::new().setting("max_connections", MAX_CONNECTIONS);
+    let (mut server, dir, _) = golden.start_clone_with(options, |data| golden.copy_to(data))?;
     let serving = (|| {
         let mut sweeper = Session::connect(&ConnectParams::socket(
             server.socket_dir(),
@@ -266,7 +262,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
                 Some(lease)
                     if run_is_over() || idle_since.is_some_and(|t| t.elapsed() >= IDLE_LIMIT) =>
                 {
-                    let _ = std::fs::remove_file(&files.server);
+                    remove_server_file(&files.server);
                     drop(sweeper);
                     let stopped = server.stop_immediately();
                     drop(lease);
@@ -286,9 +282,19 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
         }
         unreachable!("the loop returns")
     })();
-    let _ = std::fs::remove_file(&files.server);
+    // After an error (the stop removed it before the lease went): another keeper may serve by now.
+    remove_server_file(&files.server);
     let _ = root::remove_clone_dir(&dir);
     serving
+}
+
+/// Removes the `.server` file if it is this keeper's.
+fn remove_server_file(path: &Path) {
+    let mine = ProcessId::current().ok().map(|me| me.to_string());
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if mine.is_some_and(|me| text.lines().next() == Some(me.as_str())) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The database sessions that are not the template's own sit in.

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::{self, SharedServer};
@@ -44,14 +43,6 @@ pub(crate) struct TemplateServer {
     shared: Option<SharedServer>,
 }
 
-/// A test in a run of many processes (nextest), which shares the run's template server: its
-/// configuration, and libtest's name of it (for the keeper to run).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SharedBy<'a> {
-    pub config: &'a Config,
-    pub test: &'static str,
-}
-
 type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
 
 fn templates() -> &'static Templates {
@@ -64,9 +55,11 @@ fn templates() -> &'static Templates {
 
 /// A new database copied from `golden`'s, in this process's template server for it (started
 /// on first use, and started again if it died): the server and the database's name.
+/// `shared_by`: libtest's name of a test in a run of many processes (nextest), which uses the
+/// template server the run shares (the keeper runs that test again).
 pub(crate) async fn create_database(
     golden: &Arc<BuiltGolden>,
-    shared_by: Option<SharedBy<'_>>,
+    shared_by: Option<&'static str>,
 ) -> Result<(Arc<TemplateServer>, String)> {
     let template = template_for(golden.clone(), shared_by).await?;
     let t = template.clone();
@@ -92,7 +85,7 @@ pub(crate) async fn create_database(
 /// This process's template server for `golden`, started (or, shared, found) on first use.
 async fn template_for(
     golden: Arc<BuiltGolden>,
-    shared_by: Option<SharedBy<'_>>,
+    shared_by: Option<&'static str>,
 ) -> Result<Arc<TemplateServer>> {
     let cell = templates()
         .lock()
@@ -100,11 +93,10 @@ async fn template_for(
         .entry(golden.data_dir.clone())
         .or_default()
         .clone();
-    let shared_by = shared_by.map(|by| (by.config.clone(), by.test));
     let template = cell
         .get_or_try_init(|| {
             crate::harness::golden::blocking(move || match shared_by {
-                Some((config, test)) => TemplateServer::shared(golden, &config, test),
+                Some(test) => TemplateServer::shared(golden, test),
                 None => TemplateServer::start(golden),
             })
         })
@@ -121,12 +113,8 @@ impl TemplateServer {
     }
 
     /// The server the run's processes share, or, if that fails, this process's own.
-    fn shared(
-        golden: Arc<BuiltGolden>,
-        config: &Config,
-        test: &str,
-    ) -> Result<Arc<TemplateServer>> {
-        let connected = shared::server_for(&golden, config, test).and_then(|shared| {
+    fn shared(golden: Arc<BuiltGolden>, test: &str) -> Result<Arc<TemplateServer>> {
+        let connected = shared::server_for(&golden, test).and_then(|shared| {
             let (dir, socket_dir, port) =
                 (shared.dir.clone(), shared.socket_dir.clone(), shared.port);
             Self::connect(golden.clone(), dir, socket_dir, port, None, Some(shared))
@@ -218,6 +206,11 @@ impl TemplateServer {
         let _ = std::thread::Builder::new()
             .name("pgclone-drop-database".into())
             .spawn(move || template.drop_database(&name));
+    }
+
+    /// Whether this is the server a nextest run's processes share (its keeper's, not ours).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Whether its server has exited (crashed, or was killed). A dead server's directory is

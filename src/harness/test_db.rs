@@ -16,7 +16,7 @@ use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
 use crate::harness::pool;
 use crate::harness::remote::{self, Created, RemoteServer};
 use crate::harness::shared;
-use crate::harness::template::{self, SharedBy, TemplateServer};
+use crate::harness::template::{self, TemplateServer};
 use crate::postgres::libpq::{ConnectParams, Secret};
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::socket_dir::SocketDir;
@@ -397,11 +397,7 @@ impl TestDbBuilder<'_> {
         // A process per test (nextest): its database comes from the server the run shares.
         let shared_by = self
             .test_name
-            .filter(|_| config.run_id.is_some() && config.keep == Keep::Never)
-            .map(|test| SharedBy {
-                config: &config,
-                test,
-            });
+            .filter(|_| config.run_id.is_some() && config.keep == Keep::Never);
         let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
             pool::take(&golden, mode, size)
@@ -453,7 +449,7 @@ impl TestDb {
         golden: Arc<BuiltGolden>,
         mode: Mode,
         client: bool,
-        shared_by: Option<SharedBy<'_>>,
+        shared_by: Option<&'static str>,
     ) -> Result<TestDb> {
         match mode {
             Mode::Cluster => {
@@ -578,6 +574,14 @@ fn keep(owned: Owned, why: &str) {
             // The whole clone, marked now (so that no reaper takes it if this process is
             // killed); its server keeps serving the process's tests and stops cleanly at exit.
             let socket_dir = template.keep();
+            if let (true, Err(e)) = (template.is_shared(), &socket_dir) {
+                // The run's server is its keeper's: nothing here is kept, nothing marked.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "pgclone: did not keep this test's database {dbname} ({why}): {e}"
+                );
+                return;
+            }
             let marked = root::mark_kept(&template.dir, socket_dir.as_deref().ok());
             (
                 template.dir.clone(),

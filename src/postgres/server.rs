@@ -545,22 +545,24 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
     }
 }
 
-/// Starts the keeper of a shared template server (`harness/shared.rs`): this test binary, run
-/// again for libtest's `test` with `PGCLONE_KEEPER=<golden key>`. Detached (its own session,
+/// Starts the keeper of a shared template server (`harness/shared.rs`): this test binary (the
+/// running one, not whatever its path names by now), run again for libtest's `test` with
+/// `PGCLONE_KEEPER=<keeper>` (the golden's key and the run's runner). Detached (its own session,
 /// no death signal, its errors in `log`): it outlives this process, and stops its server itself.
-pub(crate) fn spawn_keeper(
-    exe: &Path,
-    cwd: &Path,
-    test: &str,
-    golden_key: &str,
-    log: File,
-) -> Result<Keeper> {
-    let mut cmd = command(exe, None, cwd, None);
-    cmd.args([test, "--exact", "--include-ignored", "--test-threads=1"])
-        .env("PGCLONE_KEEPER", golden_key)
-        .env("PGCLONE_POOL", "0")
-        .stdout(Stdio::null())
-        .stderr(log);
+pub(crate) fn spawn_keeper(cwd: &Path, test: &str, keeper: &str, log: File) -> Result<Keeper> {
+    let mut cmd = command(&crate::sys::own_executable(), None, cwd, None);
+    // --nocapture: libtest would swallow what the keeper says about why it stopped.
+    cmd.args([
+        test,
+        "--exact",
+        "--include-ignored",
+        "--test-threads=1",
+        "--nocapture",
+    ])
+    .env("PGCLONE_KEEPER", keeper)
+    .env("PGCLONE_POOL", "0")
+    .stdout(Stdio::null())
+    .stderr(log);
     spawn(cmd, "the shared template server's keeper", None).map(Keeper)
 }
 

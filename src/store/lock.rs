@@ -92,11 +92,14 @@ fn holders(file: &File) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// Opens (creating it private: another user able to open it could hold it) a lock file.
 fn open(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .doing("open lock file", path)
 }

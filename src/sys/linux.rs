@@ -54,6 +54,11 @@ pub(crate) fn process_args(pid: u32) -> Option<Vec<OsString>> {
     Some(args)
 }
 
+/// A path that runs this very executable, even if the file its path named was replaced since.
+pub(crate) fn own_executable() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
 /// The working directory of process `pid` (readable for one's own processes, or as root).
 pub(crate) fn process_cwd(pid: u32) -> io::Result<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd"))

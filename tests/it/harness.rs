@@ -842,12 +842,13 @@ pub fn share_template() -> String {
             .query_one("select current_setting('data_directory')", &[])
             .await
             .unwrap();
-        let seen = format!(
-            "{} {} {}",
-            std::process::id(),
-            row.get::<_, String>(0),
-            db.dbname()
-        );
+        let data_dir: String = row.get(0);
+        if std::env::var_os("PGCLONE_IT_KEEP").is_some() {
+            let kept = db.keep();
+            *SEEN.lock().unwrap() = format!("{} {data_dir} {}", std::process::id(), kept.display());
+            return;
+        }
+        let seen = format!("{} {data_dir} {}", std::process::id(), db.dbname());
         if std::env::var_os("PGCLONE_IT_HOLD").is_some() {
             crate::helpers::report_and_wait_to_be_killed(&seen);
         }
@@ -894,6 +895,8 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
         (parts[0].parse().unwrap(), parts[1].into(), parts[2].into())
     };
     let (holder_pid, server_dir, held_db) = report(&held);
+    // Killed with the test if it fails first: the runner's SIGKILL does not reach it.
+    let _holder = KillOnDrop(holder_pid);
 
     let (_, dir_b, db_b) = report(&helper_result(helper(false)));
     assert_eq!(
@@ -937,13 +940,32 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
     };
     wait_for(only_the_holders_left, Duration::from_secs(10));
 
-    // No process holds the server now, but the run goes on: the next test process finds it.
+    // No process holds the server now, but the run goes on: the next test process finds it,
+    // and the killed holder's database (it could not drop it) is dropped by the keeper.
     assert_eq!(unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) }, 0);
     assert!(wait_until_gone(holder_pid, Duration::from_secs(5)));
     let (_, dir_c, _) = report(&helper_result(helper(false)));
     assert_eq!(
         dir_c, server_dir,
         "the server outlived the gap between processes"
+    );
+    let none_left = || {
+        let left = test_databases();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    };
+    wait_for(none_left, Duration::from_secs(10));
+
+    // keep() cannot keep a database of the run's server: it says so and marks nothing.
+    let kept = helper(false).env("PGCLONE_IT_KEEP", "1").output().unwrap();
+    let (_, _, kept_dir) = report(&support::result_of(&kept));
+    let stderr = String::from_utf8_lossy(&kept.stderr);
+    assert!(
+        stderr.contains("did not keep this test's database"),
+        "{stderr}"
+    );
+    assert!(
+        !Path::new(&kept_dir).join("keep").exists(),
+        "the keeper's clone was marked kept"
     );
 
     // The run ends: nobody holds the server, nobody will; it stops and its clone goes.
@@ -956,6 +978,15 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
             .ok_or(format!("servers {servers:?}, {clones} clone directories"))
     };
     wait_for(server_gone, Duration::from_secs(10));
+}
+
+/// SIGKILLs a process when dropped (it may be gone already).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
 }
 
 /// Polls `check` until it passes, or fails the test with its last complaint after `limit`.

@@ -51,12 +51,21 @@ impl BuiltGolden {
         &self,
         copy: impl FnOnce(&Path) -> Result<CloneReport>,
     ) -> Result<(Server, PathBuf, CopyMethod)> {
+        self.start_clone_with(ServerOptions::new(), copy)
+    }
+
+    /// [`start_clone`](Self::start_clone) with these server options.
+    pub fn start_clone_with(
+        &self,
+        options: ServerOptions,
+        copy: impl FnOnce(&Path) -> Result<CloneReport>,
+    ) -> Result<(Server, PathBuf, CopyMethod)> {
         let dir = self.root.new_clone_dir(self.env.run_as.as_ref())?;
         let data = dir.join("data");
         let started = copy(&data).and_then(|report| {
             let server = Server::start_with(&StartSpec {
                 env: &self.env,
-                options: &ServerOptions::new().ready_database(&self.dbname),
+                options: &options.ready_database(&self.dbname),
                 data_dir: &data,
                 log_path: &dir.join("postgres.log"),
             })?;
