@@ -168,6 +168,7 @@ fn main() -> ExitCode {
             &src,
             &dst,
             start,
+            matches!(checkpoint, Checkpoint::Spread),
             user.into_iter().fold(
                 tablespace_mapping.into_iter().fold(
                     CloneOptions::new()
@@ -252,6 +253,7 @@ fn clone(
     src: &std::path::Path,
     dst: &std::path::Path,
     start: bool,
+    spread_checkpoint: bool,
     options: CloneOptions,
     json: bool,
     dir: Option<PathBuf>,
@@ -264,6 +266,14 @@ fn clone(
         );
     }
     let _record = pgclone::gc::UnfinishedClone::begin(dir.as_deref(), dst)?;
+    if spread_checkpoint && src.join("postmaster.pid").exists() {
+        // Minutes of silence otherwise: say what it waits for, and how not to.
+        eprintln!(
+            "pgclone: the backup begins with a spread checkpoint on the running source, as long as \
+             its checkpoint_timeout × checkpoint_completion_target (4.5 min by default); \
+             --checkpoint fast begins at once, with an I/O burst"
+        );
+    }
     let options = if std::io::stderr().is_terminal() {
         options.on_progress(show_progress)
     } else {
@@ -310,9 +320,9 @@ fn clone(
             ms(started.ready_after)
         );
         // As root, psql and pg_ctl run as the server's user: the copied pg_hba.conf may know only
-        // it (peer), and pg_ctl refuses root.
+        // it (peer), and pg_ctl refuses root. runuser (util-linux) is there where sudo may not be.
         let as_user = match pgclone::server::run_as_user()? {
-            Some(user) => format!("sudo -u {} ", user.name()),
+            Some(user) => format!("runuser -u {} -- ", user.name()),
             None => String::new(),
         };
         println!(
@@ -555,6 +565,10 @@ fn doctor_pair(
             "the clone would work"
         }
     );
+    if blocked {
+        // For scripts: a clone that would fail is a failed check (exit 1), said above.
+        std::process::exit(1);
+    }
     Ok(())
 }
 

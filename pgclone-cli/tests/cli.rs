@@ -838,7 +838,12 @@ fn doctor_explains_a_pair_and_what_would_refuse_it() {
         source.data_dir().to_str().unwrap(),
         busy.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a clone that would fail fails the check: {}",
+        stderr(&output)
+    );
     let said = stdout(&output);
     for expected in [
         "running (postmaster pid",
@@ -861,5 +866,6 @@ fn doctor_explains_a_pair_and_what_would_refuse_it() {
         "{}",
         stdout(&output)
     );
+    assert!(output.status.success(), "{}", stderr(&output));
     assert!(!fresh.exists(), "doctor made nothing");
 }
