@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::golden::BuiltGolden;
+use crate::harness::template;
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{self, SUPERUSER};
@@ -51,16 +52,22 @@ const SWEEP_EVERY: u32 = 4;
 /// client and a pool (sqlx's: up to 5), and nextest runs a process per core at once.
 const MAX_CONNECTIONS: &str = "400";
 
-/// Where a keeper of `golden` is found: a live keeper's server.
+/// The run's server for a golden, as this process uses it.
 #[derive(Debug)]
 pub(crate) struct SharedServer {
+    pub address: Address,
+    /// This process's lease: held as long as the process uses the server (never read: holding
+    /// it is the point).
+    _lease: FileLock,
+}
+
+/// What a `.server` file says: the keeper, its clone directory, and where its server listens.
+#[derive(Debug)]
+pub(crate) struct Address {
     pub keeper: ProcessId,
     pub dir: PathBuf,
     pub socket_dir: PathBuf,
     pub port: u16,
-    /// This process's lease: held as long as the process uses the server (never read: holding
-    /// it is the point).
-    pub _lease: FileLock,
 }
 
 /// The files that coordinate the keeper of one golden and its users.
@@ -107,8 +114,12 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &str) -> Result<Shared
     let _start = FileLock::exclusive(&files.start, patience, || {
         eprintln!("pgclone: waiting for another test process to start the shared template server")
     })?;
-    if let Some(found) = read_server_file(&files.server) {
-        return Ok(found.with_lease(lease));
+    let with_lease = |address| SharedServer {
+        address,
+        _lease: lease,
+    };
+    if let Some(address) = read_server_file(&files.server) {
+        return Ok(with_lease(address));
     }
     let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
     // The runner: this process's parent (nextest), whose end is the end of the run.
@@ -119,43 +130,27 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &str) -> Result<Shared
         &format!("{} {runner}", golden_key(golden)),
         log,
     )?;
-    wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT)
-        .map(|found| found.with_lease(lease))
+    wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT).map(with_lease)
 }
 
-/// What a `.server` file says, if its keeper is alive.
-struct Found {
-    keeper: ProcessId,
-    dir: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-}
-
-impl Found {
-    fn with_lease(self, lease: FileLock) -> SharedServer {
-        SharedServer {
-            keeper: self.keeper,
-            dir: self.dir,
-            socket_dir: self.socket_dir,
-            port: self.port,
-            _lease: lease,
-        }
-    }
-}
-
-fn read_server_file(path: &Path) -> Option<Found> {
+/// The `.server` file's address, if its keeper is alive.
+fn read_server_file(path: &Path) -> Option<Address> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
-    let found = Found {
+    let address = Address {
         keeper: ProcessId::parse(lines.next()?)?,
         dir: PathBuf::from(lines.next()?),
         socket_dir: PathBuf::from(lines.next()?),
         port: lines.next()?.parse().ok()?,
     };
-    found.keeper.is_alive().then_some(found)
+    address.keeper.is_alive().then_some(address)
 }
 
-fn wait_for_keeper(mut keeper: server::Keeper, files: &Files, timeout: Duration) -> Result<Found> {
+fn wait_for_keeper(
+    mut keeper: server::Keeper,
+    files: &Files,
+    timeout: Duration,
+) -> Result<Address> {
     let started = Instant::now();
     let log = || {
         let text = std::fs::read_to_string(&files.log).unwrap_or_default();
@@ -163,10 +158,10 @@ fn wait_for_keeper(mut keeper: server::Keeper, files: &Files, timeout: Duration)
         last.into_iter().rev().collect::<Vec<_>>().join("\n")
     };
     loop {
-        if let Some(found) = read_server_file(&files.server) {
+        if let Some(address) = read_server_file(&files.server) {
             // Not waited for: it outlives this process, and init reaps it.
             drop(keeper);
-            return Ok(found);
+            return Ok(address);
         }
         if let Some(status) = keeper.exited() {
             return Err(Error::new(
@@ -244,7 +239,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
             server.socket_dir(),
             server.port(),
             SUPERUSER,
-            admin_database(golden),
+            template::admin_database(golden),
             "pgclone keeper",
         ))?;
         write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
@@ -294,15 +289,6 @@ fn remove_server_file(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     if mine.is_some_and(|me| text.lines().next() == Some(me.as_str())) {
         let _ = std::fs::remove_file(path);
-    }
-}
-
-/// The database sessions that are not the template's own sit in.
-pub(crate) fn admin_database(golden: &BuiltGolden) -> &'static str {
-    if golden.dbname == "postgres" {
-        "template1"
-    } else {
-        "postgres"
     }
 }
 

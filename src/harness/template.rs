@@ -115,8 +115,8 @@ impl TemplateServer {
     /// The server the run's processes share, or, if that fails, this process's own.
     fn shared(golden: Arc<BuiltGolden>, test: &str) -> Result<Arc<TemplateServer>> {
         let connected = shared::server_for(&golden, test).and_then(|shared| {
-            let (dir, socket_dir, port) =
-                (shared.dir.clone(), shared.socket_dir.clone(), shared.port);
+            let at = &shared.address;
+            let (dir, socket_dir, port) = (at.dir.clone(), at.socket_dir.clone(), at.port);
             Self::connect(golden.clone(), dir, socket_dir, port, None, Some(shared))
         });
         connected.or_else(|e| {
@@ -133,13 +133,12 @@ impl TemplateServer {
         server: Option<Server>,
         shared: Option<SharedServer>,
     ) -> Result<Arc<TemplateServer>> {
-        // Not the template database: a session there would block CREATE DATABASE.
         let session = |application| {
             Session::connect(&ConnectParams::socket(
                 &socket_dir,
                 port,
                 SUPERUSER,
-                shared::admin_database(&golden),
+                admin_database(&golden),
                 application,
             ))
         };
@@ -217,7 +216,7 @@ impl TemplateServer {
     /// removed here, unless a database of it was kept: nothing will use it again.
     fn has_died(&self) -> bool {
         if let Some(shared) = &self.shared {
-            return !shared.keeper.is_alive();
+            return !shared.address.keeper.is_alive();
         }
         let mut server = self.server.lock().unwrap();
         let died = server.as_mut().is_some_and(Server::has_exited);
@@ -257,6 +256,16 @@ impl TemplateServer {
     /// The socket directory made for a kept clone, if it was kept.
     fn kept_socket_dir(&self) -> Option<PathBuf> {
         self.kept.get().and_then(|kept| kept.as_ref().ok()).cloned()
+    }
+}
+
+/// The database the admin sessions sit in: not the template's own (a session there would block
+/// `CREATE DATABASE`).
+pub(crate) fn admin_database(golden: &BuiltGolden) -> &'static str {
+    if golden.dbname == "postgres" {
+        "template1"
+    } else {
+        "postgres"
     }
 }
 

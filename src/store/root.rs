@@ -408,26 +408,30 @@ pub(crate) struct ProcessId {
 }
 
 impl ProcessId {
+    /// This process (read once: it does not change).
     pub fn current() -> Result<ProcessId> {
-        let pid = std::process::id();
-        let start_time = crate::sys::process_start_time(pid).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Io,
-                format!("read the start time of this process (pid {pid})"),
-            )
-            .hint("pgclone needs /proc to record which process owns a clone")
-        })?;
-        Ok(ProcessId { pid, start_time })
+        static CURRENT: OnceLock<ProcessId> = OnceLock::new();
+        if let Some(me) = CURRENT.get() {
+            return Ok(*me);
+        }
+        let me = Self::of(std::process::id(), "this process")?;
+        Ok(*CURRENT.get_or_init(|| me))
     }
 
     /// This process's parent.
     pub fn parent() -> Result<ProcessId> {
         let pid = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get() as u32);
+        Self::of(pid, "this process's parent")
+    }
+
+    /// Process `pid`, which `what` names in the error if its start time cannot be read.
+    fn of(pid: u32, what: &str) -> Result<ProcessId> {
         let start_time = crate::sys::process_start_time(pid).ok_or_else(|| {
             Error::new(
                 ErrorKind::Io,
-                format!("read the start time of this process's parent (pid {pid})"),
+                format!("read the start time of {what} (pid {pid})"),
             )
+            .hint("pgclone needs /proc to record which process owns a clone")
         })?;
         Ok(ProcessId { pid, start_time })
     }
