@@ -136,13 +136,7 @@ fn measure(
     bins: &pgclone::server::PgBinaries,
     fixture: &Fixture,
 ) -> Result<Row, Box<dyn std::error::Error>> {
-    let work = tempfile::Builder::new()
-        .prefix("bench-clone-")
-        .tempdir_in(dir)?;
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let work = common::work_dir(dir, "bench-clone-")?;
     let source = TempCluster::builder()
         .root(work.path())
         .with(|o| o.binaries(bins.clone()))
@@ -154,7 +148,7 @@ fn measure(
              checkpoint;"
         ),
     };
-    psql(&source, &sql)?;
+    common::execute_blocking(&source.connection_string(), &sql)?;
     let data = source.data_dir();
     let target = work.path().join("target");
     let options = ServerOptions::new().binaries(bins.clone());
@@ -254,19 +248,6 @@ fn basebackup_ms(
     let elapsed = started.elapsed();
     std::fs::remove_dir_all(target).ok();
     Ok(status.success().then_some(elapsed.as_secs_f64() * 1000.0))
-}
-
-fn psql(cluster: &TempCluster, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        common::connect(&cluster.connection_string())
-            .await?
-            .batch_execute(sql)
-            .await
-    })?;
-    Ok(())
 }
 
 fn median(mut samples: Vec<Duration>) -> f64 {

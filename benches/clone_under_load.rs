@@ -114,13 +114,7 @@ fn main() -> BenchResult<()> {
 
 fn bench_dir(dir: &Path, bins: &PgBinaries, args: &Args) -> BenchResult<()> {
     let fs = probe_file_system(dir)?;
-    let work = tempfile::Builder::new()
-        .prefix("bench-clone-load-")
-        .tempdir_in(dir)?;
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
+    let work = common::work_dir(dir, "bench-clone-load-")?;
     // A source as production runs it: durable, so the checkpoint and the WAL cost what they cost.
     let source = TempCluster::builder()
         .root(work.path())
@@ -139,7 +133,7 @@ fn bench_dir(dir: &Path, bins: &PgBinaries, args: &Args) -> BenchResult<()> {
         .arg(&url)
         .stdout(Stdio::null())
         .stderr(Stdio::null()))?;
-    sql(&url, "checkpoint")?;
+    common::execute_blocking(&url, "checkpoint")?;
     eprintln!(
         "{}: source initialised in {:.0} s",
         fs.fs_type,
@@ -168,7 +162,7 @@ fn bench_dir(dir: &Path, bins: &PgBinaries, args: &Args) -> BenchResult<()> {
         .arg(args.fragment_seconds.to_string())
         .arg(&url)
         .stdout(Stdio::null()))?;
-    sql(&url, "checkpoint")?;
+    common::execute_blocking(&url, "checkpoint")?;
     std::fs::remove_dir_all(&snapshot)?;
     let extents_after = table_extents(&source, "pgbench_accounts")?;
     let fragmented = time_methods(&source, bins, &owner, work.path(), args)?;
@@ -399,7 +393,7 @@ impl Owner {
 
 /// The extents of a table's files (every 1 GB segment), as `filefrag` counts them.
 fn table_extents(source: &TempCluster, table: &str) -> BenchResult<u64> {
-    let relative: String = query_one(
+    let relative: String = common::query_text_blocking(
         &source.connection_string(),
         &format!("select pg_relation_filepath('{table}')"),
     )?;
@@ -443,24 +437,6 @@ fn run(command: &mut Command) -> BenchResult<()> {
         return Err(format!("{command:?} failed: {status}").into());
     }
     Ok(())
-}
-
-fn sql(url: &str, statement: &str) -> BenchResult<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async { common::connect(url).await?.batch_execute(statement).await })?;
-    Ok(())
-}
-
-fn query_one(url: &str, query: &str) -> BenchResult<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(rt.block_on(async {
-        let row = common::connect(url).await?.query_one(query, &[]).await?;
-        Ok::<_, tokio_postgres::Error>(row.get::<_, String>(0))
-    })?)
 }
 
 /// Medians of copy, start and their sum, in seconds.

@@ -185,13 +185,7 @@ impl Alternatives {
     ) -> Result<Alternatives, Error> {
         let golden_data =
             common::golden_data_dir(root, golden.name()).ok_or("the golden's directory")?;
-        let work = tempfile::Builder::new()
-            .prefix("compare-")
-            .tempdir_in(root)?;
-        std::fs::set_permissions(
-            work.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
+        let work = common::work_dir(root, "compare-")?;
         if let Some(user) = pgclone::server::run_as_user()? {
             std::os::unix::fs::chown(work.path(), Some(user.uid()), Some(user.gid()))?;
         }

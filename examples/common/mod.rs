@@ -34,6 +34,35 @@ pub fn golden_data_dir(root: &Path, name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join("data"))
 }
 
+/// A temporary directory in `dir` that the server's user can enter (pgclone runs PostgreSQL as
+/// another user when the benchmark runs as root), removed on drop.
+pub fn work_dir(dir: &Path, prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::Builder::new().prefix(prefix).tempdir_in(dir)?;
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(work)
+}
+
+/// Runs `sql` (statements that return nothing) on a connection of its own, from sync code.
+pub fn execute_blocking(url: &str, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
+    current_thread()?.block_on(async { connect(url).await?.batch_execute(sql).await })?;
+    Ok(())
+}
+
+/// The text of the one value `query` returns, on a connection of its own, from sync code.
+pub fn query_text_blocking(url: &str, query: &str) -> Result<String, Box<dyn std::error::Error>> {
+    Ok(current_thread()?.block_on(async {
+        let row = connect(url).await?.query_one(query, &[]).await?;
+        Ok::<_, tokio_postgres::Error>(row.get::<_, String>(0))
+    })?)
+}
+
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// A client on the current runtime, its connection driven by a spawned task.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
