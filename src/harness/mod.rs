@@ -10,6 +10,7 @@ pub(crate) mod remote;
 pub(crate) mod shared;
 pub(crate) mod template;
 pub(crate) mod test_db;
+pub(crate) mod warm;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::golden::BuiltGolden;
-use crate::harness::template;
+use crate::harness::{template, warm};
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{self, SUPERUSER};
@@ -233,7 +233,8 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
     let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());
     let files = Files::of(golden);
     let options = ServerOptions::new().setting("max_connections", MAX_CONNECTIONS);
-    let (mut server, dir, _) = golden.start_clone_with(options, |data| golden.copy_to(data))?;
+    let (mut server, dir, _) =
+        golden.start_clone_with(options, |data| warm::take_or_copy(golden, data))?;
     let serving = (|| {
         let mut sweeper = Session::connect(&ConnectParams::socket(
             server.socket_dir(),
@@ -242,6 +243,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
             template::admin_database(golden),
             "pgclone keeper",
         ))?;
+        let found = warm::Found::now(golden, &mut sweeper);
         write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
         let mut idle_since: Option<Instant> = None;
         for round in 1u32.. {
@@ -258,8 +260,8 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
                     if run_is_over() || idle_since.is_some_and(|t| t.elapsed() >= IDLE_LIMIT) =>
                 {
                     remove_server_file(&files.server);
-                    drop(sweeper);
-                    let stopped = server.stop_immediately();
+                    let stopped =
+                        warm::stop_and_park(golden, server, &dir, &mut sweeper, found.as_ref());
                     drop(lease);
                     return stopped;
                 }
@@ -270,7 +272,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
             }
             if round % SWEEP_EVERY == 0 {
                 // Not worth stopping the run's server for: the next sweep tries again.
-                if let Err(e) = drop_abandoned(&mut sweeper, &golden.dbname) {
+                if let Err(e) = drop_test_databases(&mut sweeper, &golden.dbname, false) {
                     eprintln!("pgclone keeper: {e}");
                 }
             }
@@ -278,8 +280,10 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
         unreachable!("the loop returns")
     })();
     // After an error (the stop removed it before the lease went): another keeper may serve by now.
-    remove_server_file(&files.server);
-    let _ = root::remove_clone_dir(&dir);
+    if serving.is_err() {
+        remove_server_file(&files.server);
+        let _ = root::remove_clone_dir(&dir);
+    }
     serving
 }
 
@@ -305,8 +309,9 @@ fn write_server_file(path: &Path, dir: &Path, socket_dir: &Path, port: u16) -> R
     std::fs::rename(&aside, path).doing("write", path)
 }
 
-/// Drops the databases made from the template whose making process is gone.
-fn drop_abandoned(session: &mut Session, template: &str) -> Result<()> {
+/// Drops the databases made from the template for tests: those whose making process is gone,
+/// or, with `all`, every one.
+pub(crate) fn drop_test_databases(session: &mut Session, template: &str, all: bool) -> Result<()> {
     let prefix: String = template.chars().take(24).collect();
     let rows = session.query(&format!(
         "select datname from pg_database where datname like {} and datname <> {}",
@@ -317,7 +322,7 @@ fn drop_abandoned(session: &mut Session, template: &str) -> Result<()> {
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten())
     {
-        if maker_of(&name).is_some_and(|maker| !maker.is_alive()) {
+        if maker_of(&name).is_some_and(|maker| all || !maker.is_alive()) {
             // Its process may have begun the drop itself: then this one fails, and that is fine.
             let _ = session.query(&format!(
                 "drop database if exists {} with (force)",

@@ -4,7 +4,8 @@
 //!
 //! The template database never has a connection (PostgreSQL refuses to copy one that has): the
 //! admin session sits in another database, and creations are serialized on it. The server dies
-//! with the process; at a normal exit it is stopped and its directory removed.
+//! with the process; at a normal exit it is stopped, and its data directory parked for the next
+//! process's server (`warm.rs`) or removed.
 //!
 //! Under nextest (a process per test) the server is instead the one the run's processes share
 //! (`shared.rs`): this process only connects to it, and leaves it to its keeper.
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::{self, SharedServer};
+use crate::harness::warm::{self, Found};
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::session::Session;
@@ -41,6 +43,8 @@ pub(crate) struct TemplateServer {
     kept: OnceLock<std::result::Result<PathBuf, Arc<Error>>>,
     /// The run's shared server, whose keeper owns it (`server` is then `None`).
     shared: Option<SharedServer>,
+    /// How this process's own server found its cluster, to park it at exit (`warm.rs`).
+    found: Option<Found>,
 }
 
 type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
@@ -107,7 +111,7 @@ async fn template_for(
 impl TemplateServer {
     /// This process's own server: a clone of the golden, started now.
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
-        let (server, dir, _) = golden.start_clone(|data| golden.copy_to(data))?;
+        let (server, dir, _) = golden.start_clone(|data| warm::take_or_copy(&golden, data))?;
         let (socket_dir, port) = (server.socket_dir().to_path_buf(), server.port());
         Self::connect(golden, dir, socket_dir, port, Some(server), None)
     }
@@ -142,8 +146,12 @@ impl TemplateServer {
                 application,
             ))
         };
-        let dropper = session("pgclone drop")?;
+        let mut dropper = session("pgclone drop")?;
         let mut admin = session("pgclone template")?;
+        let found = match server {
+            Some(_) => Found::now(&golden, &mut dropper),
+            None => None, // the keeper's to park
+        };
         let major = golden.env.binaries.version().major();
         if crate::postgres::features::has_file_copy_method_clone(major) {
             admin.query("set file_copy_method = clone")?;
@@ -159,6 +167,7 @@ impl TemplateServer {
             dropper: Mutex::new(dropper),
             kept: OnceLock::new(),
             shared,
+            found,
         }))
     }
 
@@ -269,7 +278,8 @@ pub(crate) fn admin_database(golden: &BuiltGolden) -> &'static str {
     }
 }
 
-/// At exit: stop every template server; remove its clone unless a database in it was kept.
+/// At exit: stop every template server; park its data directory for the next process, or keep
+/// its clone if a database in it was kept, or remove it.
 fn stop_all() {
     let cells: Vec<_> = templates().lock().unwrap().values().cloned().collect();
     // One thread each: a suite with several fixture sets has a server per golden, and exit
@@ -285,20 +295,20 @@ fn stop(template: &TemplateServer) {
     if template.shared.is_some() {
         return; // the keeper's: it stops once no process holds the lease
     }
-    let kept = template.kept.get().is_some();
     let server = template.server.lock().unwrap().take();
-    if let Some(server) = server {
-        let _ = if kept {
-            server.stop()
-        } else {
-            server.stop_immediately()
-        };
-    }
-    if kept {
+    if template.kept.get().is_some() {
+        let _ = server.map(Server::stop);
         let _ = root::mark_kept(&template.dir, template.kept_socket_dir().as_deref());
-    } else {
-        let _ = std::fs::remove_dir_all(&template.dir);
+        return;
     }
+    let Some(server) = server else {
+        let _ = std::fs::remove_dir_all(&template.dir);
+        return;
+    };
+    // Waits for the drops under way: the directory is parked without tests' databases.
+    let mut dropper = template.dropper.lock().unwrap();
+    let found = template.found.as_ref();
+    let _ = warm::stop_and_park(&template.golden, server, &template.dir, &mut dropper, found);
 }
 
 impl std::fmt::Debug for TemplateServer {

@@ -42,6 +42,16 @@ impl FileLock {
         )
     }
 
+    /// A shared lock on `path` if nobody holds it exclusively now (`None` if somebody does).
+    pub fn try_shared(path: &Path) -> Result<Option<FileLock>> {
+        let file = open(path)?;
+        Ok(
+            rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared)
+                .is_ok()
+                .then_some(FileLock { _file: file }),
+        )
+    }
+
     /// Waits for a shared lock on `path` (created if needed).
     pub fn shared(path: &Path, patience: Duration, waiting: impl FnOnce()) -> Result<FileLock> {
         Self::acquire(

@@ -54,6 +54,13 @@ pub(crate) fn process_args(pid: u32) -> Option<Vec<OsString>> {
     Some(args)
 }
 
+/// This boot of the machine: a random id the kernel makes at each boot, so that what was written
+/// without `fsync` in an earlier boot (lost in a crash, maybe) is told apart.
+pub(crate) fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty())
+}
+
 /// A path that runs this very executable, even if the file its path named was replaced since.
 pub(crate) fn own_executable() -> PathBuf {
     PathBuf::from("/proc/self/exe")

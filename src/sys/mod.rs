@@ -8,6 +8,7 @@
 //!
 //! - processes: [`process_start_time`], [`process_exists`], [`process_args`], [`process_cwd`],
 //!   [`program_name`], [`lock_holders`], [`process_umask`], [`own_executable`];
+//! - the machine: [`boot_id`];
 //! - children: [`arm_parent_death_signal`] (for `postgres/server.rs`, between fork and exec);
 //! - identity: [`set_thread_fs_identity`], [`with_thread_effective_ids`], [`user_by_name`], [`user_by_uid`];
 //! - files: [`reflink`], [`copy_range`], [`shared_bytes`], [`sync_file_system`],

@@ -602,6 +602,90 @@ fn a_dead_template_server_is_replaced_and_the_next_database_works() {
     assert_eq!(helper_result(cmd), "OK 7 after the template server died");
 }
 
+/// A template server leaves its cluster to the next process's (no copy to make, none to delete),
+/// unless a test changed what the cluster's databases share (a role, here); a cluster left in
+/// another boot (written with `fsync = off`: a host crash may have lost writes) is not used.
+#[test]
+fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_changed_it() {
+    let root = support::unique_root("warm");
+    let dir = migrations(&root);
+    // Each run reports its database's oid (a fresh copy of the golden hands out the same one
+    // each time; a cluster used before hands out later ones), whether the role exists, and rows.
+    let run = |create_role: bool| {
+        let mut cmd = support::helper("use_a_template_server");
+        cmd.env("PGCLONE_DIR", &root)
+            .env("PGCLONE_IT_MIGRATIONS", &dir)
+            .env("PGCLONE_POOL", "0");
+        if create_role {
+            cmd.env("PGCLONE_IT_CREATE_ROLE", "1");
+        }
+        let result = helper_result(cmd);
+        let fields: Vec<&str> = result.split(' ').collect();
+        assert_eq!(fields[0], "OK", "{result}");
+        assert_eq!(fields[2..], ["no-role", "7"], "{result}");
+        fields[1].parse::<u64>().unwrap()
+    };
+    let fresh = run(false);
+    let [key] = <[String; 1]>::try_from(goldens(&root)).unwrap();
+    let warm = root.join("golden").join(&key).join("warm");
+    assert!(warm.join("data").is_dir(), "a process left its cluster");
+
+    let used = run(true);
+    assert!(
+        used > fresh,
+        "the next process started on the cluster left ({used} after {fresh})"
+    );
+    assert!(
+        !warm.exists(),
+        "a cluster with a role a test made is not left"
+    );
+    assert_eq!(
+        run(false),
+        fresh,
+        "the next process started on a copy of the golden"
+    );
+
+    std::fs::write(warm.join("boot"), "an earlier boot\n").unwrap();
+    assert_eq!(
+        run(false),
+        fresh,
+        "a cluster left in another boot is not started"
+    );
+    assert!(warm.join("data").is_dir());
+    assert_eq!(support::servers_under(&root), Vec::<u32>::new());
+    let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
+    assert_eq!(clones, 0, "no clone directory outlives its process");
+}
+
+/// Runs in a helper process: a database-mode copy of the counting golden; with
+/// `PGCLONE_IT_CREATE_ROLE`, the test also creates a role.
+pub fn use_a_template_server() -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let golden = counting_golden();
+        let db = TestDb::builder(&golden)
+            .mode(pgclone::Mode::Database)
+            .start()
+            .await
+            .unwrap();
+        let value = |sql: &'static str| async {
+            let row = db.client().query_one(sql, &[]).await.unwrap();
+            row.get::<_, String>(0)
+        };
+        let oid = value("select oid::text from pg_database where datname = current_database()");
+        let role = value("select case when exists (select from pg_roles where rolname = 'pgclone_it_role') then 'role' else 'no-role' end");
+        let (oid, role) = (oid.await, role.await);
+        if std::env::var_os("PGCLONE_IT_CREATE_ROLE").is_some() {
+            db.client().batch_execute("create role pgclone_it_role").await.unwrap();
+        }
+        let rows = support::rows_in_t(&db).await;
+        format!("OK {oid} {role} {rows}")
+    })
+}
+
 /// Runs in a helper process: a database-mode copy, its template server killed, another copy.
 pub fn outlive_the_template_server() -> String {
     let rt = tokio::runtime::Builder::new_current_thread()

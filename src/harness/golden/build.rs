@@ -1,7 +1,8 @@
 //! Building a golden once, under a file lock, and finding it again.
 //!
 //! Layout: `<root>/golden/<key>/` holds `data/` (stopped cleanly, synced), `postgres.log` and
-//! `READY` (written last: a directory without it is not a golden). A golden is known by its key
+//! `READY` (written last: a directory without it is not a golden), and maybe `warm/`, the data
+//! directory a template server left for the next one (`harness/warm.rs`). A golden is known by its key
 //! (a hash of the recipe's content), never by the name a user chose: two recipes named alike
 //! are two goldens. `<root>/golden/<key>.lock` is held exclusively while building or removing
 //! it, and shared while cloning it, so no golden disappears under a process cloning it.
@@ -80,11 +81,26 @@ impl BuiltGolden {
         }
     }
 
+    /// `<root>/golden/<key>/`: the golden's directory.
+    pub fn dir(&self) -> &Path {
+        self.data_dir.parent().unwrap_or(&self.data_dir)
+    }
+
+    /// The shared lock on the golden, which keeps a rebuild from replacing it while held.
+    pub fn lock_shared(&self) -> Result<FileLock> {
+        FileLock::shared(&self.lock_path, Duration::from_secs(1), || {
+            eprintln!("pgclone: waiting for golden {:?} to be built", self.dbname)
+        })
+    }
+
+    /// The shared lock, unless a rebuild holds the golden now.
+    pub fn try_lock_shared(&self) -> Result<Option<FileLock>> {
+        FileLock::try_shared(&self.lock_path)
+    }
+
     /// Clones the golden into `target` (a shared lock keeps a rebuild from removing it meanwhile).
     pub fn copy_to(&self, target: &Path) -> Result<CloneReport> {
-        let _shared = FileLock::shared(&self.lock_path, Duration::from_secs(1), || {
-            eprintln!("pgclone: waiting for golden {:?} to be built", self.dbname)
-        })?;
+        let _shared = self.lock_shared()?;
         // Test clones are disposable: no flush (a host crash loses them anyway).
         let options = CloneOptions::new().allow_copy(true).no_sync(true);
         clone_stopped(&self.data_dir, target, &options, self.env.run_as.clone())
