@@ -233,8 +233,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
     let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());
     let files = Files::of(golden);
     let options = ServerOptions::new().setting("max_connections", MAX_CONNECTIONS);
-    let (mut server, dir, _) =
-        golden.start_clone_with(options, |data| warm::take_or_copy(golden, data))?;
+    let (mut server, dir) = warm::start(golden, options)?;
     let serving = (|| {
         let mut sweeper = Session::connect(&ConnectParams::socket(
             server.socket_dir(),

@@ -19,6 +19,7 @@ use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::{self, SharedServer};
 use crate::harness::warm::{self, Found};
 use crate::postgres::libpq::ConnectParams;
+use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::session::Session;
 use crate::postgres::socket_dir::SocketDir;
@@ -111,7 +112,7 @@ async fn template_for(
 impl TemplateServer {
     /// This process's own server: a clone of the golden, started now.
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
-        let (server, dir, _) = golden.start_clone(|data| warm::take_or_copy(&golden, data))?;
+        let (server, dir) = warm::start(&golden, ServerOptions::new())?;
         let (socket_dir, port) = (server.socket_dir().to_path_buf(), server.port());
         Self::connect(golden, dir, socket_dir, port, Some(server), None)
     }

@@ -14,20 +14,24 @@
 //! it: template servers run with `fsync = off`, so after a host crash it may have lost writes.
 //!
 //! Layout: `warm/` belongs to the process's user (like a clone directory), and holds `data/`
-//! (the server's user's, as in a clone) and `boot` (the boot it was parked in).
+//! (the server's user's, as in a clone) and `boot` (the boot it was parked in). Beside it,
+//! `warm.state` keeps the golden's cluster-wide state, so that a server need not ask for it.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::clone::CloneReport;
 use crate::error::{IoContext, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::drop_test_databases;
+use crate::postgres::options::ServerOptions;
 use crate::postgres::server::Server;
 use crate::postgres::session::Session;
 
 const WARM: &str = "warm";
 const BOOT: &str = "boot";
+/// The golden's cluster-wide state, as [`cluster_state`] gives it.
+const STATE: &str = "warm.state";
 
 /// Which build of the golden a template server started from (its data directory's inode: a
 /// rebuild makes a new one before the old one goes, so the two never share a number).
@@ -42,19 +46,37 @@ impl Build {
     }
 }
 
-/// Fills `data` (the empty data directory of a new clone directory of this process) with the
-/// directory an earlier template server of `golden` parked, if there is one from this boot;
-/// otherwise with a copy of the golden.
-pub(crate) fn take_or_copy(golden: &BuiltGolden, data: &Path) -> Result<CloneReport> {
-    {
-        let _no_rebuild = golden.lock_shared()?;
-        if take(golden, data) {
-            return Ok(CloneReport::default());
+/// Starts a template server of `golden` (with `options`) on the cluster an earlier one left, if
+/// there is one from this boot, or else on a copy of the golden: the server and its clone
+/// directory. A left cluster that does not start is removed, and a copy started instead.
+pub(crate) fn start(golden: &BuiltGolden, options: ServerOptions) -> Result<(Server, PathBuf)> {
+    let mut took = false;
+    let started = golden.start_clone_with(options.clone(), |data| {
+        {
+            let _no_rebuild = golden.lock_shared()?;
+            took = take(golden, data);
         }
+        match took {
+            true => Ok(CloneReport::default()),
+            false => golden.copy_to(data),
+        }
+    });
+    match started {
+        Ok((server, dir, _)) => Ok((server, dir)),
+        Err(e) if took => {
+            eprintln!(
+                "pgclone: the cluster an earlier process left for golden {:?} did not start ({e}); starting a copy of the golden",
+                golden.dbname
+            );
+            let (server, dir, _) = golden.start_clone_with(options, |data| golden.copy_to(data))?;
+            Ok((server, dir))
+        }
+        Err(e) => Err(e),
     }
-    golden.copy_to(data)
 }
 
+/// Moves the cluster left for `golden` into `data` (the empty data directory of a new clone
+/// directory of this process), if there is one from this boot.
 fn take(golden: &BuiltGolden, data: &Path) -> bool {
     let Some(taken) = data.parent().map(|clone_dir| clone_dir.join("taken")) else {
         return false;
@@ -73,7 +95,8 @@ fn take(golden: &BuiltGolden, data: &Path) -> bool {
 
 /// The cluster-wide state a parked directory must have as its server found it, as a digest
 /// (computed by the server: no role's password reaches this process). `session` is a
-/// superuser's, in the admin database.
+/// superuser's, in the admin database. A clone's `port` line in `postgresql.auto.conf` differs
+/// from copy to copy of the golden and is left out (the server's `-p` overrides it anyway).
 pub(crate) fn cluster_state(session: &mut Session) -> Result<String> {
     session.query_value(CLUSTER_STATE)
 }
@@ -86,7 +109,7 @@ const CLUSTER_STATE: &str = "select encode(sha256(convert_to(concat_ws(E'\\n', \
     (select string_agg(concat_ws(' ', datname, datdba, datistemplate, datallowconn, datconnlimit, datacl), ',' order by datname) from pg_database), \
     (select string_agg(slot_name::text, ',' order by slot_name) from pg_replication_slots), \
     (select string_agg(gid, ',' order by gid) from pg_prepared_xacts), \
-    (select string_agg(name || '=' || coalesce(setting, ''), ',' order by seqno) from pg_file_settings where sourcefile like '%postgresql.auto.conf'), \
+    (select string_agg(name || '=' || coalesce(setting, ''), ',' order by seqno) from pg_file_settings where sourcefile like '%postgresql.auto.conf' and name <> 'port'), \
     (select count(*) || ' ' || max(oid::int8) from pg_class)), 'UTF8')), 'hex')";
 
 /// How a template server found its cluster: the build it came from, and its state then.
@@ -97,10 +120,27 @@ pub(crate) struct Found {
 }
 
 impl Found {
-    /// `None` when either cannot be read: such a server is never parked.
+    /// `None` when either cannot be read: such a server is never parked. The state is the
+    /// golden's (a server on a copy of it, or on a cluster left as it was): computed by the first
+    /// server of the golden, then read from the golden's `warm.state`.
     pub fn now(golden: &BuiltGolden, session: &mut Session) -> Option<Found> {
         let build = Build::of(golden)?;
+        let saved = golden.dir().join(STATE);
+        if let Some(state) = std::fs::read_to_string(&saved)
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            return Some(Found { build, state });
+        }
         let state = cluster_state(session).ok()?;
+        if let Ok(Some(_no_rebuild)) = golden.try_lock_shared() {
+            if Build::of(golden) == Some(build) {
+                // Written aside and renamed: a reader never sees half of it.
+                let aside = saved.with_extension("tmp");
+                let _ =
+                    std::fs::write(&aside, &state).and_then(|()| std::fs::rename(&aside, &saved));
+            }
+        }
         Some(Found { build, state })
     }
 }

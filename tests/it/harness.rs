@@ -604,7 +604,8 @@ fn a_dead_template_server_is_replaced_and_the_next_database_works() {
 
 /// A template server leaves its cluster to the next process's (no copy to make, none to delete),
 /// unless a test changed what the cluster's databases share (a role, here); a cluster left in
-/// another boot (written with `fsync = off`: a host crash may have lost writes) is not used.
+/// another boot (written with `fsync = off`: a host crash may have lost writes) is not used, nor
+/// one that does not start.
 #[test]
 fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_changed_it() {
     let root = support::unique_root("warm");
@@ -651,7 +652,13 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
         fresh,
         "a cluster left in another boot is not started"
     );
-    assert!(warm.join("data").is_dir());
+    std::fs::remove_file(warm.join("data/global/pg_control")).unwrap();
+    assert_eq!(
+        run(false),
+        fresh,
+        "a left cluster that does not start gives way to a copy"
+    );
+    assert!(warm.join("data/global/pg_control").is_file());
     assert_eq!(support::servers_under(&root), Vec::<u32>::new());
     let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
     assert_eq!(clones, 0, "no clone directory outlives its process");
