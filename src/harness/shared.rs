@@ -233,7 +233,11 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
     let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());
     let files = Files::of(golden);
     let options = ServerOptions::new().setting("max_connections", MAX_CONNECTIONS);
-    let (mut server, dir) = warm::start(golden, options)?;
+    let warm::Started {
+        mut server,
+        dir,
+        build,
+    } = warm::start(golden, options)?;
     let serving = (|| {
         let mut sweeper = Session::connect(&ConnectParams::socket(
             server.socket_dir(),
@@ -242,7 +246,8 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
             template::admin_database(golden),
             "pgclone keeper",
         ))?;
-        let found = warm::Found::now(golden, &mut sweeper);
+        let admin = template::admin_database(golden);
+        let found = warm::Found::now(golden, build, &mut sweeper, admin);
         write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
         let mut idle_since: Option<Instant> = None;
         for round in 1u32.. {

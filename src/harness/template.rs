@@ -112,9 +112,11 @@ async fn template_for(
 impl TemplateServer {
     /// This process's own server: a clone of the golden, started now.
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
-        let (server, dir) = warm::start(&golden, ServerOptions::new())?;
+        let started = warm::start(&golden, ServerOptions::new())?;
+        let server = started.server;
         let (socket_dir, port) = (server.socket_dir().to_path_buf(), server.port());
-        Self::connect(golden, dir, socket_dir, port, Some(server), None)
+        let own = (server, started.build);
+        Self::connect(golden, started.dir, socket_dir, port, Some(own), None)
     }
 
     /// The server the run's processes share, or, if that fails, this process's own.
@@ -135,7 +137,7 @@ impl TemplateServer {
         dir: PathBuf,
         socket_dir: PathBuf,
         port: u16,
-        server: Option<Server>,
+        own: Option<(Server, Option<warm::Build>)>,
         shared: Option<SharedServer>,
     ) -> Result<Arc<TemplateServer>> {
         let session = |application| {
@@ -149,9 +151,13 @@ impl TemplateServer {
         };
         let mut dropper = session("pgclone drop")?;
         let mut admin = session("pgclone template")?;
-        let found = match server {
-            Some(_) => Found::now(&golden, &mut dropper),
-            None => None, // the keeper's to park
+        let admin_db = admin_database(&golden);
+        let (server, found) = match own {
+            Some((server, build)) => {
+                let found = Found::now(&golden, build, &mut dropper, admin_db);
+                (Some(server), found)
+            }
+            None => (None, None), // the keeper's to park
         };
         let major = golden.env.binaries.version().major();
         if crate::postgres::features::has_file_copy_method_clone(major) {
@@ -297,7 +303,14 @@ fn stop(template: &TemplateServer) {
         return; // the keeper's: it stops once no process holds the lease
     }
     let server = template.server.lock().unwrap().take();
+    // Waits for the creations and drops under way: none happens while the cluster's state is
+    // checked, and it is parked without tests' databases.
+    let _admin = template.admin.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dropper = template.dropper.lock().unwrap_or_else(|e| e.into_inner());
+    let found = template.found.as_ref();
     if template.kept.get().is_some() {
+        // The user's now: all its databases take connections again.
+        let _ = found.map(|found| found.reopen(&mut dropper));
         let _ = server.map(Server::stop);
         let _ = root::mark_kept(&template.dir, template.kept_socket_dir().as_deref());
         return;
@@ -306,9 +319,6 @@ fn stop(template: &TemplateServer) {
         let _ = std::fs::remove_dir_all(&template.dir);
         return;
     };
-    // Waits for the drops under way: the directory is parked without tests' databases.
-    let mut dropper = template.dropper.lock().unwrap();
-    let found = template.found.as_ref();
     let _ = warm::stop_and_park(&template.golden, server, &template.dir, &mut dropper, found);
 }
 

@@ -69,6 +69,11 @@ pub fn has_file_copy_method_clone(major: u32) -> bool {
     major >= 18
 }
 
+/// `pg_parameter_acl` (`GRANT SET ON PARAMETER`): 15 and later.
+pub fn has_parameter_acl(major: u32) -> bool {
+    major >= 15
+}
+
 /// Where 17 and later keep WAL summaries (for incremental backups), relative to the data
 /// directory. An online clone keeps the directory, empty.
 pub const WAL_SUMMARIES_DIR: &str = "pg_wal/summaries";

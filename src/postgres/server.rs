@@ -420,6 +420,19 @@ impl Server {
         self.shutdown(Shutdown::Fast)
     }
 
+    /// A fast shutdown: whether the server stopped by it, cleanly (if it takes too long, or
+    /// the server had exited already, it is stopped as [`stop`](Server::stop) does: `false`).
+    pub fn stop_cleanly(mut self) -> Result<bool> {
+        if self.exited()?.is_some() {
+            return Ok(false);
+        }
+        signal_process(self.child.id(), Signal::INT);
+        match wait_for_exit(&mut self.child, Duration::from_secs(30))? {
+            Some(status) => Ok(status.success()),
+            None => self.shutdown(Shutdown::Immediate).map(|()| false),
+        }
+    }
+
     /// Immediate shutdown, for servers whose files are about to be thrown away.
     pub fn stop_immediately(mut self) -> Result<()> {
         self.shutdown(Shutdown::Immediate)

@@ -623,7 +623,7 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
         let result = helper_result(cmd);
         let fields: Vec<&str> = result.split(' ').collect();
         assert_eq!(fields[0], "OK", "{result}");
-        assert_eq!(fields[2..], ["no-role", "7"], "{result}");
+        assert_eq!(fields[2..], ["no-role", "7", "closed"], "{result}");
         fields[1].parse::<u64>().unwrap()
     };
     let fresh = run(false);
@@ -689,7 +689,23 @@ pub fn use_a_template_server() -> String {
             db.client().batch_execute("create role pgclone_it_role").await.unwrap();
         }
         let rows = support::rows_in_t(&db).await;
-        format!("OK {oid} {role} {rows}")
+        // The golden's database and the templates refuse connections: a test cannot change
+        // what later copies (and the next process's server) start from.
+        let mut closed = "closed";
+        for dbname in ["concurrent", "template1"] {
+            let connected = tokio_postgres::Config::new()
+                .host(db.host())
+                .port(db.port())
+                .user(db.user())
+                .dbname(dbname)
+                .connect(tokio_postgres::NoTls)
+                .await;
+            let refused = connected.err().and_then(|e| Some(e.as_db_error()?.message().to_string()));
+            if !refused.is_some_and(|m| m.contains("not currently accepting connections")) {
+                closed = "open";
+            }
+        }
+        format!("OK {oid} {role} {rows} {closed}")
     })
 }
 
