@@ -247,7 +247,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
             "pgclone keeper",
         ))?;
         let admin = template::admin_database(golden);
-        let found = warm::Found::now(golden, build, &mut sweeper, admin);
+        let at_start = warm::AtStart::record_and_close(golden, build, &mut sweeper, admin);
         write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
         let mut idle_since: Option<Instant> = None;
         for round in 1u32.. {
@@ -265,7 +265,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
                 {
                     remove_server_file(&files.server);
                     let stopped =
-                        warm::stop_and_park(golden, server, &dir, &mut sweeper, found.as_ref());
+                        warm::stop_and_park(golden, server, &dir, &mut sweeper, at_start.as_ref());
                     drop(lease);
                     return stopped;
                 }

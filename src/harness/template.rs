@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::{self, SharedServer};
-use crate::harness::warm::{self, Found};
+use crate::harness::warm::{self, AtStart};
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{Server, SUPERUSER};
@@ -44,8 +44,8 @@ pub(crate) struct TemplateServer {
     kept: OnceLock<std::result::Result<PathBuf, Arc<Error>>>,
     /// The run's shared server, whose keeper owns it (`server` is then `None`).
     shared: Option<SharedServer>,
-    /// How this process's own server found its cluster, to park it at exit (`warm.rs`).
-    found: Option<Found>,
+    /// This process's own server's cluster as it started, to park it at exit (`warm.rs`).
+    at_start: Option<AtStart>,
 }
 
 type Templates = Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<TemplateServer>>>>>;
@@ -137,7 +137,7 @@ impl TemplateServer {
         dir: PathBuf,
         socket_dir: PathBuf,
         port: u16,
-        own: Option<(Server, Option<warm::Build>)>,
+        own: Option<(Server, Option<warm::GoldenBuild>)>,
         shared: Option<SharedServer>,
     ) -> Result<Arc<TemplateServer>> {
         let session = |application| {
@@ -152,10 +152,10 @@ impl TemplateServer {
         let mut dropper = session("pgclone drop")?;
         let mut admin = session("pgclone template")?;
         let admin_db = admin_database(&golden);
-        let (server, found) = match own {
+        let (server, at_start) = match own {
             Some((server, build)) => {
-                let found = Found::now(&golden, build, &mut dropper, admin_db);
-                (Some(server), found)
+                let at_start = AtStart::record_and_close(&golden, build, &mut dropper, admin_db);
+                (Some(server), at_start)
             }
             None => (None, None), // the keeper's to park
         };
@@ -174,7 +174,7 @@ impl TemplateServer {
             dropper: Mutex::new(dropper),
             kept: OnceLock::new(),
             shared,
-            found,
+            at_start,
         }))
     }
 
@@ -259,6 +259,10 @@ impl TemplateServer {
         let env = &self.golden.env;
         self.kept
             .get_or_init(|| {
+                // The user's now: all its databases take connections again (it is never parked).
+                if let Some(at_start) = &self.at_start {
+                    at_start.reopen(&mut self.dropper.lock().unwrap_or_else(|e| e.into_inner()));
+                }
                 SocketDir::create_for_kept(&env.socket_parent, env.run_as.as_ref(), &self.dir)
                     .map_err(Arc::new)
             })
@@ -302,15 +306,17 @@ fn stop(template: &TemplateServer) {
     if template.shared.is_some() {
         return; // the keeper's: it stops once no process holds the lease
     }
-    let server = template.server.lock().unwrap().take();
+    let server = template
+        .server
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     // Waits for the creations and drops under way: none happens while the cluster's state is
     // checked, and it is parked without tests' databases.
     let _admin = template.admin.lock().unwrap_or_else(|e| e.into_inner());
     let mut dropper = template.dropper.lock().unwrap_or_else(|e| e.into_inner());
-    let found = template.found.as_ref();
+    let at_start = template.at_start.as_ref();
     if template.kept.get().is_some() {
-        // The user's now: all its databases take connections again.
-        let _ = found.map(|found| found.reopen(&mut dropper));
         let _ = server.map(Server::stop);
         let _ = root::mark_kept(&template.dir, template.kept_socket_dir().as_deref());
         return;
@@ -319,7 +325,13 @@ fn stop(template: &TemplateServer) {
         let _ = std::fs::remove_dir_all(&template.dir);
         return;
     };
-    let _ = warm::stop_and_park(&template.golden, server, &template.dir, &mut dropper, found);
+    let _ = warm::stop_and_park(
+        &template.golden,
+        server,
+        &template.dir,
+        &mut dropper,
+        at_start,
+    );
 }
 
 impl std::fmt::Debug for TemplateServer {

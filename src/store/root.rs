@@ -27,6 +27,8 @@ const UNFINISHED: &str = "unfinished";
 const GOLDEN: &str = "golden";
 /// The files of template servers shared by a run's processes (`harness/shared.rs`).
 const SHARED: &str = "shared";
+/// Clusters template servers left for the next process (`harness/warm.rs`).
+const WARM: &str = "warm";
 pub(crate) const OWNER_FILE: &str = "owner";
 /// Marks a clone the user asked to keep: never reaped automatically.
 const KEEP_FILE: &str = "keep";
@@ -76,7 +78,7 @@ impl Root {
         tempfile::tempfile_in(&path)
             .doing("write in the pgclone directory (PGCLONE_DIR)", &path)
             .map_err(unusable)?;
-        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN, SHARED] {
+        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN, SHARED, WARM] {
             // pgclone never makes a symlink here: one that is here was planted.
             let sub = path.join(sub);
             safe_path::create_trusted_dir(&sub, 0o755, what).map_err(unusable)?;
@@ -100,6 +102,11 @@ impl Root {
     /// `<root>/golden`, where built goldens live.
     pub fn golden_dir(&self) -> PathBuf {
         self.path.join(GOLDEN)
+    }
+
+    /// `<root>/warm`, where template servers leave their clusters for the next process.
+    pub fn warm_dir(&self) -> PathBuf {
+        self.path.join(WARM)
     }
 
     /// `<root>/shared`, where the template servers a run's processes share are found.
@@ -260,15 +267,19 @@ impl Root {
     }
 }
 
-/// Removes a clone directory whose server is stopped without making the caller wait: it is
-/// renamed into `<root>/trash/` at once and deleted by a background thread. What the thread has
+/// Removes a clone directory whose server is stopped (or a cluster left in `<root>/warm/`)
+/// without making the caller wait: it is renamed into `<root>/trash/` at once and deleted by a background thread. What the thread has
 /// not deleted when the process exits is deleted at exit, or reaped by the next run.
 pub(crate) fn discard(dir: &Path) -> Result<()> {
     let Some(root) = dir.parent().and_then(Path::parent) else {
         return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);
     };
-    let trash = root.join(TRASH);
-    let moved = trash.join(dir.file_name().unwrap_or_default());
+    // A name of this process's own: two directories of one name never meet in the trash.
+    static DISCARDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = DISCARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}", std::process::id()));
+    let moved = root.join(TRASH).join(name);
     if std::fs::rename(dir, &moved).is_err() {
         return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);
     }

@@ -605,20 +605,20 @@ fn a_dead_template_server_is_replaced_and_the_next_database_works() {
 /// A template server leaves its cluster to the next process's (no copy to make, none to delete),
 /// unless a test changed what the cluster's databases share (a role, here); a cluster left in
 /// another boot (written with `fsync = off`: a host crash may have lost writes) is not used, nor
-/// one that does not start.
+/// one of an earlier build of the golden, nor one that does not start.
 #[test]
 fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_changed_it() {
     let root = support::unique_root("warm");
     let dir = migrations(&root);
     // Each run reports its database's oid (a fresh copy of the golden hands out the same one
     // each time; a cluster used before hands out later ones), whether the role exists, and rows.
-    let run = |create_role: bool| {
+    let run_with = |env: Option<&str>| {
         let mut cmd = support::helper("use_a_template_server");
         cmd.env("PGCLONE_DIR", &root)
             .env("PGCLONE_IT_MIGRATIONS", &dir)
             .env("PGCLONE_POOL", "0");
-        if create_role {
-            cmd.env("PGCLONE_IT_CREATE_ROLE", "1");
+        if let Some(name) = env {
+            cmd.env(name, "1");
         }
         let result = helper_result(cmd);
         let fields: Vec<&str> = result.split(' ').collect();
@@ -626,9 +626,11 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
         assert_eq!(fields[2..], ["no-role", "7", "closed"], "{result}");
         fields[1].parse::<u64>().unwrap()
     };
+    let run = |create_role: bool| run_with(create_role.then_some("PGCLONE_IT_CREATE_ROLE"));
     let fresh = run(false);
     let [key] = <[String; 1]>::try_from(goldens(&root)).unwrap();
-    let warm = root.join("golden").join(&key).join("warm");
+    // Beside the goldens, not in their directories (which CI caches save).
+    let warm = root.join("warm").join(&key);
     assert!(warm.join("data").is_dir(), "a process left its cluster");
 
     let used = run(true);
@@ -659,6 +661,12 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
         "a left cluster that does not start gives way to a copy"
     );
     assert!(warm.join("data/global/pg_control").is_file());
+    assert_eq!(
+        run_with(Some("PGCLONE_REBUILD")),
+        fresh,
+        "a cluster left by an earlier build of the golden is not started"
+    );
+    assert!(warm.join("data").is_dir());
     assert_eq!(support::servers_under(&root), Vec::<u32>::new());
     let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
     assert_eq!(clones, 0, "no clone directory outlives its process");

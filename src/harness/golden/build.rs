@@ -1,8 +1,8 @@
 //! Building a golden once, under a file lock, and finding it again.
 //!
 //! Layout: `<root>/golden/<key>/` holds `data/` (stopped cleanly, synced), `postgres.log` and
-//! `READY` (written last: a directory without it is not a golden), and maybe `warm/`, the data
-//! directory a template server left for the next one (`harness/warm.rs`). A golden is known by its key
+//! `READY` (written last: a directory without it is not a golden), and maybe `warm.state`
+//! (`harness/warm.rs`). A golden is known by its key
 //! (a hash of the recipe's content), never by the name a user chose: two recipes named alike
 //! are two goldens. `<root>/golden/<key>.lock` is held exclusively while building or removing
 //! it, and shared while cloning it, so no golden disappears under a process cloning it.
@@ -203,7 +203,7 @@ async fn build_or_reuse(
         false => Some(ensure_built(&Golden::empty(), config).await?),
     };
     build(golden, recipe.steps, &built, base, &dir, &run).await?;
-    remove_unused_goldens(&golden_dir, &dir);
+    remove_unused_goldens(&built.root, &dir);
     Ok(built)
 }
 
@@ -347,9 +347,20 @@ fn mark_used(dir: &Path) {
 }
 
 /// Removes the goldens (and the debris of builds that died) that nobody used for
-/// [`UNUSED_FOR`], each only if its exclusive lock is free: no process is cloning it.
-pub(crate) fn remove_unused_goldens(golden_dir: &Path, current: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(golden_dir) else {
+/// [`UNUSED_FOR`], each only if its exclusive lock is free: no process is cloning it; and the
+/// clusters template servers left for goldens that are gone.
+pub(crate) fn remove_unused_goldens(root: &Root, current: &Path) -> Vec<PathBuf> {
+    let golden_dir = root.golden_dir();
+    let entries = std::fs::read_dir(root.warm_dir())
+        .into_iter()
+        .flatten()
+        .flatten();
+    for key in entries.map(|entry| entry.file_name()) {
+        if !golden_dir.join(&key).exists() {
+            crate::harness::warm::remove_parked(root, &key.to_string_lossy());
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(&golden_dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
@@ -376,6 +387,9 @@ pub(crate) fn remove_unused_goldens(golden_dir: &Path, current: &Path) -> Vec<Pa
         }
         if std::fs::remove_dir_all(&path).is_ok() {
             let _ = std::fs::remove_file(lock_path(&path));
+            if let Some(key) = path.file_name() {
+                crate::harness::warm::remove_parked(root, &key.to_string_lossy());
+            }
             removed.push(path);
         }
     }
