@@ -239,14 +239,14 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
         build,
     } = warm::start(golden, options)?;
     let serving = (|| {
+        let admin = template::admin_database(golden);
         let mut sweeper = Session::connect(&ConnectParams::socket(
             server.socket_dir(),
             server.port(),
             SUPERUSER,
-            template::admin_database(golden),
+            admin,
             "pgclone keeper",
         ))?;
-        let admin = template::admin_database(golden);
         let at_start = warm::AtStart::record_and_close(golden, build, &mut sweeper, admin);
         write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
         let mut idle_since: Option<Instant> = None;

@@ -79,33 +79,31 @@ pub(crate) struct Started {
 /// if there is a usable one, or else on a copy of the golden. A parked cluster that does not
 /// start is removed, and a copy started instead.
 pub(crate) fn start(golden: &BuiltGolden, options: ServerOptions) -> Result<Started> {
-    let (mut took, mut build) = (false, None);
-    let started = golden.start_clone_with(options.clone(), |data| {
-        // One shared lock from reading the build to the copy: no rebuild in between.
-        let _no_rebuild = golden.lock_shared()?;
-        build = GoldenBuild::of(golden);
-        took = take_parked(golden, build.as_ref(), data);
-        match took {
-            true => Ok(CloneReport::default()),
-            false => golden.copy_to(data),
-        }
-    });
-    match started {
-        Ok((server, dir, _)) => Ok(Started { server, dir, build }),
-        Err(e) if took => {
+    // Returns whether the parked cluster was taken too.
+    let attempt = |may_take: bool| {
+        let (mut took, mut build) = (false, None);
+        let started = golden.start_clone_with(options.clone(), |data| {
+            // One shared lock from reading the build to the copy: no rebuild in between.
+            let _no_rebuild = golden.lock_shared()?;
+            build = GoldenBuild::of(golden);
+            took = may_take && take_parked(golden, build.as_ref(), data);
+            match took {
+                true => Ok(CloneReport::default()),
+                false => golden.copy_to(data),
+            }
+        });
+        let started = started.map(|(server, dir, _)| Started { server, dir, build });
+        (started, took)
+    };
+    match attempt(true) {
+        (Err(e), true) => {
             eprintln!(
                 "pgclone: the cluster an earlier process parked for golden {:?} did not start ({e}); starting a copy of the golden",
                 golden.dbname
             );
-            let mut build = None;
-            let (server, dir, _) = golden.start_clone_with(options, |data| {
-                let _no_rebuild = golden.lock_shared()?;
-                build = GoldenBuild::of(golden);
-                golden.copy_to(data)
-            })?;
-            Ok(Started { server, dir, build })
+            attempt(false).0
         }
-        Err(e) => Err(e),
+        (started, _) => started,
     }
 }
 

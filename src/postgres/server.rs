@@ -417,44 +417,39 @@ impl Server {
     /// Clean (fast) shutdown: PostgreSQL writes a shutdown checkpoint, so the data directory is
     /// consistent afterwards. Escalates to immediate shutdown and SIGKILL if it takes too long.
     pub fn stop(mut self) -> Result<()> {
-        self.shutdown(Shutdown::Fast)
+        self.shutdown(Shutdown::Fast).map(drop)
     }
 
-    /// A fast shutdown: whether the server stopped by it, cleanly (if it takes too long, or
-    /// the server had exited already, it is stopped as [`stop`](Server::stop) does: `false`).
+    /// [`stop`](Server::stop), and whether the fast shutdown itself stopped the server, cleanly
+    /// (`false` if it had to escalate, or the server had exited already).
     pub fn stop_cleanly(mut self) -> Result<bool> {
-        if self.exited()?.is_some() {
-            return Ok(false);
-        }
-        signal_process(self.child.id(), Signal::INT);
-        match wait_for_exit(&mut self.child, Duration::from_secs(30))? {
-            Some(status) => Ok(status.success()),
-            None => self.shutdown(Shutdown::Immediate).map(|()| false),
-        }
+        self.shutdown(Shutdown::Fast)
     }
 
     /// Immediate shutdown, for servers whose files are about to be thrown away.
     pub fn stop_immediately(mut self) -> Result<()> {
-        self.shutdown(Shutdown::Immediate)
+        self.shutdown(Shutdown::Immediate).map(drop)
     }
 
-    fn shutdown(&mut self, first: Shutdown) -> Result<()> {
+    /// Shuts the server down from the step `first` on, escalating while it runs; whether that
+    /// first step stopped it with exit status 0.
+    fn shutdown(&mut self, first: Shutdown) -> Result<bool> {
         let steps = [
             (Shutdown::Fast, Signal::INT, Duration::from_secs(30)),
             (Shutdown::Immediate, Signal::QUIT, Duration::from_secs(5)),
             (Shutdown::Kill, Signal::KILL, Duration::from_secs(5)),
         ];
-        for (_, signal, patience) in steps.iter().filter(|(step, ..)| *step >= first) {
+        for (step, signal, patience) in steps.iter().filter(|(step, ..)| *step >= first) {
             if self.exited()?.is_some() {
-                return Ok(());
+                return Ok(false);
             }
             if *signal == Signal::KILL {
                 kill_group(self.child.id()); // the backends too: they are in its process group
             } else {
                 signal_process(self.child.id(), *signal);
             }
-            if wait_for_exit(&mut self.child, *patience)?.is_some() {
-                return Ok(());
+            if let Some(status) = wait_for_exit(&mut self.child, *patience)? {
+                return Ok(*step == first && status.success());
             }
         }
         Err(Error::new(

@@ -34,22 +34,19 @@ impl FileLock {
 
     /// The exclusive lock on `path` if nobody holds it now (`None` if somebody does).
     pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
-        let file = open(path)?;
-        Ok(
-            rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
-                .is_ok()
-                .then_some(FileLock { _file: file }),
-        )
+        Self::try_lock(path, FlockOperation::NonBlockingLockExclusive)
     }
 
     /// A shared lock on `path` if nobody holds it exclusively now (`None` if somebody does).
     pub fn try_shared(path: &Path) -> Result<Option<FileLock>> {
+        Self::try_lock(path, FlockOperation::NonBlockingLockShared)
+    }
+
+    fn try_lock(path: &Path, op: FlockOperation) -> Result<Option<FileLock>> {
         let file = open(path)?;
-        Ok(
-            rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared)
-                .is_ok()
-                .then_some(FileLock { _file: file }),
-        )
+        Ok(rustix::fs::flock(&file, op)
+            .is_ok()
+            .then_some(FileLock { _file: file }))
     }
 
     /// Waits for a shared lock on `path` (created if needed).

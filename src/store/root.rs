@@ -267,9 +267,10 @@ impl Root {
     }
 }
 
-/// Removes a clone directory whose server is stopped (or a cluster left in `<root>/warm/`)
-/// without making the caller wait: it is renamed into `<root>/trash/` at once and deleted by a background thread. What the thread has
-/// not deleted when the process exits is deleted at exit, or reaped by the next run.
+/// Removes a clone directory whose server is stopped (or a cluster parked in `<root>/warm/`)
+/// without making the caller wait: it is renamed into `<root>/trash/` at once and deleted by a
+/// background thread. What the thread has not deleted when the process exits is deleted at
+/// exit, or reaped by the next run.
 pub(crate) fn discard(dir: &Path) -> Result<()> {
     let Some(root) = dir.parent().and_then(Path::parent) else {
         return std::fs::remove_dir_all(dir).doing("remove clone directory", dir);

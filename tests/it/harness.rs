@@ -315,11 +315,7 @@ fn recipes_with_the_same_name_are_two_goldens_and_never_remove_each_other() {
 /// Runs in a helper process: a TestDb of the golden "concurrent", the count of rows in `t`.
 pub fn acquire_golden() -> String {
     let dir = std::env::var("PGCLONE_IT_MIGRATIONS").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         match TestDb::start(&Golden::new("concurrent").migrations(dir)).await {
             Ok(db) => {
                 let n = support::rows_in_t(&db).await;
@@ -423,6 +419,7 @@ fn a_sigkilled_test_process_leaves_no_server_and_the_next_run_no_clone_directory
 /// Runs in a helper process: holds a TestDb in each mode, reports their data directories, waits
 /// to be killed.
 pub fn hold_testdbs() -> String {
+    // The runtime outlives the copies it made: their clients stay connected while the process waits.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -675,11 +672,7 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
 /// Runs in a helper process: a database-mode copy of the counting golden; with
 /// `PGCLONE_IT_CREATE_ROLE`, the test also creates a role.
 pub fn use_a_template_server() -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         let golden = counting_golden();
         let db = TestDb::builder(&golden)
             .mode(pgclone::Mode::Database)
@@ -694,7 +687,10 @@ pub fn use_a_template_server() -> String {
         let role = value("select case when exists (select from pg_roles where rolname = 'pgclone_it_role') then 'role' else 'no-role' end");
         let (oid, role) = (oid.await, role.await);
         if std::env::var_os("PGCLONE_IT_CREATE_ROLE").is_some() {
-            db.client().batch_execute("create role pgclone_it_role").await.unwrap();
+            db.client()
+                .batch_execute("create role pgclone_it_role")
+                .await
+                .unwrap();
         }
         let rows = support::rows_in_t(&db).await;
         // The golden's database and the templates refuse connections: a test cannot change
@@ -708,7 +704,9 @@ pub fn use_a_template_server() -> String {
                 .dbname(dbname)
                 .connect(tokio_postgres::NoTls)
                 .await;
-            let refused = connected.err().and_then(|e| Some(e.as_db_error()?.message().to_string()));
+            let refused = connected
+                .err()
+                .and_then(|e| Some(e.as_db_error()?.message().to_string()));
             if !refused.is_some_and(|m| m.contains("not currently accepting connections")) {
                 closed = "open";
             }
@@ -719,11 +717,7 @@ pub fn use_a_template_server() -> String {
 
 /// Runs in a helper process: a database-mode copy, its template server killed, another copy.
 pub fn outlive_the_template_server() -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         let golden = counting_golden();
         let start = || {
             TestDb::builder(&golden)
@@ -799,6 +793,7 @@ fn a_kept_database_is_never_deleted_by_its_process_a_reaper_or_gc_without_kept()
 /// Runs in a helper process: keeps a database-mode copy, kills its template server, takes a
 /// copy from the new one and keeps that too; reports both kept clones and waits to be killed.
 pub fn keep_databases() -> String {
+    // The runtime outlives the copies it made: their clients stay connected while the process waits.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -831,11 +826,7 @@ pub fn keep_databases() -> String {
 
 /// Runs in a helper process: takes 5 copies in each mode from the pool, each used and dropped.
 pub fn use_pool() -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::block_on(async {
         let mut seen = std::collections::HashSet::new();
         for mode in [pgclone::Mode::Cluster, pgclone::Mode::Database] {
             for _ in 0..5 {

@@ -82,11 +82,7 @@ fn tcp_listens_on_loopback_and_requires_the_password() {
         "postgresql://postgres:wrong@127.0.0.1:{}/postgres",
         cluster.port()
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let refused = rt.block_on(tokio_postgres::connect(&wrong, tokio_postgres::NoTls));
+    let refused = support::block_on(tokio_postgres::connect(&wrong, tokio_postgres::NoTls));
     assert!(
         refused.is_err(),
         "TCP must not trust: only the local socket does"

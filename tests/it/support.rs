@@ -137,13 +137,18 @@ pub fn uid_of(pid: u32) -> u32 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Runs `work` with a tokio-postgres client connected to `url`, on a runtime of its own.
-fn with_client<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs `future` to completion on a runtime of its own (a helper process, or a sync test).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(future)
+}
+
+/// Runs `work` with a tokio-postgres client connected to `url`, on a runtime of its own.
+fn with_client<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
+    block_on(async {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .unwrap();
