@@ -39,7 +39,7 @@ use crate::postgres::server::{self, SUPERUSER};
 use crate::postgres::session::Session;
 use crate::postgres::wire::{quote_ident, quote_literal};
 use crate::store::lock::FileLock;
-use crate::store::root::{self, ProcessId};
+use crate::store::root::{self, ProcessId, Root};
 
 /// How long a keeper of a run still going waits, with no process holding the lease, before it
 /// stops its server: the golden's tests are likely over.
@@ -81,14 +81,26 @@ struct Files {
 
 impl Files {
     fn of(golden: &BuiltGolden) -> Files {
-        let dir = golden.root.shared_dir();
-        let key = golden_key(golden);
+        Files::at(&golden.root, &golden_key(golden))
+    }
+
+    fn at(root: &Root, key: &str) -> Files {
+        let dir = root.shared_dir();
         Files {
             lease: dir.join(format!("{key}.lease")),
             start: dir.join(format!("{key}.start")),
             server: dir.join(format!("{key}.server")),
             log: dir.join(format!("{key}.log")),
         }
+    }
+}
+
+/// Removes the files of golden `key`'s shared server, as the golden is removed (unused for a
+/// week: no run shares its server).
+pub(crate) fn remove_files(root: &Root, key: &str) {
+    let files = Files::at(root, key);
+    for path in [files.server, files.log, files.start, files.lease] {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -217,7 +217,15 @@ fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_re
         "a golden used recently stays, whatever its name: {both:?}"
     );
 
-    // Unused for a week: the next build removes it.
+    // Unused for a week: the next build removes it, with the files of the server a nextest
+    // run shared.
+    let shared = root.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let shared_files =
+        ["lease", "start", "log"].map(|ext| shared.join(format!("{}.{ext}", first[0])));
+    for file in &shared_files {
+        std::fs::write(file, "").unwrap();
+    }
     age(&root, &first[0]);
     let mut rebuild = acquire(&root, &dir);
     rebuild.env("PGCLONE_REBUILD", "1");
@@ -234,6 +242,9 @@ fn eight_processes_build_one_golden_a_new_migration_rebuilds_and_an_unchanged_re
         "the golden unused for a week is gone: {last:?}"
     );
     assert!(!last.contains(&first[0]));
+    for file in &shared_files {
+        assert!(!file.exists(), "{} is gone with its golden", file.display());
+    }
 }
 
 #[test]

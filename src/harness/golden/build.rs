@@ -389,6 +389,7 @@ pub(crate) fn remove_unused_goldens(root: &Root, current: &Path) -> Vec<PathBuf>
             let _ = std::fs::remove_file(lock_path(&path));
             if let Some(key) = path.file_name() {
                 crate::harness::warm::remove_parked(root, &key.to_string_lossy());
+                crate::harness::shared::remove_files(root, &key.to_string_lossy());
             }
             removed.push(path);
         }
