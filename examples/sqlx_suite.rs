@@ -18,6 +18,8 @@
 //!   warm (goldens cached), in its default mode (database mode for these sqlx-typed tests: in
 //!   the process's template server under cargo test, in the run's shared one under nextest) and
 //!   with `PGCLONE_MODE=cluster`.
+//! - The timed rounds take turns: each runs sqlx::test and warm pgclone back to back (sqlx::test
+//!   first in every other round), then cluster mode; the table gives each one's median.
 //! - Only the run is timed: each copy's tests are built first (`--no-run`), with the same
 //!   environment, and a timed run that compiles anything fails the benchmark.
 //!
@@ -143,7 +145,7 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut fixtures = Vec::new();
-    for (i, &megabytes) in sizes.iter().enumerate() {
+    for &megabytes in &sizes {
         let rows_in_archive = megabytes * 1_000_000 / BYTES_PER_ROW;
         let sql = archive_sql(rows_in_archive);
         for copy in [&pgclone_copy, &sqlx_copy] {
@@ -161,21 +163,12 @@ fn main() {
             }
         }
         for runner in [Runner::CargoTest, Runner::Nextest] {
-            // Alternated per size: neither variant always runs on a freshly written disk.
-            let sqlx_first = i % 2 == 0;
-            let mut sqlx = None;
-            if sqlx_first {
-                sqlx = Some(bench.sqlx_runs(&sqlx_copy, runner, megabytes, rounds));
-            }
-            let (cold, warm, cluster) =
-                bench.pgclone_runs(&pgclone_copy, &base, runner, megabytes, rounds);
-            if !sqlx_first {
-                sqlx = Some(bench.sqlx_runs(&sqlx_copy, runner, megabytes, rounds));
-            }
+            let (sqlx, cold, warm, cluster) =
+                bench.runs(&sqlx_copy, &pgclone_copy, &base, runner, megabytes, rounds);
             let row = Row {
                 megabytes,
                 runner,
-                sqlx: sqlx.unwrap(),
+                sqlx,
                 cold,
                 warm,
                 cluster,
@@ -436,24 +429,19 @@ impl Bench {
         took.as_secs_f64()
     }
 
-    fn sqlx_runs(&self, copy: &Path, runner: Runner, megabytes: u64, rounds: usize) -> f64 {
-        let tag = tag(megabytes, runner);
-        median(
-            (0..rounds)
-                .map(|r| self.timed(copy, runner, &[], &format!("sqlx-{tag}-{r}")))
-                .collect(),
-        )
-    }
-
-    /// Cold, warm and cluster-mode warm, in a pgclone directory of their own that starts empty.
-    fn pgclone_runs(
+    /// sqlx::test's runs, and pgclone's: cold, warm and cluster-mode warm, in a pgclone directory
+    /// of their own that starts empty. The rounds take turns: each round runs both tools back to
+    /// back, sqlx::test first in every other round, so that a disk slowing down or speeding up
+    /// during the benchmark (this virtual machine's does) weighs on both alike.
+    fn runs(
         &self,
-        copy: &Path,
+        sqlx_copy: &Path,
+        pgclone_copy: &Path,
         base: &Path,
         runner: Runner,
         megabytes: u64,
         rounds: usize,
-    ) -> (f64, f64, f64) {
+    ) -> (f64, f64, f64, f64) {
         let tag = tag(megabytes, runner);
         let dir = base.join(&tag);
         if dir.exists() {
@@ -465,23 +453,35 @@ impl Bench {
             ("PGCLONE_DIR", dir.as_path()),
             ("PGCLONE_MODE", Path::new("cluster")),
         ];
-        let cold = self.timed(copy, runner, &pgclone_dir, &format!("pgclone-{tag}-cold"));
-        let warm = median(
-            (0..rounds)
-                .map(|r| self.timed(copy, runner, &pgclone_dir, &format!("pgclone-{tag}-{r}")))
-                .collect(),
+        let cold = self.timed(
+            pgclone_copy,
+            runner,
+            &pgclone_dir,
+            &format!("pgclone-{tag}-cold"),
         );
-        // Goldens do not depend on the mode: these are warm too.
-        let in_cluster_mode = median(
-            (0..rounds)
-                .map(|r| self.timed(copy, runner, &cluster, &format!("cluster-{tag}-{r}")))
-                .collect(),
-        );
+        let (mut sqlx, mut warm, mut in_cluster_mode) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let run_sqlx = || self.timed(sqlx_copy, runner, &[], &format!("sqlx-{tag}-{r}"));
+            let run_pgclone = || {
+                let label = format!("pgclone-{tag}-{r}");
+                self.timed(pgclone_copy, runner, &pgclone_dir, &label)
+            };
+            if r % 2 == 0 {
+                sqlx.push(run_sqlx());
+                warm.push(run_pgclone());
+            } else {
+                warm.push(run_pgclone());
+                sqlx.push(run_sqlx());
+            }
+            // Goldens do not depend on the mode: this is warm too.
+            let label = format!("cluster-{tag}-{r}");
+            in_cluster_mode.push(self.timed(pgclone_copy, runner, &cluster, &label));
+        }
         // The goldens of the next size are other goldens; these only take disk space.
         if let Err(err) = fs::remove_dir_all(&dir) {
             eprintln!("could not remove {}: {err}", dir.display());
         }
-        (cold, warm, in_cluster_mode)
+        (median(sqlx), cold, median(warm), median(in_cluster_mode))
     }
 }
 
@@ -532,7 +532,10 @@ fn markdown(machine: &str, rounds: usize, fixtures: &[(u64, u64, u64)], rows: &[
         if rounds == 1 {
             "one run each".to_string()
         } else {
-            format!("median of {rounds} runs (cold: one run)")
+            format!(
+                "median of {rounds} runs (cold: one run); the rounds take turns, each running \
+                 both tools back to back, sqlx::test first in every other round"
+            )
         }
     );
     let _ = writeln!(md, "Machine: {machine}.\n");
