@@ -81,7 +81,7 @@ struct Files {
 
 impl Files {
     fn of(golden: &BuiltGolden) -> Files {
-        Files::at(&golden.root, &golden_key(golden))
+        Files::at(&golden.root, &golden.key())
     }
 
     fn at(root: &Root, key: &str) -> Files {
@@ -102,16 +102,6 @@ pub(crate) fn remove_files(root: &Root, key: &str) {
     for path in [files.server, files.log, files.start, files.lease] {
         let _ = std::fs::remove_file(path);
     }
-}
-
-/// The golden's key: its directory's name under `<root>/golden`.
-pub(crate) fn golden_key(golden: &BuiltGolden) -> String {
-    golden
-        .data_dir
-        .parent()
-        .and_then(Path::file_name)
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// The shared server of `golden`, started by a new keeper (the test binary re-run for `test`,
@@ -139,7 +129,7 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &str) -> Result<Shared
     let keeper = server::spawn_keeper(
         &Config::working_dir()?,
         test,
-        &format!("{} {runner}", golden_key(golden)),
+        &format!("{} {runner}", golden.key()),
         log,
     )?;
     wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT).map(with_lease)
@@ -231,12 +221,12 @@ pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str) -> ! {
 
 fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
     let (wanted, runner) = asked.split_once(' ').unwrap_or((asked, ""));
-    if golden_key(golden) != wanted {
+    if golden.key() != wanted {
         return Err(Error::new(
             ErrorKind::InvalidConfig,
             format!(
                 "asked to serve golden {wanted}, but this test uses {}",
-                golden_key(golden)
+                golden.key()
             ),
         ));
     }

@@ -109,10 +109,7 @@ pub(crate) fn start(golden: &BuiltGolden, options: ServerOptions) -> Result<Star
 
 /// Where a cluster of `golden`'s is parked: `<root>/warm/<key>`.
 fn parked_dir(golden: &BuiltGolden) -> PathBuf {
-    golden
-        .root
-        .warm_dir()
-        .join(crate::harness::shared::golden_key(golden))
+    golden.root.warm_dir().join(golden.key())
 }
 
 /// Moves the cluster parked for `golden` into `data` (the empty data directory of a new clone
@@ -129,7 +126,7 @@ fn take_parked(golden: &BuiltGolden, build: Option<&GoldenBuild>, data: &Path) -
     let ours = meta.is_dir() && meta.uid() == rustix::process::geteuid().as_raw();
     if !ours || meta.mode() & 0o022 != 0 {
         if ours {
-            remove_parked(&golden.root, &crate::harness::shared::golden_key(golden));
+            let _ = crate::store::root::discard(&parked);
         }
         return false;
     }
@@ -210,7 +207,6 @@ pub(crate) struct AtStart {
     build: GoldenBuild,
     state: String,
     checkpointer: String,
-    major: u32,
     /// The databases that refuse connections while the server runs.
     closed: Vec<String>,
 }
@@ -248,7 +244,6 @@ impl AtStart {
             build,
             state,
             checkpointer,
-            major,
             closed: Vec::new(),
         };
         for name in open
@@ -331,11 +326,12 @@ pub(crate) fn stop_and_park(
     session: &mut Session,
     at_start: Option<&AtStart>,
 ) -> Result<()> {
+    let major = golden.env.binaries.version().major();
     let as_at_start = at_start.is_some_and(|at_start| {
         at_start.reopen(session)
             && drop_test_databases(session, &golden.dbname, true).is_ok()
             && session.query_value(CHECKPOINTER).ok().as_ref() == Some(&at_start.checkpointer)
-            && cluster_state(session, at_start.major).is_ok_and(|state| state == at_start.state)
+            && cluster_state(session, major).is_ok_and(|state| state == at_start.state)
     });
     let stopped = match as_at_start {
         true => server.stop_cleanly(),

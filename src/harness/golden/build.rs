@@ -86,6 +86,14 @@ impl BuiltGolden {
         self.data_dir.parent().unwrap_or(&self.data_dir)
     }
 
+    /// The golden's key: its directory's name under `<root>/golden`.
+    pub fn key(&self) -> String {
+        self.dir()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// The shared lock on the golden, which keeps a rebuild from replacing it while held.
     pub fn lock_shared(&self) -> Result<FileLock> {
         FileLock::shared(&self.lock_path, Duration::from_secs(1), || {
