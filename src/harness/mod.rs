@@ -3,6 +3,7 @@
 //! close the argument, then tear the copy down or keep it (`PGCLONE_KEEP`).
 //! Not a public API: the macro's expansion is its only caller.
 
+pub(crate) mod ahead;
 pub(crate) mod args;
 pub(crate) mod golden;
 pub(crate) mod pool;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::harness::ahead;
 use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::{self, SharedServer};
 use crate::harness::warm::{self, AtStart};
@@ -62,10 +63,16 @@ fn templates() -> &'static Templates {
 /// on first use, and started again if it died): the server and the database's name.
 /// `shared_by`: libtest's name of a test in a run of many processes (nextest), which uses the
 /// template server the run shares (the keeper runs that test again).
+/// `ahead`: whether a nextest run's first test may start the keepers of the goldens the previous
+/// run used (not when goldens are being rebuilt: the previous run's are about to be replaced).
 pub(crate) async fn create_database(
     golden: &Arc<BuiltGolden>,
     shared_by: Option<&'static str>,
+    ahead: bool,
 ) -> Result<(Arc<TemplateServer>, String)> {
+    if let Some(test) = shared_by.filter(|_| ahead) {
+        start_keepers_ahead(golden, test);
+    }
     let template = template_for(golden.clone(), shared_by).await?;
     let t = template.clone();
     match crate::harness::golden::blocking(move || t.create_database()).await {
@@ -107,6 +114,31 @@ async fn template_for(
         })
         .await?;
     Ok(template.clone())
+}
+
+/// Threads starting keepers ahead, waited for at exit: a process that exited while it started
+/// a keeper would let another process start a second one.
+static KEEPERS_AHEAD: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Under nextest: notes that `golden` serves the test `test` of this run and, at the run's first
+/// test, starts the keepers of the other goldens the previous run of this test binary used
+/// (`ahead.rs`), side by side, so that their first tests find their servers running. A failure
+/// there is left for the test that needs that server to meet and report.
+fn start_keepers_ahead(golden: &BuiltGolden, test: &str) {
+    let others = ahead::note_used(golden, test);
+    if others.is_empty() {
+        return;
+    }
+    let mut threads = KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    for ahead::Ahead { golden, test } in others {
+        // The lease goes at once: the keeper serves the run's processes as they come.
+        let start = move || drop(shared::server_for(&Arc::new(golden), &test));
+        threads.extend(std::thread::Builder::new().spawn(start));
+    }
+    crate::exit::at_exit(|| {
+        let threads = std::mem::take(&mut *KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner()));
+        threads.into_iter().for_each(|thread| drop(thread.join()));
+    });
 }
 
 impl TemplateServer {

@@ -411,7 +411,10 @@ impl TestDbBuilder<'_> {
                 db
             }
             Some(db) => db,
-            None => TestDb::fresh(golden, mode, self.client, shared_by).await?,
+            None => {
+                let ahead = !config.rebuild;
+                TestDb::fresh(golden, mode, self.client, shared_by, ahead).await?
+            }
         };
         db.harness = self.harness;
         db.keep_policy = config.keep;
@@ -450,6 +453,7 @@ impl TestDb {
         mode: Mode,
         client: bool,
         shared_by: Option<&'static str>,
+        ahead: bool,
     ) -> Result<TestDb> {
         match mode {
             Mode::Cluster => {
@@ -459,7 +463,8 @@ impl TestDb {
                 TestDb::from_cluster(golden, dir, server, Method::Clone(method), client).await
             }
             Mode::Database => {
-                let (template, dbname) = template::create_database(&golden, shared_by).await?;
+                let (template, dbname) =
+                    template::create_database(&golden, shared_by, ahead).await?;
                 let owned = Owned::Database {
                     template: template.clone(),
                     dbname: dbname.clone(),

@@ -29,6 +29,9 @@ const GOLDEN: &str = "golden";
 const SHARED: &str = "shared";
 /// Clusters template servers left for the next process (`harness/warm.rs`).
 const WARM: &str = "warm";
+/// Which goldens each test command used, to start their servers ahead next time
+/// (`harness/ahead.rs`).
+const AHEAD: &str = "ahead";
 pub(crate) const OWNER_FILE: &str = "owner";
 /// Marks a clone the user asked to keep: never reaped automatically.
 const KEEP_FILE: &str = "keep";
@@ -78,7 +81,7 @@ impl Root {
         tempfile::tempfile_in(&path)
             .doing("write in the pgclone directory (PGCLONE_DIR)", &path)
             .map_err(unusable)?;
-        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN, SHARED, WARM] {
+        for sub in [CLONES, TRASH, UNFINISHED, GOLDEN, SHARED, WARM, AHEAD] {
             // pgclone never makes a symlink here: one that is here was planted.
             let sub = path.join(sub);
             safe_path::create_trusted_dir(&sub, 0o755, what).map_err(unusable)?;
@@ -107,6 +110,11 @@ impl Root {
     /// `<root>/warm`, where template servers leave their clusters for the next process.
     pub fn warm_dir(&self) -> PathBuf {
         self.path.join(WARM)
+    }
+
+    /// `<root>/ahead`, where each test command's goldens are recorded.
+    pub fn ahead_dir(&self) -> PathBuf {
+        self.path.join(AHEAD)
     }
 
     /// `<root>/shared`, where the template servers a run's processes share are found.

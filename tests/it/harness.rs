@@ -944,15 +944,31 @@ pub fn report_modes() -> String {
     }
 }
 
+/// Set by the helper entry point `entry_with_another_golden`: `share_template` then uses
+/// [`another_golden`].
+pub static ANOTHER_GOLDEN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn another_golden() -> Golden {
+    counting_golden().sql("create table another (x int)")
+}
+
 /// Runs in a helper process, as one test process of a nextest run: a database-mode test, named
 /// as libtest knows this entry point (so that a keeper can run it again), that reports its pid,
 /// its server's data directory and its database; with `PGCLONE_IT_HOLD` it then waits to be killed.
 pub fn share_template() -> String {
     use std::sync::Mutex;
     static SEEN: Mutex<String> = Mutex::new(String::new());
-    let mut spec = support::spec("it::helpers::entry");
+    let another = ANOTHER_GOLDEN.load(std::sync::atomic::Ordering::SeqCst);
+    let mut spec = match another {
+        false => support::spec("it::helpers::entry"),
+        true => support::spec("it::helpers::entry_with_another_golden"),
+    };
     spec.mode = Some(pgclone::Mode::Database);
-    spec.golden = Some(counting_golden);
+    spec.golden = Some(match another {
+        false => counting_golden,
+        true => another_golden,
+    });
     let test: fn(TestDb) -> _ = |db| async move {
         let row = db
             .client()
@@ -1095,6 +1111,79 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
             .ok_or(format!("servers {servers:?}, {clones} clone directories"))
     };
     wait_for(server_gone, Duration::from_secs(10));
+}
+
+/// Under nextest, the first test process of a run starts the keepers of the goldens the previous
+/// run of its test binary used, so that their tests find their servers running: here a run
+/// that uses only one golden finds the other's server started too, and both go when it ends.
+#[test]
+fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
+    let root = support::unique_root("keepers-ahead");
+    let dir = migrations(&root);
+    // A nextest run: `sh` (the runner, the processes' parent) runs these test processes one
+    // after another, then lives until its stdin closes.
+    let run = |entries: &[&str]| {
+        let helper = support::helper("share_template");
+        let script: String = entries
+            .iter()
+            .map(|entry| format!("\"$0\" {entry} --exact --ignored --nocapture -q; "))
+            .collect();
+        let mut runner = Command::new("sh");
+        runner
+            .args(["-c", &format!("{script}read _")])
+            .arg(helper.get_program())
+            .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env("PGCLONE_DIR", &root)
+            .env("PGCLONE_IT_MIGRATIONS", &dir)
+            .env("NEXTEST_RUN_ID", "a-run")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
+        let stdout = std::io::BufReader::new(runner.0.stdout.take().unwrap());
+        let reports = std::io::BufRead::lines(stdout)
+            .map_while(Result::ok)
+            .filter(|line| line.starts_with("RESULT "))
+            .take(entries.len())
+            .count();
+        assert_eq!(reports, entries.len(), "a test process failed");
+        runner
+    };
+    let serving = || -> Vec<PathBuf> {
+        let files = std::fs::read_dir(root.join("shared")).unwrap().flatten();
+        let files = files.map(|entry| entry.path());
+        files
+            .filter(|path| path.extension().is_some_and(|e| e == "server"))
+            .collect()
+    };
+    let over = |mut runner: support::KilledOnDrop| {
+        drop(runner.0.stdin.take());
+        let gone = || {
+            let servers = support::servers_under(&root);
+            let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
+            (servers.is_empty() && clones == 0 && serving().is_empty())
+                .then_some(())
+                .ok_or(format!("servers {servers:?}, {clones} clone directories"))
+        };
+        wait_for(gone, Duration::from_secs(15));
+    };
+
+    // The first run needs both goldens: a keeper each, started as their tests come.
+    let first = run(&["helpers::entry", "helpers::entry_with_another_golden"]);
+    assert_eq!(serving().len(), 2, "a server per golden");
+    over(first);
+
+    // The next run's only test needs the first golden; its process starts the other's keeper
+    // too, and waits for it to serve before it exits.
+    let second = run(&["helpers::entry"]);
+    let both = || {
+        let serving = serving().len();
+        (serving == 2)
+            .then_some(())
+            .ok_or(format!("{serving} serving"))
+    };
+    wait_for(both, Duration::from_secs(15));
+    assert_eq!(support::servers_under(&root).len(), 2);
+    over(second);
 }
 
 /// SIGKILLs a process when dropped (it may be gone already).

@@ -60,6 +60,15 @@ fn entry() {
     self::report(&report);
 }
 
+/// The helper task `share_template` as a test of another name, with another golden (a keeper
+/// started for that golden runs this entry point again, and finds the same golden).
+#[test]
+#[ignore = "entry point of the helper processes that other tests start"]
+fn entry_with_another_golden() {
+    crate::harness::ANOTHER_GOLDEN.store(true, std::sync::atomic::Ordering::SeqCst);
+    entry();
+}
+
 /// Reports, then waits to be killed (the caller's SIGKILL is the point of the test).
 pub fn report_and_wait_to_be_killed(line: &str) -> ! {
     report(line);

@@ -81,6 +81,20 @@ impl BuiltGolden {
         }
     }
 
+    /// The golden `key` under `root`, if it is built (a golden found by its key alone: its
+    /// recipe is not checked). Its database is `dbname`, its binaries `env`'s.
+    pub fn ready(root: &Root, env: &Resolved, key: &str, dbname: &str) -> Option<BuiltGolden> {
+        let dir = root.golden_dir().join(key);
+        let ready = dir.join("READY").is_file() && dir.join("data/global/pg_control").exists();
+        ready.then(|| BuiltGolden {
+            dbname: dbname.to_string(),
+            data_dir: dir.join("data"),
+            root: root.clone(),
+            env: env.clone(),
+            lock_path: lock_path(&dir),
+        })
+    }
+
     /// `<root>/golden/<key>/`: the golden's directory.
     pub fn dir(&self) -> &Path {
         self.data_dir.parent().unwrap_or(&self.data_dir)

@@ -1,0 +1,137 @@
+//! Starting ahead, under nextest: which keepers a run starts before its tests ask for them.
+//!
+//! In a nextest run the first test of each golden waits for a keeper to start the run's
+//! template server of that golden (`shared.rs`): about 0.2 s, five times for a suite with five
+//! fixture sets. A run usually needs the goldens the previous run of the same test binary needed,
+//! so each run records them, and the first test process of the next run starts the keepers of
+//! the others at once, side by side, while the run's tests go on (`template.rs`). A recorded
+//! golden that no test of the new run uses (a filtered run, a recipe changed since) costs a
+//! keeper that starts a server and stops it once the run is over.
+//!
+//! Under `cargo test` (one process) this is not done: measured on this project's 2-core machine,
+//! starting a process's template servers ahead saved nothing, as the servers' starts already
+//! kept both cores busy.
+//!
+//! A run is the processes that share a runner (their parent: nextest). Its record is
+//! `<root>/ahead/<SHA-256 of the test binary's path and of the PostgreSQL binaries' directory>`:
+//! the run on the first line, then a line per golden in the order the run first used them,
+//! `<key> <a test that used it> <golden's database>` (the test is what a keeper runs again). Keys
+//! are checked before use; a golden that is gone or not built is skipped; a record untouched for
+//! [`UNUSED_FOR`] is removed. `<root>/ahead/.lock` is held while a record is read and written.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::harness::golden::{BuiltGolden, UNUSED_FOR};
+use crate::store::lock::FileLock;
+use crate::store::root::{ProcessId, Root};
+
+/// A golden to start a server of ahead, and a test that uses it.
+pub(crate) struct Ahead {
+    pub golden: BuiltGolden,
+    pub test: String,
+}
+
+/// Notes that the test `test` (libtest's name) of a nextest run used `golden`. The run's first
+/// note returns the goldens the previous run of this test binary used besides this one, for the
+/// caller to start their keepers; later ones return nothing. Costs a file's read and write.
+pub(crate) fn note_used(golden: &BuiltGolden, test: &str) -> Vec<Ahead> {
+    static NOTED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    let newly = NOTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(golden.data_dir.clone());
+    if !newly {
+        return Vec::new();
+    }
+    note(golden, test).unwrap_or_default()
+}
+
+fn note(golden: &BuiltGolden, test: &str) -> Result<Vec<Ahead>> {
+    let run = ProcessId::parent()?.to_string();
+    let path = record_path(&golden.root, golden.env.binaries.bin_dir());
+    // One lock for all records, never removed: notes are rare (once per golden and process).
+    let lock = golden.root.ahead_dir().join(".lock");
+    let _lock = FileLock::exclusive(&lock, Duration::from_secs(5), || {})?;
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines = old.lines();
+    let key = golden.key();
+    let line = format!("{key} {test} {}\n", golden.dbname.replace('\n', " "));
+    if lines.next() == Some(&run) {
+        // A later test of this run: add the golden, if another process did not.
+        if !lines.any(|l| l.split(' ').next() == Some(&key)) {
+            write_atomically(&path, &(old + &line))?;
+        }
+        return Ok(Vec::new());
+    }
+    // The run's first note: the previous run's goldens are this one's to start.
+    write_atomically(&path, &format!("{run}\n{line}"))?;
+    remove_old_records(&golden.root.ahead_dir());
+    Ok(lines
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let (key, test, dbname) = (fields.next()?, fields.next()?, fields.next()?);
+            if key == golden.key() || !is_key(key) {
+                return None;
+            }
+            let golden = BuiltGolden::ready(&golden.root, &golden.env, key, dbname)?;
+            let test = test.to_string();
+            Some(Ahead { golden, test })
+        })
+        .collect())
+}
+
+/// `<root>/ahead/<SHA-256 of this test binary's path and bin_dir>`.
+fn record_path(root: &Root, bin_dir: &Path) -> PathBuf {
+    let exe = std::fs::read_link(crate::sys::own_executable()).unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(exe.as_os_str().as_encoded_bytes());
+    hash.update([0]);
+    hash.update(bin_dir.as_os_str().as_encoded_bytes());
+    let name: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    root.ahead_dir().join(name)
+}
+
+/// Whether `key` looks like a golden's key (hex digits): nothing else may name a directory.
+fn is_key(key: &str) -> bool {
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Writes `path` through a temporary file beside it, so that a reader never sees half of it.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    use crate::error::IoContext;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).doing("create a file in", dir)?;
+    file.write_all(text.as_bytes())
+        .doing("write", file.path())?;
+    file.persist(path)
+        .map_err(|e| e.error)
+        .doing("write", path)?;
+    Ok(())
+}
+
+/// Removes the records of commands not run for [`UNUSED_FOR`] (the lock stays).
+fn remove_old_records(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
