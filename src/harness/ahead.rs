@@ -20,7 +20,6 @@
 //! [`UNUSED_FOR`] is removed. `<root>/ahead/.lock` is held while a record is read and written.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -31,6 +30,7 @@ use crate::error::Result;
 use crate::harness::golden::{BuiltGolden, UNUSED_FOR};
 use crate::store::lock::FileLock;
 use crate::store::root::{ProcessId, Root};
+use crate::store::write_atomically;
 
 /// A golden to start a server of ahead, and a test that uses it.
 pub(crate) struct Ahead {
@@ -102,19 +102,6 @@ fn record_path(root: &Root, bin_dir: &Path) -> PathBuf {
 /// Whether `key` looks like a golden's key (hex digits): nothing else may name a directory.
 fn is_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Writes `path` through a temporary file beside it, so that a reader never sees half of it.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    use crate::error::IoContext;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir).doing("create a file in", dir)?;
-    file.write_all(text.as_bytes())
-        .doing("write", file.path())?;
-    file.persist(path)
-        .map_err(|e| e.error)
-        .doing("write", path)?;
-    Ok(())
 }
 
 /// Removes the records of commands not run for [`UNUSED_FOR`] (the lock stays).

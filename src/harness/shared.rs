@@ -29,10 +29,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::harness::{template, warm};
+use crate::postgres::binaries::PgBinaries;
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{self, SUPERUSER};
@@ -101,6 +104,71 @@ pub(crate) fn remove_files(root: &Root, key: &str) {
     let files = Files::at(root, key);
     for path in [files.server, files.log, files.start, files.lease] {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The PostgreSQL binaries to use. In a nextest run, the ones its first process found: it
+/// records them in `<root>/shared/run-<hash>.binaries` (`<hash>`: SHA-256 of the run and of what
+/// the search reads from the environment), and the run's other processes (one per test) use
+/// them without searching again, which takes 60–100 ms a process for Debian's packages
+/// (`pg_config` and `postgres --version`). A record whose binaries are gone is replaced;
+/// records older than a day are removed.
+pub(crate) fn binaries(config: &Config, root: &Root) -> Result<PgBinaries> {
+    let Some(run) = &config.run_id else {
+        return PgBinaries::find_with(config);
+    };
+    let mut hash = Sha256::new();
+    let pg_version = config.pg_version.map(|v| v.to_string());
+    for part in [Some(run.as_str()), pg_version.as_deref()] {
+        hash.update(part.unwrap_or_default());
+        hash.update([0]);
+    }
+    for dir in config
+        .pg_bin
+        .iter()
+        .chain([PathBuf::new()].iter())
+        .chain(&config.path)
+    {
+        hash.update(dir.as_os_str().as_encoded_bytes());
+        hash.update([0]);
+    }
+    let name: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let record = root.shared_dir().join(format!("run-{name}.binaries"));
+    let recorded = std::fs::read_to_string(&record).ok().and_then(|text| {
+        let (dir, version) = text.split_once('\n')?;
+        PgBinaries::known(Path::new(dir), version.trim_end())
+    });
+    if let Some(binaries) = recorded {
+        return Ok(binaries);
+    }
+    let found = PgBinaries::find_with(config)?;
+    if let Some(dir) = found.bin_dir().to_str().filter(|dir| !dir.contains('\n')) {
+        let _ = crate::store::write_atomically(&record, &format!("{dir}\n{}\n", found.version()));
+        remove_old_binaries_records(&root.shared_dir());
+    }
+    Ok(found)
+}
+
+/// Removes the `run-*.binaries` records of runs older than a day.
+fn remove_old_binaries_records(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("run-") && name.ends_with(".binaries")) {
+            continue;
+        }
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
+            std::time::SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                > Duration::from_secs(24 * 3600)
+        });
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -309,10 +377,7 @@ fn write_server_file(path: &Path, dir: &Path, socket_dir: &Path, port: u16) -> R
         dir.display(),
         socket_dir.display()
     );
-    // Written aside and renamed: a reader never sees half of it.
-    let aside = path.with_extension("server.tmp");
-    std::fs::write(&aside, text).doing("write", &aside)?;
-    std::fs::rename(&aside, path).doing("write", path)
+    crate::store::write_atomically(path, &text)
 }
 
 /// Drops the databases made from the template for tests: those whose making process is gone,

@@ -195,6 +195,20 @@ impl PgBinaries {
         })
     }
 
+    /// The binaries in `dir` whose version another process of this run found to be `version`
+    /// (as [`PgVersion`] prints it), without running `postgres --version` again; `None` if `dir`
+    /// no longer holds them or `version` is not one.
+    pub(crate) fn known(dir: &Path, version: &str) -> Option<PgBinaries> {
+        let version = PgVersion::parse(&format!("postgres (PostgreSQL) {version}"))?;
+        let present = ["postgres", "initdb"]
+            .iter()
+            .all(|program| is_executable(&dir.join(program)));
+        present.then(|| PgBinaries {
+            bin_dir: dir.to_path_buf(),
+            version,
+        })
+    }
+
     /// The directory holding the binaries.
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir

@@ -1186,6 +1186,60 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     over(second);
 }
 
+/// Under nextest, a run's processes use the PostgreSQL binaries its first process found: the
+/// others do not search again (nor run `postgres --version`); the next run does.
+#[test]
+fn a_nextest_runs_processes_search_for_the_binaries_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = support::unique_root("run-binaries");
+    let dir = migrations(&root);
+    // The real binaries, but a `postgres` that notes each `--version` asked of it.
+    let real = pgclone::server::PgBinaries::find().unwrap();
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir(real.bin_dir()).unwrap().flatten() {
+        if entry.file_name() != "postgres" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    let probes = root.join("probes");
+    let postgres = bin.join("postgres");
+    std::fs::write(
+        &postgres,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo probed >> '{}'; fi\nexec '{}' \"$@\"\n",
+            probes.display(),
+            real.program("postgres").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&postgres, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probed = || {
+        let text = std::fs::read_to_string(&probes).unwrap_or_default();
+        text.lines().count()
+    };
+    let process_of_run = |run: &str| {
+        let mut cmd = acquire(&root, &dir);
+        cmd.env("PGCLONE_PG_BIN", &bin).env("NEXTEST_RUN_ID", run);
+        helper_result(cmd)
+    };
+
+    assert_eq!(process_of_run("run-1"), "OK 7");
+    assert_eq!(
+        probed(),
+        1,
+        "the run's first process asks the binaries' version"
+    );
+    assert_eq!(process_of_run("run-1"), "OK 7");
+    assert_eq!(
+        probed(),
+        1,
+        "the run's second process uses what the first found"
+    );
+    assert_eq!(process_of_run("run-2"), "OK 7");
+    assert_eq!(probed(), 2, "the next run asks again");
+}
+
 /// SIGKILLs a process when dropped (it may be gone already).
 struct KillOnDrop(u32);
 

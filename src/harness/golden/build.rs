@@ -27,6 +27,7 @@ use crate::harness::test_db::connect_params;
 use crate::postgres::data_dir;
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::{Resolved, ServerOptions};
+use crate::postgres::run_as::RunAs;
 use crate::postgres::server::{Server, StartSpec, SUPERUSER};
 use crate::postgres::wire::quote_ident;
 use crate::store::lock::FileLock;
@@ -132,10 +133,13 @@ impl BuiltGolden {
 /// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now,
 /// as `config` (the caller's, read once) says.
 pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc<BuiltGolden>> {
-    let env = ServerOptions::new().resolve(config)?;
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    let root = Root::open(None, config, run_as.as_ref())?;
+    // Under nextest, the binaries the run's first process found (a search each costs).
+    let binaries = crate::harness::shared::binaries(config, &root)?;
+    let env = ServerOptions::new().binaries(binaries).resolve(config)?;
     let base = config.recipe_base()?;
     let recipe = recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base)?;
-    let root = Root::open(None, config, env.run_as.as_ref())?;
     root.reap_once_per_process();
 
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
