@@ -51,7 +51,7 @@ pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 /// How often it drops the databases of processes that are gone.
 const SWEEP_EVERY: u32 = 4;
-/// The shared server's `max_connections`: each test process holds two admin sessions, its
+/// The shared server's `max_connections`: each test process holds an admin session, its
 /// client and a pool (sqlx's: up to 5), and nextest runs a process per core at once.
 const MAX_CONNECTIONS: &str = "400";
 

@@ -35,8 +35,10 @@ pub(crate) struct TemplateServer {
     server: Mutex<Option<Server>>,
     /// Creates databases (serialized: the template must have no other session meanwhile).
     admin: Mutex<Session>,
-    /// Drops them, apart, so that a slow drop never delays a test's creation.
-    dropper: Mutex<Session>,
+    /// Drops them, apart, so that a slow drop never delays a test's creation. `None` for the
+    /// server a nextest run shares: its keeper drops this process's databases once the process
+    /// is gone, and `admin` drops one a test closes.
+    dropper: Option<Mutex<Session>>,
     pub socket_dir: PathBuf,
     pub port: u16,
     pub major: u32,
@@ -181,15 +183,15 @@ impl TemplateServer {
                 application,
             ))
         };
-        let mut dropper = session("pgclone drop")?;
         let mut admin = session("pgclone template")?;
         let admin_db = admin_database(&golden);
-        let (server, at_start) = match own {
+        let (server, at_start, dropper) = match own {
             Some((server, build)) => {
+                let mut dropper = session("pgclone drop")?;
                 let at_start = AtStart::record_and_close(&golden, build, &mut dropper, admin_db);
-                (Some(server), at_start)
+                (Some(server), at_start, Some(Mutex::new(dropper)))
             }
-            None => (None, None), // the keeper's to park
+            None => (None, None, None), // the keeper's to park
         };
         let major = golden.env.binaries.version().major();
         if crate::postgres::features::has_file_copy_method_clone(major) {
@@ -203,7 +205,7 @@ impl TemplateServer {
             dir,
             server: Mutex::new(server),
             admin: Mutex::new(admin),
-            dropper: Mutex::new(dropper),
+            dropper,
             kept: OnceLock::new(),
             shared,
             at_start,
@@ -231,7 +233,7 @@ impl TemplateServer {
     /// Its test's connection is usually still closing: wait for that (a few ms) rather than let
     /// `WITH (FORCE)` wait for it in 100 ms steps.
     pub fn drop_database(&self, name: &str) -> Result<()> {
-        let mut dropper = self.dropper.lock().unwrap();
+        let mut dropper = self.dropper.as_ref().unwrap_or(&self.admin).lock().unwrap();
         let sessions = format!(
             "select count(*)::text from pg_stat_activity where datname = {}",
             quote_literal(name)
@@ -248,7 +250,11 @@ impl TemplateServer {
 
     /// Drops the database on a background thread, so that a test's teardown does not wait for
     /// PostgreSQL (the admin session serializes it with creations; at exit the whole server goes).
+    /// In the server a nextest run shares, the keeper drops it once this process is gone.
     pub fn drop_database_later(self: &Arc<Self>, name: String) {
+        if self.is_shared() {
+            return;
+        }
         let template = Arc::clone(self);
         let _ = std::thread::Builder::new()
             .name("pgclone-drop-database".into())
@@ -292,8 +298,8 @@ impl TemplateServer {
         self.kept
             .get_or_init(|| {
                 // The user's now: all its databases take connections again (it is never parked).
-                if let Some(at_start) = &self.at_start {
-                    at_start.reopen(&mut self.dropper.lock().unwrap_or_else(|e| e.into_inner()));
+                if let (Some(at_start), Some(dropper)) = (&self.at_start, &self.dropper) {
+                    at_start.reopen(&mut dropper.lock().unwrap_or_else(|e| e.into_inner()));
                 }
                 SocketDir::create_for_kept(&env.socket_parent, env.run_as.as_ref(), &self.dir)
                     .map_err(Arc::new)
@@ -346,7 +352,10 @@ fn stop(template: &TemplateServer) {
     // Waits for the creations and drops under way: none happens while the cluster's state is
     // checked, and it is parked without tests' databases.
     let _admin = template.admin.lock().unwrap_or_else(|e| e.into_inner());
-    let mut dropper = template.dropper.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(dropper) = &template.dropper else {
+        return; // only the shared server has none
+    };
+    let mut dropper = dropper.lock().unwrap_or_else(|e| e.into_inner());
     let at_start = template.at_start.as_ref();
     if template.kept.get().is_some() {
         let _ = server.map(Server::stop);
