@@ -19,7 +19,8 @@
 //!   the process's template server under cargo test, in the run's shared one under nextest) and
 //!   with `PGCLONE_MODE=cluster`.
 //! - The timed rounds take turns: each runs sqlx::test and warm pgclone back to back (sqlx::test
-//!   first in every other round), then cluster mode; the table gives each one's median.
+//!   first in every other round), then cluster mode; the table gives each one's median. Before
+//!   each timed run, untimed, `sync` writes back what the runs before it left in the page cache.
 //! - Only the run is timed: each copy's tests are built first (`--no-run`), with the same
 //!   environment, and a timed run that compiles anything fails the benchmark.
 //!
@@ -414,8 +415,13 @@ impl Bench {
         (took, output)
     }
 
-    /// One timed run of the suite: `env` on top of the shared environment.
+    /// One timed run of the suite: `env` on top of the shared environment. What earlier runs
+    /// left for the kernel to write back is written first, untimed: otherwise a run pays for the
+    /// gigabytes the one before it wrote (sqlx::test's, at 400 MB), which measures the order of
+    /// the runs, not the tools.
     fn timed(&self, copy: &Path, runner: Runner, env: &[(&str, &Path)], label: &str) -> f64 {
+        let synced = Command::new("sync").status().expect("run sync");
+        assert!(synced.success(), "sync failed");
         let mut cmd = self.command(copy, runner);
         for (name, value) in env {
             cmd.env(name, value);
@@ -534,7 +540,8 @@ fn markdown(machine: &str, rounds: usize, fixtures: &[(u64, u64, u64)], rows: &[
         } else {
             format!(
                 "median of {rounds} runs (cold: one run); the rounds take turns, each running \
-                 both tools back to back, sqlx::test first in every other round"
+                 both tools back to back, sqlx::test first in every other round; before each \
+                 run, untimed, `sync` writes back what earlier runs left in the page cache"
             )
         }
     );
