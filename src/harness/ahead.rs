@@ -5,16 +5,19 @@
 //! fixture sets. A run usually needs the goldens the previous run of the same test binary needed,
 //! so each run records them, and the first test process of the next run starts the keepers of
 //! the others at once, side by side, while the run's tests go on (`template.rs`). A recorded
-//! golden that no test of the new run uses (a filtered run, a recipe changed since) costs a
-//! keeper that starts a server and stops it once the run is over.
+//! golden that no test of the new run uses (a filtered run) costs a keeper that starts a server
+//! and stops it once the run is over; one whose test's recipe changed since costs a keeper that
+//! finds so and exits, building nothing.
 //!
 //! Under `cargo test` (one process) this is not done: measured on this project's 2-core machine,
 //! starting a process's template servers ahead saved nothing, as the servers' starts already
 //! kept both cores busy.
 //!
-//! A run is the processes that share a runner (their parent: nextest). Its record is
+//! A run is nextest's (`NEXTEST_RUN_ID`). Its record is
 //! `<root>/ahead/<SHA-256 of the test binary's path and of the PostgreSQL binaries' directory>`:
-//! the run on the first line, then a line per golden in the order the run first used them,
+//! the run and its runner (the test processes' parent, nextest) on the first line; while that
+//! runner lives, another run of the same binary adds to the record and starts nothing. Then a
+//! line per golden in the order the run first used them,
 //! `<key> <a test that used it> <golden's database>` (the test is what a keeper runs again). Keys
 //! are checked before use; a golden that is gone or not built is skipped; a record untouched for
 //! [`UNUSED_FOR`] is removed. `<root>/ahead/.lock` is held while a record is read and written.
@@ -41,7 +44,7 @@ pub(crate) struct Ahead {
 /// Notes that the test `test` (libtest's name) of a nextest run used `golden`. The run's first
 /// note returns the goldens the previous run of this test binary used besides this one, for the
 /// caller to start their keepers; later ones return nothing. Costs a file's read and write.
-pub(crate) fn note_used(golden: &BuiltGolden, test: &str) -> Vec<Ahead> {
+pub(crate) fn note_used(golden: &BuiltGolden, test: &str, run: &str) -> Vec<Ahead> {
     static NOTED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     let newly = NOTED
         .lock()
@@ -51,11 +54,12 @@ pub(crate) fn note_used(golden: &BuiltGolden, test: &str) -> Vec<Ahead> {
     if !newly {
         return Vec::new();
     }
-    note(golden, test).unwrap_or_default()
+    note(golden, test, run).unwrap_or_default()
 }
 
-fn note(golden: &BuiltGolden, test: &str) -> Result<Vec<Ahead>> {
-    let run = ProcessId::parent()?.to_string();
+fn note(golden: &BuiltGolden, test: &str, run: &str) -> Result<Vec<Ahead>> {
+    // The record's first line: the run, and the runner (nextest) that holds it while it goes.
+    let header = format!("{run} {}", ProcessId::parent()?);
     let path = record_path(&golden.root, golden.env.binaries.bin_dir());
     // One lock for all records, never removed: notes are rare (once per golden and process).
     let lock = golden.root.ahead_dir().join(".lock");
@@ -64,15 +68,24 @@ fn note(golden: &BuiltGolden, test: &str) -> Result<Vec<Ahead>> {
     let mut lines = old.lines();
     let key = golden.key();
     let line = format!("{key} {test} {}\n", golden.dbname.replace('\n', " "));
-    if lines.next() == Some(&run) {
-        // A later test of this run: add the golden, if another process did not.
+    let recorded = lines.next().unwrap_or_default();
+    let this_run = recorded.split(' ').next() == Some(run);
+    // Another run of this binary going on at the same time (its runner alive) keeps the record:
+    // this one adds to it and starts nothing, rather than the two overwriting each other.
+    let other_run_going = !this_run
+        && recorded
+            .split_once(' ')
+            .and_then(|(_, runner)| ProcessId::parse(runner))
+            .is_some_and(|runner| runner.is_alive());
+    if this_run || other_run_going {
+        // A later test: add the golden, if another process did not.
         if !lines.any(|l| l.split(' ').next() == Some(&key)) {
             write_atomically(&path, &(old + &line))?;
         }
         return Ok(Vec::new());
     }
     // The run's first note: the previous run's goldens are this one's to start.
-    write_atomically(&path, &format!("{run}\n{line}"))?;
+    write_atomically(&path, &format!("{header}\n{line}"))?;
     remove_old_records(&golden.root.ahead_dir());
     Ok(lines
         .filter_map(|line| {
@@ -104,13 +117,14 @@ fn is_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Removes the records of commands not run for [`UNUSED_FOR`] (the lock stays).
+/// Removes the records of test binaries not run for [`UNUSED_FOR`], and files left half-written
+/// (the lock stays).
 fn remove_old_records(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        if entry.file_name() == ".lock" {
             continue;
         }
         let old = entry

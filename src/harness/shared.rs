@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::harness::golden::BuiltGolden;
+use crate::harness::golden::{BuiltGolden, Golden};
 use crate::harness::{template, warm};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::libpq::ConnectParams;
@@ -149,7 +149,7 @@ pub(crate) fn binaries(config: &Config, root: &Root) -> Result<PgBinaries> {
     Ok(found)
 }
 
-/// Removes the `run-*.binaries` records of runs older than a day.
+/// Removes the `run-*.binaries` records of runs older than a day (and files left half-written).
 fn remove_old_binaries_records(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -157,7 +157,8 @@ fn remove_old_binaries_records(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with("run-") && name.ends_with(".binaries")) {
+        // A record, or one a process died while writing.
+        if !(name.starts_with("run-") && name.ends_with(".binaries") || name.starts_with(".tmp")) {
             continue;
         }
         let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
@@ -285,6 +286,20 @@ pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str) -> ! {
         }
     };
     std::process::exit(code)
+}
+
+/// Fails unless `golden`'s recipe is the golden a keeper was asked to serve (`asked` is
+/// `PGCLONE_KEEPER`), before anything is built.
+pub(crate) fn check_keeper_golden(golden: &Golden, config: &Config, asked: &str) -> Result<()> {
+    let wanted = asked.split(' ').next().unwrap_or_default();
+    let [key, _base] = crate::harness::golden::keys_of(golden, config)?;
+    if key != wanted {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("asked to serve golden {wanted}, but this test uses {key}"),
+        ));
+    }
+    Ok(())
 }
 
 fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {

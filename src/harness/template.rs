@@ -36,8 +36,8 @@ pub(crate) struct TemplateServer {
     /// Creates databases (serialized: the template must have no other session meanwhile).
     admin: Mutex<Session>,
     /// Drops them, apart, so that a slow drop never delays a test's creation. `None` for the
-    /// server a nextest run shares: its keeper drops this process's databases once the process
-    /// is gone, and `admin` drops one a test closes.
+    /// server a nextest run shares, where a process runs one test: `admin` drops (and the keeper
+    /// drops what a process left once it is gone).
     dropper: Option<Mutex<Session>>,
     pub socket_dir: PathBuf,
     pub port: u16,
@@ -65,15 +65,20 @@ fn templates() -> &'static Templates {
 /// on first use, and started again if it died): the server and the database's name.
 /// `shared_by`: libtest's name of a test in a run of many processes (nextest), which uses the
 /// template server the run shares (the keeper runs that test again).
-/// `ahead`: whether a nextest run's first test may start the keepers of the goldens the previous
-/// run used (not when goldens are being rebuilt: the previous run's are about to be replaced).
+/// `ahead`: the nextest run, if its first test may start the keepers of the goldens the previous
+/// run used.
 pub(crate) async fn create_database(
     golden: &Arc<BuiltGolden>,
     shared_by: Option<&'static str>,
-    ahead: bool,
+    ahead: Option<&str>,
 ) -> Result<(Arc<TemplateServer>, String)> {
-    if let Some(test) = shared_by.filter(|_| ahead) {
-        start_keepers_ahead(golden, test);
+    if let (Some(test), Some(run)) = (shared_by, ahead) {
+        let (g, run) = (golden.clone(), run.to_string());
+        let note = move || {
+            start_keepers_ahead(&g, test, &run);
+            Ok(())
+        };
+        crate::harness::golden::blocking(note).await?;
     }
     let template = template_for(golden.clone(), shared_by).await?;
     let t = template.clone();
@@ -126,8 +131,8 @@ static KEEPERS_AHEAD: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::
 /// test, starts the keepers of the other goldens the previous run of this test binary used
 /// (`ahead.rs`), side by side, so that their first tests find their servers running. A failure
 /// there is left for the test that needs that server to meet and report.
-fn start_keepers_ahead(golden: &BuiltGolden, test: &str) {
-    let others = ahead::note_used(golden, test);
+fn start_keepers_ahead(golden: &BuiltGolden, test: &str, run: &str) {
+    let others = ahead::note_used(golden, test, run);
     if others.is_empty() {
         return;
     }
@@ -137,9 +142,13 @@ fn start_keepers_ahead(golden: &BuiltGolden, test: &str) {
         let start = move || drop(shared::server_for(&Arc::new(golden), &test));
         threads.extend(std::thread::Builder::new().spawn(start));
     }
-    crate::exit::at_exit(|| {
-        let threads = std::mem::take(&mut *KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner()));
-        threads.into_iter().for_each(|thread| drop(thread.join()));
+    static WAIT_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    WAIT_AT_EXIT.call_once(|| {
+        crate::exit::at_exit(|| {
+            let threads =
+                std::mem::take(&mut *KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner()));
+            threads.into_iter().for_each(|thread| drop(thread.join()));
+        })
     });
 }
 
@@ -250,11 +259,7 @@ impl TemplateServer {
 
     /// Drops the database on a background thread, so that a test's teardown does not wait for
     /// PostgreSQL (the admin session serializes it with creations; at exit the whole server goes).
-    /// In the server a nextest run shares, the keeper drops it once this process is gone.
     pub fn drop_database_later(self: &Arc<Self>, name: String) {
-        if self.is_shared() {
-            return;
-        }
         let template = Arc::clone(self);
         let _ = std::thread::Builder::new()
             .name("pgclone-drop-database".into())

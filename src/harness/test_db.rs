@@ -388,6 +388,11 @@ impl TestDbBuilder<'_> {
             return Ok(db);
         }
         let mode = self.mode.unwrap_or(self.default_mode);
+        if let Some(asked) = &config.keeper {
+            // A keeper serves the golden it was started for, built already, and builds none: a
+            // test whose recipe changed since it was recorded (`ahead.rs`) stops here.
+            shared::check_keeper_golden(self.golden, &config, asked)?;
+        }
         let golden = ensure_built(self.golden, &config).await?;
         if let Some(key) = &config.keeper {
             // A keeper (harness/shared.rs) goes this far only: it serves the golden instead.
@@ -412,7 +417,8 @@ impl TestDbBuilder<'_> {
             }
             Some(db) => db,
             None => {
-                let ahead = !config.rebuild;
+                // Not while goldens are rebuilt: the previous run's are about to be replaced.
+                let ahead = config.run_id.as_deref().filter(|_| !config.rebuild);
                 TestDb::fresh(golden, mode, self.client, shared_by, ahead).await?
             }
         };
@@ -453,7 +459,7 @@ impl TestDb {
         mode: Mode,
         client: bool,
         shared_by: Option<&'static str>,
-        ahead: bool,
+        ahead: Option<&str>,
     ) -> Result<TestDb> {
         match mode {
             Mode::Cluster => {

@@ -1122,7 +1122,7 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     let dir = migrations(&root);
     // A nextest run: `sh` (the runner, the processes' parent) runs these test processes one
     // after another, then lives until its stdin closes.
-    let run = |entries: &[&str]| {
+    let run = |entries: &[&str], run_id: &str| {
         let helper = support::helper("share_template");
         let script: String = entries
             .iter()
@@ -1135,7 +1135,7 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
             .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
             .env("PGCLONE_DIR", &root)
             .env("PGCLONE_IT_MIGRATIONS", &dir)
-            .env("NEXTEST_RUN_ID", "a-run")
+            .env("NEXTEST_RUN_ID", run_id)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
@@ -1168,13 +1168,16 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     };
 
     // The first run needs both goldens: a keeper each, started as their tests come.
-    let first = run(&["helpers::entry", "helpers::entry_with_another_golden"]);
+    let first = run(
+        &["helpers::entry", "helpers::entry_with_another_golden"],
+        "run-1",
+    );
     assert_eq!(serving().len(), 2, "a server per golden");
     over(first);
 
     // The next run's only test needs the first golden; its process starts the other's keeper
     // too, and waits for it to serve before it exits.
-    let second = run(&["helpers::entry"]);
+    let second = run(&["helpers::entry"], "run-2");
     let both = || {
         let serving = serving().len();
         (serving == 2)
