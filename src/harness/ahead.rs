@@ -25,15 +25,13 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
-
-use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::harness::golden::{BuiltGolden, UNUSED_FOR};
 use crate::store::lock::FileLock;
 use crate::store::root::{ProcessId, Root};
-use crate::store::write_atomically;
+use crate::store::{record_name, remove_older_than, write_atomically};
 
 /// A golden to start a server of ahead, and a test that uses it.
 pub(crate) struct Ahead {
@@ -86,7 +84,8 @@ fn note(golden: &BuiltGolden, test: &str, run: &str) -> Result<Vec<Ahead>> {
     }
     // The run's first note: the previous run's goldens are this one's to start.
     write_atomically(&path, &format!("{header}\n{line}"))?;
-    remove_old_records(&golden.root.ahead_dir());
+    // Records of test binaries not run for a while, and files left half-written; the lock stays.
+    remove_older_than(&golden.root.ahead_dir(), UNUSED_FOR, |name| name != ".lock");
     Ok(lines
         .filter_map(|line| {
             let mut fields = line.splitn(3, ' ');
@@ -104,35 +103,12 @@ fn note(golden: &BuiltGolden, test: &str, run: &str) -> Result<Vec<Ahead>> {
 /// `<root>/ahead/<SHA-256 of this test binary's path and bin_dir>`.
 fn record_path(root: &Root, bin_dir: &Path) -> PathBuf {
     let exe = std::fs::read_link(crate::sys::own_executable()).unwrap_or_default();
-    let mut hash = Sha256::new();
-    hash.update(exe.as_os_str().as_encoded_bytes());
-    hash.update([0]);
-    hash.update(bin_dir.as_os_str().as_encoded_bytes());
-    let name: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    root.ahead_dir().join(name)
+    let parts = [exe.as_os_str(), bin_dir.as_os_str()];
+    root.ahead_dir()
+        .join(record_name(parts.map(|part| part.as_encoded_bytes())))
 }
 
 /// Whether `key` looks like a golden's key (hex digits): nothing else may name a directory.
 fn is_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Removes the records of test binaries not run for [`UNUSED_FOR`], and files left half-written
-/// (the lock stays).
-fn remove_old_records(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name() == ".lock" {
-            continue;
-        }
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR);
-        if old {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }

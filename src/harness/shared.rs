@@ -29,8 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::golden::{BuiltGolden, Golden};
@@ -117,22 +115,19 @@ pub(crate) fn binaries(config: &Config, root: &Root) -> Result<PgBinaries> {
     let Some(run) = &config.run_id else {
         return PgBinaries::find_with(config);
     };
-    let mut hash = Sha256::new();
-    let pg_version = config.pg_version.map(|v| v.to_string());
-    for part in [Some(run.as_str()), pg_version.as_deref()] {
-        hash.update(part.unwrap_or_default());
-        hash.update([0]);
-    }
-    for dir in config
-        .pg_bin
+    // What the search reads from the environment.
+    let pg_version = config.pg_version.map(|v| v.to_string()).unwrap_or_default();
+    let pg_bin = config.pg_bin.clone().unwrap_or_default();
+    let parts = [
+        run.as_bytes(),
+        pg_version.as_bytes(),
+        pg_bin.as_os_str().as_encoded_bytes(),
+    ];
+    let path = config
+        .path
         .iter()
-        .chain([PathBuf::new()].iter())
-        .chain(&config.path)
-    {
-        hash.update(dir.as_os_str().as_encoded_bytes());
-        hash.update([0]);
-    }
-    let name: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        .map(|dir| dir.as_os_str().as_encoded_bytes());
+    let name = crate::store::record_name(parts.into_iter().chain(path));
     let record = root.shared_dir().join(format!("run-{name}.binaries"));
     let recorded = std::fs::read_to_string(&record).ok().and_then(|text| {
         let (dir, version) = text.split_once('\n')?;
@@ -144,33 +139,14 @@ pub(crate) fn binaries(config: &Config, root: &Root) -> Result<PgBinaries> {
     let found = PgBinaries::find_with(config)?;
     if let Some(dir) = found.bin_dir().to_str().filter(|dir| !dir.contains('\n')) {
         let _ = crate::store::write_atomically(&record, &format!("{dir}\n{}\n", found.version()));
-        remove_old_binaries_records(&root.shared_dir());
+        // Records of runs over a day ago, and files a process died while writing.
+        let binaries_record = |name: &str| {
+            name.starts_with("run-") && name.ends_with(".binaries") || name.starts_with(".tmp")
+        };
+        let day = Duration::from_secs(24 * 3600);
+        crate::store::remove_older_than(&root.shared_dir(), day, binaries_record);
     }
     Ok(found)
-}
-
-/// Removes the `run-*.binaries` records of runs older than a day (and files left half-written).
-fn remove_old_binaries_records(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        // A record, or one a process died while writing.
-        if !(name.starts_with("run-") && name.ends_with(".binaries") || name.starts_with(".tmp")) {
-            continue;
-        }
-        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
-            std::time::SystemTime::now()
-                .duration_since(t)
-                .unwrap_or_default()
-                > Duration::from_secs(24 * 3600)
-        });
-        if old {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// The shared server of `golden`, started by a new keeper (the test binary re-run for `test`,
