@@ -147,7 +147,7 @@ impl Config {
             rebuild: var("PGCLONE_REBUILD").is_some_and(|v| v != "0"),
             manifest_dir: var("CARGO_MANIFEST_DIR").map(PathBuf::from),
             target_dir: var("CARGO_TARGET_DIR").map(PathBuf::from),
-            run_id: var("NEXTEST_RUN_ID"),
+            run_id: var(RUN_ID_VARIABLE),
             pg_bin: var("PGCLONE_PG_BIN").map(PathBuf::from),
             pg_version,
             root: var("PGCLONE_DIR").map(PathBuf::from),
@@ -183,6 +183,9 @@ impl Config {
         }
     }
 }
+
+/// The variable nextest sets for each test process (and wrapper) of a run: the run's id.
+pub(crate) const RUN_ID_VARIABLE: &str = "NEXTEST_RUN_ID";
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

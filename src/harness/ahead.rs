@@ -15,7 +15,7 @@
 //!
 //! A run is nextest's (`NEXTEST_RUN_ID`). Its record is
 //! `<root>/ahead/<SHA-256 of the test binary's path and of the PostgreSQL binaries' directory>`:
-//! the run and its runner (the test processes' parent, nextest) on the first line; while that
+//! the run and its runner (nextest, [`ProcessId::runner`]) on the first line; while that
 //! runner lives, another run of the same binary adds to the record and starts nothing. Then a
 //! line per golden in the order the run first used them,
 //! `<key> <a test that used it> <golden's database>` (the test is what a keeper runs again). Keys
@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::harness::golden::{BuiltGolden, UNUSED_FOR};
+use crate::harness::shared::RunTest;
 use crate::store::lock::FileLock;
 use crate::store::root::{ProcessId, Root};
 use crate::store::{record_name, remove_older_than, write_atomically};
@@ -39,10 +40,10 @@ pub(crate) struct Ahead {
     pub test: String,
 }
 
-/// Notes that the test `test` (libtest's name) of a nextest run used `golden`. The run's first
+/// Notes that `test`, a test of a nextest run, used `golden`. The run's first
 /// note returns the goldens the previous run of this test binary used besides this one, for the
 /// caller to start their keepers; later ones return nothing. Costs a file's read and write.
-pub(crate) fn note_used(golden: &BuiltGolden, test: &str, run: &str) -> Vec<Ahead> {
+pub(crate) fn note_used(golden: &BuiltGolden, test: &RunTest) -> Vec<Ahead> {
     static NOTED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     let newly = NOTED
         .lock()
@@ -52,12 +53,12 @@ pub(crate) fn note_used(golden: &BuiltGolden, test: &str, run: &str) -> Vec<Ahea
     if !newly {
         return Vec::new();
     }
-    note(golden, test, run).unwrap_or_default()
+    note(golden, &test.test, &test.run).unwrap_or_default()
 }
 
 fn note(golden: &BuiltGolden, test: &str, run: &str) -> Result<Vec<Ahead>> {
     // The record's first line: the run, and the runner (nextest) that holds it while it goes.
-    let header = format!("{run} {}", ProcessId::parent()?);
+    let header = format!("{run} {}", ProcessId::runner(run)?);
     let path = record_path(&golden.root, golden.env.binaries.bin_dir());
     // One lock for all records, never removed: notes are rare (once per golden and process).
     let lock = golden.root.ahead_dir().join(".lock");

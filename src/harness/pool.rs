@@ -110,7 +110,7 @@ impl Pool {
                 state.busy = true;
             }
             let made = runtime().block_on(async {
-                let db = TestDb::fresh(self.golden.clone(), self.mode, true, None, None).await?;
+                let db = TestDb::fresh(self.golden.clone(), self.mode, true, None, false).await?;
                 // A new backend's first query loads its caches: do it now, not in the test.
                 let _ = db.client().simple_query("select 1").await;
                 Ok::<_, crate::error::Error>(db)

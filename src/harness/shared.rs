@@ -17,8 +17,9 @@
 //! it instead of running the test. It clones the golden into a clone directory of its own (reaped
 //! like any other if the keeper is killed; the server dies with the keeper).
 //!
-//! The *runner* is the parent of the test process that started the keeper: nextest itself. The
-//! run is over when the runner is gone; until then a golden's tests may come at any time (nextest
+//! The *runner* is nextest itself: the nearest ancestor of the test process that started the
+//! keeper that is not in the run ([`ProcessId::runner`]; a wrapper between them is). The run is
+//! over when the runner is gone; until then a golden's tests may come at any time (nextest
 //! runs them in name order, mixed with other goldens' tests). So the keeper stops once nobody holds
 //! the lease and either the runner is gone or nobody has held it for [`IDLE_LIMIT`]: it takes the
 //! lease exclusively (a process arriving then waits, then starts a new keeper), stops its server
@@ -52,6 +53,14 @@ const SWEEP_EVERY: u32 = 4;
 /// The shared server's `max_connections`: each test process holds an admin session, its
 /// client and a pool (sqlx's: up to 5), and nextest runs a process per core at once.
 const MAX_CONNECTIONS: &str = "400";
+
+/// A test process of a nextest run: its test (libtest's name, which a keeper runs again) and the
+/// run (`NEXTEST_RUN_ID`).
+#[derive(Debug, Clone)]
+pub(crate) struct RunTest {
+    pub test: String,
+    pub run: String,
+}
 
 /// The run's server for a golden, as this process uses it.
 #[derive(Debug)]
@@ -149,9 +158,9 @@ pub(crate) fn binaries(config: &Config, root: &Root) -> Result<PgBinaries> {
     Ok(found)
 }
 
-/// The shared server of `golden`, started by a new keeper (the test binary re-run for `test`,
-/// libtest's name of it) if none serves. Holds this process's lease from now on.
-pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &str) -> Result<SharedServer> {
+/// The shared server of `golden`, started by a new keeper (the test binary re-run for `test`)
+/// if none serves. Holds this process's lease from now on.
+pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &RunTest) -> Result<SharedServer> {
     let files = Files::of(golden);
     let patience = Duration::from_secs(10);
     // Shared first: a keeper stopping now holds it exclusively, and its server is not ours.
@@ -169,11 +178,11 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &str) -> Result<Shared
         return Ok(with_lease(address));
     }
     let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
-    // The runner: this process's parent (nextest), whose end is the end of the run.
-    let runner = ProcessId::parent()?;
+    // The runner (nextest), whose end is the end of the run.
+    let runner = ProcessId::runner(&test.run)?;
     let keeper = server::spawn_keeper(
         &Config::working_dir()?,
-        test,
+        &test.test,
         &format!("{} {runner}", golden.key()),
         log,
     )?;

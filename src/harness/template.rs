@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::ahead;
 use crate::harness::golden::BuiltGolden;
-use crate::harness::shared::{self, SharedServer};
+use crate::harness::shared::{self, RunTest, SharedServer};
 use crate::harness::warm::{self, AtStart};
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
@@ -63,24 +63,23 @@ fn templates() -> &'static Templates {
 
 /// A new database copied from `golden`'s, in this process's template server for it (started
 /// on first use, and started again if it died): the server and the database's name.
-/// `shared_by`: libtest's name of a test in a run of many processes (nextest), which uses the
-/// template server the run shares (the keeper runs that test again).
-/// `ahead`: the nextest run, if its first test may start the keepers of the goldens the previous
-/// run used.
+/// `shared_by`: the test of a run of many processes (nextest), which uses the template server
+/// the run shares. `start_ahead`: whether its run's first test may start the keepers of the
+/// goldens the previous run used.
 pub(crate) async fn create_database(
     golden: &Arc<BuiltGolden>,
-    shared_by: Option<&'static str>,
-    ahead: Option<&str>,
+    shared_by: Option<RunTest>,
+    start_ahead: bool,
 ) -> Result<(Arc<TemplateServer>, String)> {
-    if let (Some(test), Some(run)) = (shared_by, ahead) {
-        let (g, run) = (golden.clone(), run.to_string());
+    if let Some(test) = shared_by.clone().filter(|_| start_ahead) {
+        let g = golden.clone();
         let note = move || {
-            start_keepers_ahead(&g, test, &run);
+            start_keepers_ahead(&g, &test);
             Ok(())
         };
         crate::harness::golden::blocking(note).await?;
     }
-    let template = template_for(golden.clone(), shared_by).await?;
+    let template = template_for(golden.clone(), shared_by.clone()).await?;
     let t = template.clone();
     match crate::harness::golden::blocking(move || t.create_database()).await {
         Ok(name) => Ok((template, name)),
@@ -104,7 +103,7 @@ pub(crate) async fn create_database(
 /// This process's template server for `golden`, started (or, shared, found) on first use.
 async fn template_for(
     golden: Arc<BuiltGolden>,
-    shared_by: Option<&'static str>,
+    shared_by: Option<RunTest>,
 ) -> Result<Arc<TemplateServer>> {
     let cell = templates()
         .lock()
@@ -115,7 +114,7 @@ async fn template_for(
     let template = cell
         .get_or_try_init(|| {
             crate::harness::golden::blocking(move || match shared_by {
-                Some(test) => TemplateServer::shared(golden, test),
+                Some(test) => TemplateServer::shared(golden, &test),
                 None => TemplateServer::start(golden),
             })
         })
@@ -127,17 +126,21 @@ async fn template_for(
 /// a keeper would let another process start a second one.
 static KEEPERS_AHEAD: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
-/// Under nextest: notes that `golden` serves the test `test` of this run and, at the run's first
+/// Under nextest: notes that `golden` serves the test `test` of its run and, at the run's first
 /// test, starts the keepers of the other goldens the previous run of this test binary used
 /// (`ahead.rs`), side by side, so that their first tests find their servers running. A failure
 /// there is left for the test that needs that server to meet and report.
-fn start_keepers_ahead(golden: &BuiltGolden, test: &str, run: &str) {
-    let others = ahead::note_used(golden, test, run);
+fn start_keepers_ahead(golden: &BuiltGolden, test_of_run: &RunTest) {
+    let others = ahead::note_used(golden, test_of_run);
     if others.is_empty() {
         return;
     }
     let mut threads = KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
     for ahead::Ahead { golden, test } in others {
+        let test = RunTest {
+            test,
+            run: test_of_run.run.clone(),
+        };
         // The lease goes at once: the keeper serves the run's processes as they come.
         let start = move || drop(shared::server_for(&Arc::new(golden), &test));
         threads.extend(std::thread::Builder::new().spawn(start));
@@ -163,7 +166,7 @@ impl TemplateServer {
     }
 
     /// The server the run's processes share, or, if that fails, this process's own.
-    fn shared(golden: Arc<BuiltGolden>, test: &str) -> Result<Arc<TemplateServer>> {
+    fn shared(golden: Arc<BuiltGolden>, test: &RunTest) -> Result<Arc<TemplateServer>> {
         let connected = shared::server_for(&golden, test).and_then(|shared| {
             let at = &shared.address;
             let (dir, socket_dir, port) = (at.dir.clone(), at.socket_dir.clone(), at.port);

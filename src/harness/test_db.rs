@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
 use crate::harness::pool;
 use crate::harness::remote::{self, Created, RemoteServer};
-use crate::harness::shared;
+use crate::harness::shared::{self, RunTest};
 use crate::harness::template::{self, TemplateServer};
 use crate::postgres::libpq::{ConnectParams, Secret};
 use crate::postgres::server::{Server, SUPERUSER};
@@ -402,7 +402,12 @@ impl TestDbBuilder<'_> {
         // A process per test (nextest): its database comes from the server the run shares.
         let shared_by = self
             .test_name
-            .filter(|_| config.run_id.is_some() && config.keep == Keep::Never);
+            .zip(config.run_id.clone())
+            .filter(|_| config.keep == Keep::Never)
+            .map(|(test, run)| RunTest {
+                test: test.to_string(),
+                run,
+            });
         let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
             pool::take(&golden, mode, size)
@@ -418,8 +423,8 @@ impl TestDbBuilder<'_> {
             Some(db) => db,
             None => {
                 // Not while goldens are rebuilt: the previous run's are about to be replaced.
-                let ahead = config.run_id.as_deref().filter(|_| !config.rebuild);
-                TestDb::fresh(golden, mode, self.client, shared_by, ahead).await?
+                let start_ahead = !config.rebuild;
+                TestDb::fresh(golden, mode, self.client, shared_by, start_ahead).await?
             }
         };
         db.harness = self.harness;
@@ -458,8 +463,8 @@ impl TestDb {
         golden: Arc<BuiltGolden>,
         mode: Mode,
         client: bool,
-        shared_by: Option<&'static str>,
-        ahead: Option<&str>,
+        shared_by: Option<RunTest>,
+        start_ahead: bool,
     ) -> Result<TestDb> {
         match mode {
             Mode::Cluster => {
@@ -470,7 +475,7 @@ impl TestDb {
             }
             Mode::Database => {
                 let (template, dbname) =
-                    template::create_database(&golden, shared_by, ahead).await?;
+                    template::create_database(&golden, shared_by, start_ahead).await?;
                 let owned = Owned::Database {
                     template: template.clone(),
                     dbname: dbname.clone(),

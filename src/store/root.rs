@@ -444,6 +444,28 @@ impl ProcessId {
         Self::of(pid, "this process's parent")
     }
 
+    /// The runner of the nextest run `run` this process is a test process of: the nearest
+    /// ancestor that is not in the run. nextest gives its test processes `NEXTEST_RUN_ID`, and
+    /// so the wrappers it runs them through (a target runner, a wrapper script), which exit with
+    /// each test; nextest itself does not have it. An ancestor whose environment cannot be read
+    /// is taken as the runner.
+    pub fn runner(run: &str) -> Result<ProcessId> {
+        let in_run = |pid| {
+            crate::sys::process_environment_var(pid, crate::config::RUN_ID_VARIABLE)
+                .is_some_and(|value| value == run)
+        };
+        let mut pid = std::process::id();
+        // Bounded: a loop in /proc is impossible, a very deep chain of wrappers unlikely.
+        for _ in 0..16 {
+            match crate::sys::process_parent(pid) {
+                Some(parent) if parent > 1 && in_run(parent) => pid = parent,
+                Some(parent) => return Self::of(parent, "this test run's runner"),
+                None => break,
+            }
+        }
+        Self::parent()
+    }
+
     /// Process `pid`, which `what` names in the error if its start time cannot be read.
     fn of(pid: u32, what: &str) -> Result<ProcessId> {
         let start_time = crate::sys::process_start_time(pid).ok_or_else(|| {

@@ -34,6 +34,24 @@ fn start_time_in(stat: &str) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// The parent of process `pid` (field 4 of `/proc/<pid>/stat`), if it can be read.
+pub(crate) fn process_parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    fields.nth(1)?.parse().ok()
+}
+
+/// The value of `name` in the environment process `pid` started with; `None` if it has none,
+/// or if its environment cannot be read (another user's process, when this one is not root).
+pub(crate) fn process_environment_var(pid: u32, name: &str) -> Option<OsString> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = [name.as_bytes(), b"="].concat();
+    environ
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_slice()))
+        .map(|value| OsString::from_vec(value.to_vec()))
+}
+
 /// Whether a process `pid` exists (a zombie counts), whoever owns it.
 pub(crate) fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -403,6 +421,34 @@ pub(crate) fn file_system_name(dir: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_process_has_its_parent_and_the_environment_it_started_with() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        // It says when it runs: right after spawn() it may still be in execve, with no
+        // environment to read yet.
+        let mut child = Command::new("sh")
+            .args(["-c", "echo running; read _"])
+            .env("PGCLONE_SYS_TEST", "a value")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let pid = child.id();
+        let parent = super::process_parent(pid);
+        let value = super::process_environment_var(pid, "PGCLONE_SYS_TEST");
+        let unset = super::process_environment_var(pid, "PGCLONE_SYS_TEST_UNSET");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert_eq!(line, "running\n");
+        assert_eq!(parent, Some(std::process::id()));
+        assert_eq!(value.as_deref(), Some(std::ffi::OsStr::new("a value")));
+        assert_eq!(unset, None);
+    }
+
     #[test]
     fn switched_effective_ids_come_back_with_the_file_system_ids() {
         if !rustix::process::geteuid().is_root() {

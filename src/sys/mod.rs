@@ -6,8 +6,9 @@
 //! and how a macOS implementation would provide it; a port adds a module beside `linux.rs` with
 //! the same functions and loosens the `compile_error!` below.
 //!
-//! - processes: [`process_start_time`], [`process_exists`], [`process_args`], [`process_cwd`],
-//!   [`program_name`], [`lock_holders`], [`process_umask`], [`own_executable`];
+//! - processes: [`process_start_time`], [`process_parent`], [`process_environment_var`],
+//!   [`process_exists`], [`process_args`], [`process_cwd`], [`program_name`], [`lock_holders`],
+//!   [`process_umask`], [`own_executable`];
 //! - the machine: [`boot_id`];
 //! - children: [`arm_parent_death_signal`] (for `postgres/server.rs`, between fork and exec);
 //! - identity: [`set_thread_fs_identity`], [`with_thread_effective_ids`], [`user_by_name`], [`user_by_uid`];

@@ -1009,15 +1009,16 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
         }
         cmd
     };
-    // The run's runner, as nextest is: the parent of the first test process, alive until this
-    // test closes its stdin.
+    // The run's runner, as nextest is: the parent of the first test process, not in the run
+    // itself, alive until this test closes its stdin.
     let holder = helper(true);
     let mut runner = Command::new("sh");
     runner
-        .args(["-c", "\"$@\"; read _", "sh"])
+        .args(["-c", "NEXTEST_RUN_ID=a-run \"$@\"; read _", "sh"])
         .arg(holder.get_program())
         .args(holder.get_args())
         .envs(holder.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("NEXTEST_RUN_ID")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
@@ -1120,52 +1121,9 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
 fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     let root = support::unique_root("keepers-ahead");
     let dir = migrations(&root);
-    // A nextest run: `sh` (the runner, the processes' parent) runs these test processes one
-    // after another, then lives until its stdin closes.
-    let run = |entries: &[&str], run_id: &str| {
-        let helper = support::helper("share_template");
-        let script: String = entries
-            .iter()
-            .map(|entry| format!("\"$0\" {entry} --exact --ignored --nocapture -q; "))
-            .collect();
-        let mut runner = Command::new("sh");
-        runner
-            .args(["-c", &format!("{script}read _")])
-            .arg(helper.get_program())
-            .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .env("PGCLONE_DIR", &root)
-            .env("PGCLONE_IT_MIGRATIONS", &dir)
-            .env("NEXTEST_RUN_ID", run_id)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
-        let stdout = std::io::BufReader::new(runner.0.stdout.take().unwrap());
-        let reports = std::io::BufRead::lines(stdout)
-            .map_while(Result::ok)
-            .filter(|line| line.starts_with("RESULT "))
-            .take(entries.len())
-            .count();
-        assert_eq!(reports, entries.len(), "a test process failed");
-        runner
-    };
-    let serving = || -> Vec<PathBuf> {
-        let files = std::fs::read_dir(root.join("shared")).unwrap().flatten();
-        let files = files.map(|entry| entry.path());
-        files
-            .filter(|path| path.extension().is_some_and(|e| e == "server"))
-            .collect()
-    };
-    let over = |mut runner: support::KilledOnDrop| {
-        drop(runner.0.stdin.take());
-        let gone = || {
-            let servers = support::servers_under(&root);
-            let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
-            (servers.is_empty() && clones == 0 && serving().is_empty())
-                .then_some(())
-                .ok_or(format!("servers {servers:?}, {clones} clone directories"))
-        };
-        wait_for(gone, Duration::from_secs(15));
-    };
+    let run = |entries: &[&str], run_id: &str| nextest_run(&root, &dir, entries, run_id, "").0;
+    let serving = || serving_servers(&root);
+    let over = |runner| run_is_over(&root, runner);
 
     // The first run needs both goldens: a keeper each, started as their tests come.
     let first = run(
@@ -1187,6 +1145,100 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     wait_for(both, Duration::from_secs(15));
     assert_eq!(support::servers_under(&root).len(), 2);
     over(second);
+}
+
+/// Under nextest, a wrapper that nextest runs each test process through (a target runner, a
+/// wrapper script) ends with its test: the run's server does not, and serves the next test.
+#[test]
+fn a_nextest_runs_server_outlives_the_wrappers_of_its_tests() {
+    let root = support::unique_root("wrapped-tests");
+    let dir = migrations(&root);
+    // Each test process in a wrapper `sh` of its own, then a pause longer than a keeper takes
+    // to see that its runner is gone and to stop.
+    let wrapper = "sh -c '\"$@\"; true' wrapper";
+    let entries = ["helpers::entry", "helpers::entry"];
+    let (runner, reports) = nextest_run(&root, &dir, &entries, "a-run", wrapper);
+    let servers: Vec<&str> = reports
+        .iter()
+        .map(|report| {
+            report
+                .split(' ')
+                .nth(2)
+                .expect("RESULT <pid> <server dir> <db>")
+        })
+        .collect();
+    assert_eq!(
+        servers[0], servers[1],
+        "the second test process uses the first one's server"
+    );
+    assert_eq!(serving_servers(&root).len(), 1, "one server for the run");
+    run_is_over(&root, runner);
+}
+
+/// A nextest run, as nextest makes it: a runner (`sh`, not in the run) runs the test processes
+/// `entries` of the helper `share_template` one after another, each through `wrapper` (a
+/// command prefix, or none), then lives until its stdin closes. Returns it and the processes'
+/// reports (`RESULT <pid> <server dir> <db>`).
+fn nextest_run(
+    root: &Path,
+    dir: &Path,
+    entries: &[&str],
+    run_id: &str,
+    wrapper: &str,
+) -> (support::KilledOnDrop, Vec<String>) {
+    let helper = support::helper("share_template");
+    let script: String = entries
+        .iter()
+        .map(|entry| {
+            format!("NEXTEST_RUN_ID={run_id} {wrapper} \"$0\" {entry} --exact --ignored --nocapture -q; sleep 0.5; ")
+        })
+        .collect();
+    let mut runner = Command::new("sh");
+    runner
+        .args(["-c", &format!("{script}read _")])
+        .arg(helper.get_program())
+        .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PGCLONE_DIR", root)
+        .env("PGCLONE_IT_MIGRATIONS", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
+    let stdout = std::io::BufReader::new(runner.0.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout).map_while(Result::ok);
+    let reports: Vec<String> = lines
+        .by_ref()
+        .filter(|line| line.starts_with("RESULT "))
+        .take(entries.len())
+        .collect();
+    // Read on, so that what the last process prints after its report has somewhere to go.
+    std::thread::spawn(move || lines.for_each(drop));
+    assert_eq!(reports.len(), entries.len(), "a test process failed");
+    (runner, reports)
+}
+
+/// The `.server` files under `root`: a shared server each.
+fn serving_servers(root: &Path) -> Vec<PathBuf> {
+    let files = std::fs::read_dir(root.join("shared")).unwrap().flatten();
+    let files = files.map(|entry| entry.path());
+    files
+        .filter(|path| path.extension().is_some_and(|e| e == "server"))
+        .collect()
+}
+
+/// Ends a run made by [`nextest_run`] and waits for its servers and their clones to go.
+fn run_is_over(root: &Path, mut runner: support::KilledOnDrop) {
+    drop(runner.0.stdin.take());
+    let gone = || {
+        let servers = support::servers_under(root);
+        let clones = std::fs::read_dir(root.join("clones")).unwrap().count();
+        let serving = serving_servers(root).len();
+        (servers.is_empty() && clones == 0 && serving == 0)
+            .then_some(())
+            .ok_or(format!(
+                "servers {servers:?}, {clones} clone directories, {serving} .server files"
+            ))
+    };
+    wait_for(gone, Duration::from_secs(15));
 }
 
 /// Under nextest, a run's processes use the PostgreSQL binaries its first process found: the
