@@ -277,7 +277,9 @@ pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str) -> ! {
 /// `PGCLONE_KEEPER`), before anything is built.
 pub(crate) fn check_keeper_golden(golden: &Golden, config: &Config, asked: &str) -> Result<()> {
     let wanted = asked.split(' ').next().unwrap_or_default();
-    let [key, _base] = crate::harness::golden::keys_of(golden, config)?;
+    // The binaries the run's first process found, as the build after this uses.
+    let (_root, binaries) = crate::harness::golden::store_and_binaries(config)?;
+    let [key, _base] = crate::harness::golden::keys_of(golden, config, binaries)?;
     if key != wanted {
         return Err(Error::new(
             ErrorKind::InvalidConfig,

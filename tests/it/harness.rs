@@ -1176,21 +1176,21 @@ fn a_nextest_runs_server_outlives_the_wrappers_of_its_tests() {
 }
 
 /// A nextest run, as nextest makes it: a runner (`sh`, not in the run) runs the test processes
-/// `entries` of the helper `share_template` one after another, each through `wrapper` (a
-/// command prefix, or none), then lives until its stdin closes. Returns it and the processes'
-/// reports (`RESULT <pid> <server dir> <db>`).
+/// `entries` of the helper `share_template` one after another, each after `prefix` (a wrapper
+/// command, variables, or nothing), then lives until its stdin closes. Returns it and the
+/// processes' reports (`RESULT <pid> <server dir> <db>`).
 fn nextest_run(
     root: &Path,
     dir: &Path,
     entries: &[&str],
     run_id: &str,
-    wrapper: &str,
+    prefix: &str,
 ) -> (support::KilledOnDrop, Vec<String>) {
     let helper = support::helper("share_template");
     let script: String = entries
         .iter()
         .map(|entry| {
-            format!("NEXTEST_RUN_ID={run_id} {wrapper} \"$0\" {entry} --exact --ignored --nocapture -q; sleep 0.5; ")
+            format!("NEXTEST_RUN_ID={run_id} {prefix} \"$0\" {entry} --exact --ignored --nocapture -q; sleep 0.5; ")
         })
         .collect();
     let mut runner = Command::new("sh");
@@ -1242,7 +1242,8 @@ fn run_is_over(root: &Path, mut runner: support::KilledOnDrop) {
 }
 
 /// Under nextest, a run's processes use the PostgreSQL binaries its first process found: the
-/// others do not search again (nor run `postgres --version`); the next run does.
+/// others, and the keeper of the run's server, do not search again (nor run
+/// `postgres --version`); the next run does.
 #[test]
 fn a_nextest_runs_processes_search_for_the_binaries_once() {
     use std::os::unix::fs::PermissionsExt;
@@ -1273,26 +1274,26 @@ fn a_nextest_runs_processes_search_for_the_binaries_once() {
         let text = std::fs::read_to_string(&probes).unwrap_or_default();
         text.lines().count()
     };
-    let process_of_run = |run: &str| {
-        let mut cmd = acquire(&root, &dir);
-        cmd.env("PGCLONE_PG_BIN", &bin).env("NEXTEST_RUN_ID", run);
-        helper_result(cmd)
-    };
+    let pg_bin = format!("PGCLONE_PG_BIN='{}'", bin.display());
+    let entries = ["helpers::entry", "helpers::entry"];
 
-    assert_eq!(process_of_run("run-1"), "OK 7");
+    // Built first, apart: a build asks the version of the binaries again.
+    let (runner, _) = nextest_run(&root, &dir, &entries[..1], "run-0", &pg_bin);
+    run_is_over(&root, runner);
+    let before = probed();
+
+    let (runner, reports) = nextest_run(&root, &dir, &entries, "run-1", &pg_bin);
+    assert_eq!(serving_servers(&root).len(), 1, "a keeper serves the run");
+    assert_eq!(reports.len(), 2);
     assert_eq!(
         probed(),
-        1,
-        "the run's first process asks the binaries' version"
+        before + 1,
+        "only the run's first process asks the binaries' version; its keeper and the second process use what it found"
     );
-    assert_eq!(process_of_run("run-1"), "OK 7");
-    assert_eq!(
-        probed(),
-        1,
-        "the run's second process uses what the first found"
-    );
-    assert_eq!(process_of_run("run-2"), "OK 7");
-    assert_eq!(probed(), 2, "the next run asks again");
+    run_is_over(&root, runner);
+    let (runner, _) = nextest_run(&root, &dir, &entries[..1], "run-2", &pg_bin);
+    assert_eq!(probed(), before + 2, "the next run asks again");
+    run_is_over(&root, runner);
 }
 
 /// SIGKILLs a process when dropped (it may be gone already).

@@ -24,6 +24,7 @@ use crate::clone::{clone_stopped, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::test_db::connect_params;
+use crate::postgres::binaries::PgBinaries;
 use crate::postgres::data_dir;
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::{Resolved, ServerOptions};
@@ -133,10 +134,7 @@ impl BuiltGolden {
 /// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now,
 /// as `config` (the caller's, read once) says.
 pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc<BuiltGolden>> {
-    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    let root = Root::open(None, config, run_as.as_ref())?;
-    // Under nextest, the binaries the run's first process found (a search each costs).
-    let binaries = crate::harness::shared::binaries(config, &root)?;
+    let (root, binaries) = store_and_binaries(config)?;
     let env = ServerOptions::new().binaries(binaries).resolve(config)?;
     let base = config.recipe_base()?;
     let recipe = recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base)?;
@@ -162,10 +160,23 @@ pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc
     Ok(built.clone())
 }
 
-/// The keys of `golden` and of the base it starts from, as a build would compute them (the
-/// binaries are found, nothing is built).
-pub(crate) fn keys_of(golden: &Golden, config: &Config) -> Result<[String; 2]> {
-    let env = ServerOptions::new().resolve(config)?;
+/// The store, and the PostgreSQL binaries a build uses: under nextest, the ones the run's first
+/// process found (a search costs 15–100 ms).
+pub(crate) fn store_and_binaries(config: &Config) -> Result<(Root, PgBinaries)> {
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    let root = Root::open(None, config, run_as.as_ref())?;
+    let binaries = crate::harness::shared::binaries(config, &root)?;
+    Ok((root, binaries))
+}
+
+/// The keys of `golden` and of the base it starts from, as a build with `binaries` would compute
+/// them (nothing is built).
+pub(crate) fn keys_of(
+    golden: &Golden,
+    config: &Config,
+    binaries: PgBinaries,
+) -> Result<[String; 2]> {
+    let env = ServerOptions::new().binaries(binaries).resolve(config)?;
     let base = config.recipe_base()?;
     let key = |golden: &Golden| {
         recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base).map(|r| r.key)
