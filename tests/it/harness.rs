@@ -863,6 +863,37 @@ pub fn use_pool() -> String {
     })
 }
 
+/// A golden's rows come frozen (the catalog rows its recipe wrote too) and its tables analyzed:
+/// every clone plans its queries alike, and reading a clone's rows sets no hint bit (which would
+/// copy a page it shares with the golden).
+#[tokio::test]
+async fn a_goldens_rows_come_frozen_and_its_tables_analyzed() {
+    let golden = Golden::new("frozen").sql(
+        "create schema app;
+         create table app.items(i int primary key, label text);
+         insert into app.items select i, 'item ' || i from generate_series(1, 500) i;",
+    );
+    let db = TestDb::builder(&golden).pool(0).start().await.unwrap();
+    let value = |sql: &'static str| {
+        let client = db.client();
+        async move {
+            let row = client.query_one(sql, &[]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    // Frozen: every row is older than its table's relfrozenxid, which VACUUM (FREEZE) moves past
+    // them (without it, the table's is the transaction that made it and wrote its rows).
+    let rows = "select ((select relfrozenxid::text::bigint from pg_class where oid = 'app.items'::regclass) \
+        > (select max(xmin::text::bigint) from app.items))::text";
+    assert_eq!(value(rows).await, "true", "rows of the recipe's table");
+    let catalog = "select ((select relfrozenxid::text::bigint from pg_class where oid = 'pg_class'::regclass) \
+        > (select xmin::text::bigint from pg_class where oid = 'app.items'::regclass))::text";
+    assert_eq!(value(catalog).await, "true", "the recipe's row in pg_class");
+    let analyzed =
+        "select count(*)::text from pg_stats where schemaname = 'app' and tablename = 'items'";
+    assert_eq!(value(analyzed).await, "2", "statistics of both columns");
+}
+
 /// A golden keeps the WAL segment its last checkpoint needs, not all the WAL its recipe wrote
 /// (every clone would carry it, and copy it where reflinks are impossible). And pgclone's own
 /// connections leave the clone's other databases alone: a first connection writes a database's
@@ -1121,7 +1152,7 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
 fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     let root = support::unique_root("keepers-ahead");
     let dir = migrations(&root);
-    let run = |entries: &[&str], run_id: &str| nextest_run(&root, &dir, entries, run_id, "").0;
+    let run = |entries: &[&str], run_id: &str| nextest_run(&root, &dir, entries, run_id, "", &[]).0;
     let serving = || serving_servers(&root);
     let over = |runner| run_is_over(&root, runner);
 
@@ -1157,7 +1188,7 @@ fn a_nextest_runs_server_outlives_the_wrappers_of_its_tests() {
     // to see that its runner is gone and to stop.
     let wrapper = "sh -c '\"$@\"; true' wrapper";
     let entries = ["helpers::entry", "helpers::entry"];
-    let (runner, reports) = nextest_run(&root, &dir, &entries, "a-run", wrapper);
+    let (runner, reports) = nextest_run(&root, &dir, &entries, "a-run", wrapper, &[]);
     let servers: Vec<&str> = reports
         .iter()
         .map(|report| {
@@ -1171,47 +1202,61 @@ fn a_nextest_runs_server_outlives_the_wrappers_of_its_tests() {
         servers[0], servers[1],
         "the second test process uses the first one's server"
     );
-    assert_eq!(serving_servers(&root).len(), 1, "one server for the run");
+    let serving = serving_servers(&root);
+    assert_eq!(serving.len(), 1, "one server for the run");
+    // The keeper watches the runner, not the first test process's wrapper: its PGCLONE_KEEPER is
+    // `<golden key> <runner's pid> <runner's start time>`.
+    let text = std::fs::read_to_string(&serving[0]).unwrap();
+    let keeper: u32 = text.split_whitespace().next().unwrap().parse().unwrap();
+    let environ = std::fs::read(format!("/proc/{keeper}/environ")).unwrap();
+    let asked = environ
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(b"PGCLONE_KEEPER="))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+        .expect("the keeper's PGCLONE_KEEPER");
+    let watched = asked.split(' ').nth(1).unwrap_or_default();
+    assert_eq!(watched, runner.0.id().to_string(), "PGCLONE_KEEPER={asked}");
     run_is_over(&root, runner);
 }
 
-/// A nextest run, as nextest makes it: a runner (`sh`, not in the run) runs the test processes
-/// `entries` of the helper `share_template` one after another, each after `prefix` (a wrapper
-/// command, variables, or nothing), then lives until its stdin closes. Returns it and the
-/// processes' reports (`RESULT <pid> <server dir> <db>`).
+/// A nextest run, as nextest makes it: a runner (`sh`, not in the run, with `env`) runs the
+/// test processes `entries` of the helper `share_template` one after another, each through
+/// `wrapper` (a command, or nothing) and half a second apart, then lives until its stdin closes.
+/// Returns it and the processes' reports (`RESULT <pid> <server dir> <db>`).
 fn nextest_run(
     root: &Path,
     dir: &Path,
     entries: &[&str],
     run_id: &str,
-    prefix: &str,
+    wrapper: &str,
+    env: &[(&str, &Path)],
 ) -> (support::KilledOnDrop, Vec<String>) {
     let helper = support::helper("share_template");
     let script: String = entries
         .iter()
         .map(|entry| {
-            format!("NEXTEST_RUN_ID={run_id} {prefix} \"$0\" {entry} --exact --ignored --nocapture -q; sleep 0.5; ")
+            format!("NEXTEST_RUN_ID={run_id} {wrapper} \"$0\" {entry} --exact --ignored --nocapture -q; sleep 0.5; ")
         })
         .collect();
     let mut runner = Command::new("sh");
     runner
-        .args(["-c", &format!("{script}read _")])
+        .args(["-c", &format!("{script}echo DONE; read _")])
         .arg(helper.get_program())
         .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .envs(env.iter().copied())
+        .env_remove("NEXTEST_RUN_ID")
         .env("PGCLONE_DIR", root)
         .env("PGCLONE_IT_MIGRATIONS", dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
     let stdout = std::io::BufReader::new(runner.0.stdout.take().unwrap());
-    let mut lines = std::io::BufRead::lines(stdout).map_while(Result::ok);
-    let reports: Vec<String> = lines
-        .by_ref()
+    // Up to the runner's DONE: a test process that fails without a report does not hang this.
+    let reports: Vec<String> = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        .take_while(|line| line != "DONE")
         .filter(|line| line.starts_with("RESULT "))
-        .take(entries.len())
         .collect();
-    // Read on, so that what the last process prints after its report has somewhere to go.
-    std::thread::spawn(move || lines.for_each(drop));
     assert_eq!(reports.len(), entries.len(), "a test process failed");
     (runner, reports)
 }
@@ -1274,15 +1319,15 @@ fn a_nextest_runs_processes_search_for_the_binaries_once() {
         let text = std::fs::read_to_string(&probes).unwrap_or_default();
         text.lines().count()
     };
-    let pg_bin = format!("PGCLONE_PG_BIN='{}'", bin.display());
+    let pg_bin = [("PGCLONE_PG_BIN", bin.as_path())];
     let entries = ["helpers::entry", "helpers::entry"];
 
     // Built first, apart: a build asks the version of the binaries again.
-    let (runner, _) = nextest_run(&root, &dir, &entries[..1], "run-0", &pg_bin);
+    let (runner, _) = nextest_run(&root, &dir, &entries[..1], "run-0", "", &pg_bin);
     run_is_over(&root, runner);
     let before = probed();
 
-    let (runner, reports) = nextest_run(&root, &dir, &entries, "run-1", &pg_bin);
+    let (runner, reports) = nextest_run(&root, &dir, &entries, "run-1", "", &pg_bin);
     assert_eq!(serving_servers(&root).len(), 1, "a keeper serves the run");
     assert_eq!(reports.len(), 2);
     assert_eq!(
@@ -1291,7 +1336,7 @@ fn a_nextest_runs_processes_search_for_the_binaries_once() {
         "only the run's first process asks the binaries' version; its keeper and the second process use what it found"
     );
     run_is_over(&root, runner);
-    let (runner, _) = nextest_run(&root, &dir, &entries[..1], "run-2", &pg_bin);
+    let (runner, _) = nextest_run(&root, &dir, &entries[..1], "run-2", "", &pg_bin);
     assert_eq!(probed(), before + 2, "the next run asks again");
     run_is_over(&root, runner);
 }
