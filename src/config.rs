@@ -184,7 +184,8 @@ impl Config {
     }
 }
 
-/// The variable nextest sets for each test process (and wrapper) of a run: the run's id.
+/// The variable nextest sets for each test process (and wrapper) of a run: the run's id. Also
+/// looked for in ancestors' environments, to find the run's runner (`ProcessId::runner`).
 pub(crate) const RUN_ID_VARIABLE: &str = "NEXTEST_RUN_ID";
 
 fn var(name: &str) -> Option<String> {
