@@ -3,8 +3,9 @@
 //! In a nextest run the first test of each golden waits for a keeper to start the run's
 //! template server of that golden (`shared.rs`): about 0.2 s, five times for a suite with five
 //! fixture sets. A run usually needs the goldens the previous run of the same test binary needed,
-//! so each run records them, and the first test process of the next run starts the keepers of
-//! the others at once, side by side, while the run's tests go on (`template.rs`). A recorded
+//! so each run records them, and the first test process of the next run, once its own golden's
+//! server serves, starts the keepers of the others side by side, while the run's tests go on
+//! (`template.rs`). A recorded
 //! golden that no test of the new run uses (a filtered run) costs a keeper that starts a server
 //! and stops it once the run is over; one whose test's recipe changed since costs a keeper that
 //! finds so and exits, building nothing.
