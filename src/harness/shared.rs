@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::harness::golden::{BuiltGolden, Golden};
+use crate::harness::golden::BuiltGolden;
 use crate::harness::{template, warm};
 use crate::postgres::binaries::PgBinaries;
 use crate::postgres::libpq::ConnectParams;
@@ -273,33 +273,15 @@ pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str) -> ! {
     std::process::exit(code)
 }
 
-/// Fails unless `golden`'s recipe is the golden a keeper was asked to serve (`asked` is
-/// `PGCLONE_KEEPER`), before anything is built.
-pub(crate) fn check_keeper_golden(golden: &Golden, config: &Config, asked: &str) -> Result<()> {
-    let wanted = asked.split(' ').next().unwrap_or_default();
-    // The binaries the run's first process found, as the build after this uses.
-    let (_root, binaries) = crate::harness::golden::store_and_binaries(config)?;
-    let [key, _base] = crate::harness::golden::keys_of(golden, config, binaries)?;
-    if key != wanted {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!("asked to serve golden {wanted}, but this test uses {key}"),
-        ));
-    }
-    Ok(())
+/// The golden a keeper was asked to serve (`asked` is `PGCLONE_KEEPER`: its key, then the
+/// runner), which its test's recipe must still give.
+pub(crate) fn keeper_golden(asked: &str) -> &str {
+    asked.split(' ').next().unwrap_or_default()
 }
 
+/// Serves `golden`, whose key `ensure_built` checked against the keeper's (`keeper_golden`).
 fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
-    let (wanted, runner) = asked.split_once(' ').unwrap_or((asked, ""));
-    if golden.key() != wanted {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "asked to serve golden {wanted}, but this test uses {}",
-                golden.key()
-            ),
-        ));
-    }
+    let (_key, runner) = asked.split_once(' ').unwrap_or((asked, ""));
     // Unknown: as good as gone (the server then lasts while processes hold the lease).
     let runner = ProcessId::parse(runner);
     let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());

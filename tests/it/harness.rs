@@ -1219,6 +1219,28 @@ fn a_nextest_runs_server_outlives_the_wrappers_of_its_tests() {
     run_is_over(&root, runner);
 }
 
+/// A keeper started for a golden its test no longer uses (the recipe changed since the run that
+/// recorded it, `ahead.rs`) says so and exits before anything is built.
+#[test]
+fn a_keeper_for_a_golden_its_test_no_longer_uses_builds_nothing() {
+    let root = support::unique_root("stale-keeper");
+    let dir = migrations(&root);
+    let mut keeper = support::helper("share_template");
+    keeper
+        .env("PGCLONE_DIR", &root)
+        .env("PGCLONE_IT_MIGRATIONS", &dir)
+        .env("NEXTEST_RUN_ID", "a-run")
+        .env("PGCLONE_KEEPER", "0123456789abcdef 1 1");
+    let output = keeper.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("asked to serve golden 0123456789abcdef, but this test uses"),
+        "{stderr}"
+    );
+    assert_eq!(build_log(&root), Vec::new(), "nothing was built");
+}
+
 /// A nextest run, as nextest makes it: a runner (`sh`, not in the run, with `env`) runs the
 /// test processes `entries` of the helper `share_template` one after another, each through
 /// `wrapper` (a command, or nothing) and half a second apart, then lives until its stdin closes.

@@ -24,7 +24,6 @@ use crate::clone::{clone_stopped, CloneOptions, CloneReport, CopyMethod};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::harness::test_db::connect_params;
-use crate::postgres::binaries::PgBinaries;
 use crate::postgres::data_dir;
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::{Resolved, ServerOptions};
@@ -132,12 +131,29 @@ impl BuiltGolden {
 }
 
 /// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now,
-/// as `config` (the caller's, read once) says.
-pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc<BuiltGolden>> {
-    let (root, binaries) = store_and_binaries(config)?;
+/// as `config` (the caller's, read once) says. `expected`: the key it must have (a keeper's, the
+/// golden it was started to serve), checked before anything is built.
+pub(crate) async fn ensure_built(
+    golden: &Golden,
+    config: &Config,
+    expected: Option<&str>,
+) -> Result<Arc<BuiltGolden>> {
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    let root = Root::open(None, config, run_as.as_ref())?;
+    // Under nextest, the binaries the run's first process found (a search each costs).
+    let binaries = crate::harness::shared::binaries(config, &root)?;
     let env = ServerOptions::new().binaries(binaries).resolve(config)?;
     let base = config.recipe_base()?;
     let recipe = recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base)?;
+    if let Some(wanted) = expected.filter(|wanted| *wanted != recipe.key) {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "asked to serve golden {wanted}, but this test uses {}",
+                recipe.key
+            ),
+        ));
+    }
     root.reap_once_per_process();
 
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
@@ -160,23 +176,10 @@ pub(crate) async fn ensure_built(golden: &Golden, config: &Config) -> Result<Arc
     Ok(built.clone())
 }
 
-/// The store, and the PostgreSQL binaries a build uses: under nextest, the ones the run's first
-/// process found (a search costs 15–100 ms).
-pub(crate) fn store_and_binaries(config: &Config) -> Result<(Root, PgBinaries)> {
-    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    let root = Root::open(None, config, run_as.as_ref())?;
-    let binaries = crate::harness::shared::binaries(config, &root)?;
-    Ok((root, binaries))
-}
-
-/// The keys of `golden` and of the base it starts from, as a build with `binaries` would compute
-/// them (nothing is built).
-pub(crate) fn keys_of(
-    golden: &Golden,
-    config: &Config,
-    binaries: PgBinaries,
-) -> Result<[String; 2]> {
-    let env = ServerOptions::new().binaries(binaries).resolve(config)?;
+/// The keys of `golden` and of the base it starts from, as a build would compute them (the
+/// binaries are found, nothing is built).
+pub(crate) fn keys_of(golden: &Golden, config: &Config) -> Result<[String; 2]> {
+    let env = ServerOptions::new().resolve(config)?;
     let base = config.recipe_base()?;
     let key = |golden: &Golden| {
         recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base).map(|r| r.key)
@@ -237,7 +240,7 @@ async fn build_or_reuse(
     // each): a suite's recipes (one per fixture set) cost one initdb, not one each.
     let base = match is_base(golden) {
         true => None,
-        false => Some(ensure_built(&Golden::empty(), config).await?),
+        false => Some(ensure_built(&Golden::empty(), config, None).await?),
     };
     build(golden, recipe.steps, &built, base, &dir, &run).await?;
     remove_unused_goldens(&built.root, &dir);

@@ -65,8 +65,7 @@ fn command_text(command: &[OsString]) -> String {
 
 /// The harness's side: appends the keys of `golden` (and its base) to `file`, one line each.
 pub(crate) fn record(golden: &Golden, config: &Config, file: &Path) -> Result<()> {
-    let binaries = crate::postgres::binaries::PgBinaries::find_with(config)?;
-    let [key, base] = build::keys_of(golden, config, binaries)?;
+    let [key, base] = build::keys_of(golden, config)?;
     let lines = format!("{key} {}\n{base} (base)\n", golden.name());
     // One write per test, in append mode: lines of concurrent tests do not interleave.
     std::fs::OpenOptions::new()

@@ -17,9 +17,7 @@ use migrations::Format;
 pub use migrations::{SqlxMigrator, Target as MigratorTarget};
 
 pub(crate) use apply::apply;
-pub(crate) use build::{
-    blocking, ensure_built, keys_of, store_and_binaries, BuiltGolden, UNUSED_FOR,
-};
+pub(crate) use build::{blocking, ensure_built, BuiltGolden, UNUSED_FOR};
 
 /// Errors a setup hook may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
