@@ -19,6 +19,7 @@
 //! | `PGUSER`, `PGPASSWORD`, `PGPASSFILE` | libpq's: the user and password for a source cluster (see `postgres/libpq.rs`) |
 //! | `XDG_CACHE_HOME`, `HOME` | the default `PGCLONE_DIR` outside cargo (not as root) |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` and shared template servers |
+//! | `NEXTEST_TEST_THREADS` | set by nextest for its test processes: how many run at once, which sizes a shared template server's `max_connections` |
 //! | `PGCLONE_KEEPER` | internal: set by pgclone on a test binary it runs as a shared template server's keeper (`harness/shared.rs`) |
 //! | `PATH` | where the binary search looks for `pg_config` and `postgres`, as a shell would |
 //! | `TMPDIR` | where the default root goes outside cargo (default: `/tmp`) |
@@ -48,6 +49,9 @@ pub(crate) struct Config {
     pub manifest_dir: Option<PathBuf>,
     pub target_dir: Option<PathBuf>,
     pub run_id: Option<String>,
+    /// `NEXTEST_TEST_THREADS`: how many test processes the run runs at once (unknown if unset
+    /// or not a positive number).
+    pub test_threads: Option<u32>,
     /// The directories of `PATH`, in order.
     pub path: Vec<PathBuf>,
     /// `TMPDIR`, else `/tmp` (as [`std::env::temp_dir`]).
@@ -148,6 +152,9 @@ impl Config {
             manifest_dir: var("CARGO_MANIFEST_DIR").map(PathBuf::from),
             target_dir: var("CARGO_TARGET_DIR").map(PathBuf::from),
             run_id: var(RUN_ID_VARIABLE),
+            test_threads: var("NEXTEST_TEST_THREADS")
+                .and_then(|text| text.trim().parse().ok())
+                .filter(|n| *n > 0),
             pg_bin: var("PGCLONE_PG_BIN").map(PathBuf::from),
             pg_version,
             root: var("PGCLONE_DIR").map(PathBuf::from),

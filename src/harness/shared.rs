@@ -50,9 +50,21 @@ pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 /// How often it drops the databases of processes that are gone.
 const SWEEP_EVERY: u32 = 4;
-/// The shared server's `max_connections`: each test process holds an admin session, its
-/// client and a pool (sqlx's: up to 5), and nextest runs a process per core at once.
-const MAX_CONNECTIONS: &str = "400";
+/// The connections a test process holds on the shared server at most: an admin session, its
+/// client and a pool (sqlx's: up to 5).
+const CONNECTIONS_PER_PROCESS: u32 = 7;
+
+/// The shared server's `max_connections`, for a run of `test_threads` processes at once
+/// (`NEXTEST_TEST_THREADS`): twice what they hold (a process's sessions may linger for a moment
+/// after the next one started), and never fewer than PostgreSQL's default, which tests opening
+/// connections of their own expect. Unknown (a nextest that does not say): 400. Each slot costs
+/// start-up time (about 20 ms of CPU per start and stop for 400 instead of 100).
+fn max_connections(test_threads: Option<u32>) -> u32 {
+    match test_threads {
+        Some(threads) => (2 * CONNECTIONS_PER_PROCESS * threads).max(100),
+        None => 400,
+    }
+}
 
 /// A test process of a nextest run: its test (libtest's name, which a keeper runs again) and the
 /// run (`NEXTEST_RUN_ID`).
@@ -261,9 +273,10 @@ fn maker_of(name: &str) -> Option<ProcessId> {
 }
 
 /// The keeper: serves `golden` until nobody uses it, then exits the process. `asked` is
-/// `PGCLONE_KEEPER`: the golden's key (it must be `golden`'s) and the runner. Never returns.
-pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str) -> ! {
-    let code = match serve(golden, asked) {
+/// `PGCLONE_KEEPER`: the golden's key (it must be `golden`'s) and the runner; `test_threads`:
+/// `NEXTEST_TEST_THREADS`. Never returns.
+pub(crate) fn keep_serving(golden: &Arc<BuiltGolden>, asked: &str, test_threads: Option<u32>) -> ! {
+    let code = match serve(golden, asked, test_threads) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("pgclone keeper: {e}");
@@ -280,13 +293,14 @@ pub(crate) fn keeper_golden(asked: &str) -> &str {
 }
 
 /// Serves `golden`, whose key `ensure_built` checked against the keeper's (`keeper_golden`).
-fn serve(golden: &Arc<BuiltGolden>, asked: &str) -> Result<()> {
+fn serve(golden: &Arc<BuiltGolden>, asked: &str, test_threads: Option<u32>) -> Result<()> {
     let (_key, runner) = asked.split_once(' ').unwrap_or((asked, ""));
     // Unknown: as good as gone (the server then lasts while processes hold the lease).
     let runner = ProcessId::parse(runner);
     let run_is_over = || !runner.is_some_and(|runner| runner.is_alive());
     let files = Files::of(golden);
-    let options = ServerOptions::new().setting("max_connections", MAX_CONNECTIONS);
+    let connections = max_connections(test_threads).to_string();
+    let options = ServerOptions::new().setting("max_connections", connections);
     let warm::Started {
         mut server,
         dir,
@@ -399,5 +413,16 @@ mod tests {
         assert!(name.starts_with("bookshelf_with_a_long_go_"), "{name}");
         assert_eq!(maker_of(&name), Some(ProcessId::current().unwrap()));
         assert_eq!(maker_of("bookshelf"), None);
+    }
+
+    #[test]
+    fn the_shared_servers_connections_follow_the_runs_parallelism() {
+        assert_eq!(
+            max_connections(Some(2)),
+            100,
+            "PostgreSQL's default at least"
+        );
+        assert_eq!(max_connections(Some(20)), 280);
+        assert_eq!(max_connections(None), 400, "a nextest that does not say");
     }
 }

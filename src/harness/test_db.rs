@@ -394,8 +394,9 @@ impl TestDbBuilder<'_> {
         let golden = ensure_built(self.golden, &config, expected).await?;
         if let Some(key) = &config.keeper {
             // A keeper (harness/shared.rs) goes this far only: it serves the golden instead.
-            let (golden, key) = (golden.clone(), key.clone());
-            blocking(move || -> Result<()> { shared::keep_serving(&golden, &key) }).await?;
+            let (golden, key, threads) = (golden.clone(), key.clone(), config.test_threads);
+            blocking(move || -> Result<()> { shared::keep_serving(&golden, &key, threads) })
+                .await?;
         }
         // A process per test (nextest): its database comes from the server the run shares.
         let shared_by = self

@@ -1034,7 +1034,8 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
         let mut cmd = support::helper("share_template");
         cmd.env("PGCLONE_DIR", &root)
             .env("PGCLONE_IT_MIGRATIONS", &dir)
-            .env("NEXTEST_RUN_ID", "a-run");
+            .env("NEXTEST_RUN_ID", "a-run")
+            .env("NEXTEST_TEST_THREADS", "20");
         if hold {
             cmd.env("PGCLONE_IT_HOLD", "1");
         }
@@ -1087,6 +1088,11 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
     let url = format!(
         "host={} port={} user=postgres dbname=postgres",
         lines[2], lines[3]
+    );
+    // Sized for the run: 20 processes at once, 7 connections each, twice.
+    assert_eq!(
+        support::query_text(&url, "select current_setting('max_connections')"),
+        "280"
     );
     let test_databases = || {
         let left = support::query_text(
