@@ -48,8 +48,14 @@ use crate::store::root::{self, ProcessId, Root};
 pub(crate) const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// How often a keeper looks at the lease and its server.
 const POLL: Duration = Duration::from_millis(50);
-/// How often it drops the databases of processes that are gone.
+/// How often it looks at the databases of processes that are gone.
 const SWEEP_EVERY: u32 = 4;
+/// How much the databases of processes that are gone may hold (`pg_database_size`, which
+/// counts extents shared with the template as the database's own) before the keeper drops them
+/// while the run goes on; below it, they go when the keeper stops, after the run. A `DROP
+/// DATABASE` makes the server checkpoint and interrupt every session: work the run's tests
+/// would wait for (bookshelf under nextest, XFS, PG 18: 0.93 s -> 0.88 s, median of 14 runs).
+const LEFTOVER_BUDGET: u64 = 1 << 30;
 /// The connections a test process holds on the shared server at most: an admin session, its
 /// client and a pool (sqlx's: up to 5).
 const CONNECTIONS_PER_PROCESS: u32 = 7;
@@ -344,7 +350,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str, test_threads: Option<u32>) -> R
             }
             if round % SWEEP_EVERY == 0 {
                 // Not worth stopping the run's server for: the next sweep tries again.
-                if let Err(e) = drop_test_databases(&mut sweeper, &golden.dbname, false) {
+                if let Err(e) = drop_leftovers_over_budget(&mut sweeper, &golden.dbname) {
                     eprintln!("pgclone keeper: {e}");
                 }
             }
@@ -381,25 +387,59 @@ fn write_server_file(path: &Path, dir: &Path, socket_dir: &Path, port: u16) -> R
 /// Drops the databases made from the template for tests: those whose making process is gone,
 /// or, with `all`, every one.
 pub(crate) fn drop_test_databases(session: &mut Session, template: &str, all: bool) -> Result<()> {
+    for name in test_databases(session, template, all)? {
+        drop_database(session, &name);
+    }
+    Ok(())
+}
+
+/// Drops the databases of processes that are gone once together they hold more than
+/// [`LEFTOVER_BUDGET`].
+fn drop_leftovers_over_budget(session: &mut Session, template: &str) -> Result<()> {
+    let gone = test_databases(session, template, false)?;
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = gone.iter().map(|name| quote_literal(name)).collect();
+    let held = session.query_value(&format!(
+        "select coalesce(sum(pg_database_size(datname)), 0)::text from pg_database where datname in ({})",
+        names.join(", ")
+    ))?;
+    if held.parse::<u64>().is_ok_and(over_budget) {
+        for name in gone {
+            drop_database(session, &name);
+        }
+    }
+    Ok(())
+}
+
+/// Whether leftovers holding `bytes` are to be dropped while the run goes on.
+fn over_budget(bytes: u64) -> bool {
+    bytes > LEFTOVER_BUDGET
+}
+
+/// The databases made from `template` for tests (named by [`database_name`]) whose making
+/// process is gone, or, with `all`, every one.
+fn test_databases(session: &mut Session, template: &str, all: bool) -> Result<Vec<String>> {
     let prefix: String = template.chars().take(24).collect();
     let rows = session.query(&format!(
         "select datname from pg_database where datname like {} and datname <> {}",
         quote_literal(&format!("{}\\_%", prefix.replace('_', "\\_"))),
         quote_literal(template),
     ))?;
-    for name in rows
+    Ok(rows
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten())
-    {
-        if maker_of(&name).is_some_and(|maker| all || !maker.is_alive()) {
-            // Its process may have begun the drop itself: then this one fails, and that is fine.
-            let _ = session.query(&format!(
-                "drop database if exists {} with (force)",
-                quote_ident(&name)
-            ));
-        }
-    }
-    Ok(())
+        .filter(|name| maker_of(name).is_some_and(|maker| all || !maker.is_alive()))
+        .collect())
+}
+
+/// Drops a test's database. A failure is left for the next sweep, or the server's end.
+fn drop_database(session: &mut Session, name: &str) {
+    let _ = session.query(&format!(
+        "drop database if exists {} with (force)",
+        quote_ident(name)
+    ));
 }
 
 #[cfg(test)]
@@ -424,5 +464,18 @@ mod tests {
         );
         assert_eq!(max_connections(Some(20)), 280);
         assert_eq!(max_connections(None), 400, "a nextest that does not say");
+    }
+
+    #[test]
+    fn leftovers_wait_for_the_keepers_stop_until_they_pass_a_gibibyte() {
+        assert!(!over_budget(0));
+        assert!(
+            !over_budget(100 * (8 << 20)),
+            "a hundred copies of an 8 MB database"
+        );
+        assert!(
+            over_budget(3 * (400 << 20)),
+            "three copies of a 400 MB fixture"
+        );
     }
 }

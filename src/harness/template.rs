@@ -36,8 +36,8 @@ pub(crate) struct TemplateServer {
     /// Creates databases (serialized: the template must have no other session meanwhile).
     admin: Mutex<Session>,
     /// Drops them, apart, so that a slow drop never delays a test's creation. `None` for the
-    /// server a nextest run shares, where a process runs one test: `admin` drops (and the keeper
-    /// drops what a process left once it is gone).
+    /// server a nextest run shares, where a process runs one test: its keeper drops the
+    /// process's databases once it is gone (`admin` drops only what is asked for at once).
     dropper: Option<Mutex<Session>>,
     pub socket_dir: PathBuf,
     pub port: u16,

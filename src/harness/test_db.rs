@@ -553,6 +553,8 @@ fn tear_down(owned: Owned, background: bool) -> Result<()> {
             };
             stopped.and(removed)
         }
+        // The run's shared server: its keeper drops the database once this process is gone.
+        Owned::Database { template, .. } if background && template.is_shared() => Ok(()),
         Owned::Database { template, dbname } if background => {
             template.drop_database_later(dbname);
             Ok(())
