@@ -7,7 +7,9 @@
 //! - `<root>/shared/<key>.lease`: every process using the server holds a shared `flock` on it
 //!   for its whole life (the kernel drops it however the process ends).
 //! - `<root>/shared/<key>.start`: held exclusively while a process checks for a keeper and, if
-//!   there is none, starts one and waits until it serves.
+//!   there is none, starts one and waits until it serves. The keeper holds it too (its stdin is
+//!   a handle on it) until it serves, so a process that starts one without waiting for it (the
+//!   keepers started ahead) may exit meanwhile without letting another process start a second.
 //! - `<root>/shared/<key>.server`: written by the keeper once its server accepts connections
 //!   (the keeper's process id, its clone directory, socket directory and port); removed before
 //!   the server stops.
@@ -23,8 +25,9 @@
 //! runs them in name order, mixed with other goldens' tests). So the keeper stops once nobody holds
 //! the lease and either the runner is gone or nobody has held it for [`IDLE_LIMIT`]: it takes the
 //! lease exclusively (a process arriving then waits, then starts a new keeper), stops its server
-//! and removes the clone. Meanwhile it drops the databases whose process is gone (a test's
-//! database is named after its process), so a test process never waits for a drop before it exits.
+//! and removes the clone, having dropped the databases made for tests first. A test process never
+//! drops its database (a test's database is named after its process): the keeper drops those
+//! whose process is gone when it stops, or sooner once they pass [`LEFTOVER_BUDGET`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,7 +188,7 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &RunTest) -> Result<Sh
     let lease = FileLock::shared(&files.lease, patience, || {
         eprintln!("pgclone: waiting for the shared template server of this run to stop")
     })?;
-    let _start = FileLock::exclusive(&files.start, patience, || {
+    let start = FileLock::exclusive(&files.start, patience, || {
         eprintln!("pgclone: waiting for another test process to start the shared template server")
     })?;
     let with_lease = |address| SharedServer {
@@ -198,11 +201,13 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &RunTest) -> Result<Sh
     let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
     // The runner (nextest), whose end is the end of the run.
     let runner = ProcessId::runner(&test.run)?;
+    // The keeper holds the start lock too, until it serves: this process may exit before.
     let keeper = server::spawn_keeper(
         &Config::working_dir()?,
         &test.test,
         &format!("{} {runner}", golden.key()),
         log,
+        start.handle_for_child()?,
     )?;
     wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT).map(with_lease)
 }
@@ -323,6 +328,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str, test_threads: Option<u32>) -> R
         ))?;
         let at_start = warm::AtStart::record_and_close(golden, build, &mut sweeper, admin);
         write_server_file(&files.server, &dir, server.socket_dir(), server.port())?;
+        server::keeper_serves()?;
         let mut idle_since: Option<Instant> = None;
         for round in 1u32.. {
             std::thread::sleep(POLL);

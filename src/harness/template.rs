@@ -124,38 +124,22 @@ async fn template_for(
     Ok(template.clone())
 }
 
-/// Threads starting keepers ahead, waited for at exit: a process that exited while it started
-/// a keeper would let another process start a second one.
-static KEEPERS_AHEAD: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
-
 /// Under nextest: notes that `golden` serves the test `test` of its run and, at the run's first
 /// test (once its own server serves), starts the keepers of the other goldens the previous run
 /// of this test binary used (`ahead.rs`), side by side, so that their first tests find their
-/// servers running. A failure
-/// there is left for the test that needs that server to meet and report.
+/// servers running. A failure there is left for the test that needs that server to meet and
+/// report. This process does not wait for them: a keeper holds the lock that keeps a second
+/// one from starting until it serves.
 fn start_keepers_ahead(golden: &BuiltGolden, test_of_run: &RunTest) {
-    let others = ahead::note_used(golden, test_of_run);
-    if others.is_empty() {
-        return;
-    }
-    let mut threads = KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
-    for ahead::Ahead { golden, test } in others {
+    for ahead::Ahead { golden, test } in ahead::note_used(golden, test_of_run) {
         let test = RunTest {
             test,
             run: test_of_run.run.clone(),
         };
         // The lease goes at once: the keeper serves the run's processes as they come.
         let start = move || drop(shared::server_for(&Arc::new(golden), &test));
-        threads.extend(std::thread::Builder::new().spawn(start));
+        let _ = std::thread::Builder::new().spawn(start);
     }
-    static WAIT_AT_EXIT: std::sync::Once = std::sync::Once::new();
-    WAIT_AT_EXIT.call_once(|| {
-        crate::exit::at_exit(|| {
-            let threads =
-                std::mem::take(&mut *KEEPERS_AHEAD.lock().unwrap_or_else(|e| e.into_inner()));
-            threads.into_iter().for_each(|thread| drop(thread.join()));
-        })
-    });
 }
 
 impl TemplateServer {

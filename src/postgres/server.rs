@@ -557,7 +557,15 @@ pub(crate) fn stop_orphan(pid: u32, data_dir: &Path) {
 /// running one, not whatever its path names by now), run again for libtest's `test` with
 /// `PGCLONE_KEEPER=<keeper>` (the golden's key and the run's runner). Detached (its own session,
 /// no death signal, its errors in `log`): it outlives this process, and stops its server itself.
-pub(crate) fn spawn_keeper(cwd: &Path, test: &str, keeper: &str, log: File) -> Result<Keeper> {
+/// Its stdin is `start_lock` (a handle on the lock held while a keeper starts): it holds the
+/// lock until it serves ([`keeper_serves`]), even if this process exits first.
+pub(crate) fn spawn_keeper(
+    cwd: &Path,
+    test: &str,
+    keeper: &str,
+    log: File,
+    start_lock: File,
+) -> Result<Keeper> {
     let mut cmd = command(&crate::sys::own_executable(), None, cwd, None);
     // --nocapture: libtest would swallow what the keeper says about why it stopped.
     cmd.args([
@@ -569,9 +577,19 @@ pub(crate) fn spawn_keeper(cwd: &Path, test: &str, keeper: &str, log: File) -> R
     ])
     .env("PGCLONE_KEEPER", keeper)
     .env("PGCLONE_POOL", "0")
+    .stdin(start_lock)
     .stdout(Stdio::null())
     .stderr(log);
     spawn(cmd, "the shared template server's keeper", None).map(Keeper)
+}
+
+/// The keeper's side of [`spawn_keeper`]'s stdin: once it serves, it lets go of the start lock
+/// by putting `/dev/null` in stdin's place.
+pub(crate) fn keeper_serves() -> Result<()> {
+    let null = Path::new("/dev/null");
+    let null_file = File::open(null).doing("open", null)?;
+    rustix::stdio::dup2_stdin(&null_file)
+        .map_err(|e| Error::new(ErrorKind::Io, "put /dev/null in place of stdin").with_source(e))
 }
 
 /// A keeper this process started, until it serves.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, ErrorKind, IoContext, Result};
 
 /// A held lock, released on drop (or when the process dies, however it dies).
 #[derive(Debug)]
@@ -40,6 +40,15 @@ impl FileLock {
     /// A shared lock on `path` if nobody holds it exclusively now (`None` if somebody does).
     pub fn try_shared(path: &Path) -> Result<Option<FileLock>> {
         Self::try_lock(path, FlockOperation::NonBlockingLockShared)
+    }
+
+    /// Another handle on the lock, for a child process to hold: the lock lasts until both this
+    /// and every copy of that handle are closed (flock locks belong to the open file, which
+    /// they share).
+    pub fn handle_for_child(&self) -> Result<File> {
+        self._file
+            .try_clone()
+            .map_err(|e| Error::new(ErrorKind::Io, "share a lock with a child").with_source(e))
     }
 
     fn try_lock(path: &Path, op: FlockOperation) -> Result<Option<FileLock>> {

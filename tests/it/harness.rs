@@ -1156,6 +1156,7 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
 /// Under nextest, the first test process of a run starts the keepers of the goldens the previous
 /// run of its test binary used, so that their tests find their servers running: here a run
 /// that uses only one golden finds the other's server started too, and both go when it ends.
+/// That process does not wait for them to serve before it exits.
 #[test]
 fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     let root = support::unique_root("keepers-ahead");
@@ -1164,6 +1165,10 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     let serving = || serving_servers(&root);
     let over = |runner| run_is_over(&root, runner);
 
+    // A run of the first golden's test alone, to tell its key from the other's.
+    over(run(&["helpers::entry"], "run-0"));
+    let [first_key] = <[String; 1]>::try_from(goldens(&root)).unwrap();
+
     // The first run needs both goldens: a keeper each, started as their tests come.
     let first = run(
         &["helpers::entry", "helpers::entry_with_another_golden"],
@@ -1171,10 +1176,33 @@ fn a_nextest_runs_first_process_starts_the_keepers_the_previous_run_needed() {
     );
     assert_eq!(serving().len(), 2, "a server per golden");
     over(first);
+    let other_key = goldens(&root)
+        .into_iter()
+        .find(|key| *key != first_key)
+        .unwrap();
 
     // The next run's only test needs the first golden; its process starts the other's keeper
-    // too, and waits for it to serve before it exits.
+    // too, and exits without waiting for it to serve: the keeper holds the lock that keeps a
+    // second keeper from starting until it serves. Held back here by the other golden's lock
+    // (a rebuild's), which it takes to copy the golden.
+    let flock = |path: PathBuf, operation| {
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), operation) };
+        (file, locked == 0)
+    };
+    let golden_lock = root.join("golden").join(format!("{other_key}.lock"));
+    let (rebuild, locked) = flock(golden_lock, libc::LOCK_EX | libc::LOCK_NB);
+    assert!(locked);
     let second = run(&["helpers::entry"], "run-2");
+    let other_start = root.join("shared").join(format!("{other_key}.start"));
+    let (_, free) = flock(other_start, libc::LOCK_EX | libc::LOCK_NB);
+    assert!(!free, "the other golden's keeper holds its start lock");
+    assert_eq!(
+        serving().len(),
+        1,
+        "the other golden's keeper does not serve yet"
+    );
+    drop(rebuild);
     let both = || {
         let serving = serving().len();
         (serving == 2)
