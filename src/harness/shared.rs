@@ -59,20 +59,12 @@ const SWEEP_EVERY: u32 = 4;
 /// DATABASE` makes the server checkpoint and interrupt every session: work the run's tests
 /// would wait for (bookshelf under nextest, XFS, PG 18: 0.93 s -> 0.88 s, median of 14 runs).
 const LEFTOVER_BUDGET: u64 = 1 << 30;
-/// The connections a test process holds on the shared server at most: an admin session, its
-/// client and a pool (sqlx's: up to 5).
-const CONNECTIONS_PER_PROCESS: u32 = 7;
 
 /// The shared server's `max_connections`, for a run of `test_threads` processes at once
-/// (`NEXTEST_TEST_THREADS`): twice what they hold (a process's sessions may linger for a moment
-/// after the next one started), and never fewer than PostgreSQL's default, which tests opening
-/// connections of their own expect. Unknown (a nextest that does not say): 400. Each slot costs
-/// start-up time (about 20 ms of CPU per start and stop for 400 instead of 100).
+/// (`NEXTEST_TEST_THREADS`; a test process runs one test). Unknown (a nextest that does not
+/// say): 400, enough for dozens at once.
 fn max_connections(test_threads: Option<u32>) -> u32 {
-    match test_threads {
-        Some(threads) => (2 * CONNECTIONS_PER_PROCESS * threads).max(100),
-        None => 400,
-    }
+    test_threads.map_or(400, template::max_connections)
 }
 
 /// A test process of a nextest run: its test (libtest's name, which a keeper runs again) and the

@@ -3,7 +3,8 @@
 //! `file_copy_method = clone` on PostgreSQL 18, which shares extents where the file system can.
 //!
 //! The template database never has a connection (PostgreSQL refuses to copy one that has): the
-//! admin session sits in another database, and creations are serialized on it. The server dies
+//! sessions that create databases sit in another one, a session per creation under way (tests
+//! asking at once get their copies side by side; several may read one template). The server dies
 //! with the process; at a normal exit it is stopped, and its data directory parked for the next
 //! process's server (`warm.rs`) or removed.
 //!
@@ -12,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::ahead;
@@ -33,11 +34,15 @@ pub(crate) struct TemplateServer {
     /// Its clone directory (`<root>/clones/<id>`).
     pub dir: PathBuf,
     server: Mutex<Option<Server>>,
-    /// Creates databases (serialized: the template must have no other session meanwhile).
-    admin: Mutex<Session>,
+    /// Idle sessions that create databases, in the admin database (a session in the template
+    /// would make PostgreSQL refuse to copy it). Creations go side by side, a session each: a
+    /// copy without reflinks takes a while, and several may read one template at once.
+    creators: Mutex<Vec<Session>>,
+    /// Held shared by each creation under way; taken for good at exit, once they are done.
+    creating: RwLock<()>,
     /// Drops them, apart, so that a slow drop never delays a test's creation. `None` for the
     /// server a nextest run shares, where a process runs one test: its keeper drops the
-    /// process's databases once it is gone (`admin` drops only what is asked for at once).
+    /// process's databases once it is gone (a creator drops only what is asked for at once).
     dropper: Option<Mutex<Session>>,
     pub socket_dir: PathBuf,
     pub port: u16,
@@ -145,7 +150,11 @@ fn start_keepers_ahead(golden: &BuiltGolden, test_of_run: &RunTest) {
 impl TemplateServer {
     /// This process's own server: a clone of the golden, started now.
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
-        let started = warm::start(&golden, ServerOptions::new())?;
+        // libtest runs a test per core at once, unless told otherwise.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let connections = max_connections(cores).to_string();
+        let options = ServerOptions::new().setting("max_connections", connections);
+        let started = warm::start(&golden, options)?;
         let server = started.server;
         let (socket_dir, port) = (server.socket_dir().to_path_buf(), server.port());
         let own = (server, started.build);
@@ -173,29 +182,19 @@ impl TemplateServer {
         own: Option<(Server, Option<warm::GoldenBuild>)>,
         shared: Option<SharedServer>,
     ) -> Result<Arc<TemplateServer>> {
-        let session = |application| {
-            Session::connect(&ConnectParams::socket(
-                &socket_dir,
-                port,
-                SUPERUSER,
-                admin_database(&golden),
-                application,
-            ))
-        };
-        let mut admin = session("pgclone template")?;
-        let admin_db = admin_database(&golden);
+        let major = golden.env.binaries.version().major();
+        let creator = creator_session(&golden, &socket_dir, port, major)?;
         let (server, at_start, dropper) = match own {
             Some((server, build)) => {
-                let mut dropper = session("pgclone drop")?;
+                let admin_db = admin_database(&golden);
+                let params =
+                    ConnectParams::socket(&socket_dir, port, SUPERUSER, admin_db, "pgclone drop");
+                let mut dropper = Session::connect(&params)?;
                 let at_start = AtStart::record_and_close(&golden, build, &mut dropper, admin_db);
                 (Some(server), at_start, Some(Mutex::new(dropper)))
             }
             None => (None, None, None), // the keeper's to park
         };
-        let major = golden.env.binaries.version().major();
-        if crate::postgres::features::has_file_copy_method_clone(major) {
-            admin.query("set file_copy_method = clone")?;
-        }
         Ok(Arc::new(TemplateServer {
             socket_dir,
             port,
@@ -203,7 +202,8 @@ impl TemplateServer {
             golden,
             dir,
             server: Mutex::new(server),
-            admin: Mutex::new(admin),
+            creators: Mutex::new(vec![creator]),
+            creating: RwLock::new(()),
             dropper,
             kept: OnceLock::new(),
             shared,
@@ -224,31 +224,35 @@ impl TemplateServer {
             quote_ident(&name),
             quote_ident(&self.golden.dbname)
         );
-        self.admin.lock().unwrap().query(&sql)?;
+        let _creating = self.creating.read().unwrap_or_else(|e| e.into_inner());
+        self.with_creator(|creator| creator.query(&sql))?;
         Ok(name)
     }
 
-    /// Drops a database this template server made, disconnecting its sessions.
-    /// Its test's connection is usually still closing: wait for that (a few ms) rather than let
-    /// `WITH (FORCE)` wait for it in 100 ms steps.
-    pub fn drop_database(&self, name: &str) -> Result<()> {
-        let mut dropper = self.dropper.as_ref().unwrap_or(&self.admin).lock().unwrap();
-        let sessions = format!(
-            "select count(*)::text from pg_stat_activity where datname = {}",
-            quote_literal(name)
-        );
-        for _ in 0..100 {
-            if dropper.query_value(&sessions)? == "0" {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+    /// Runs `work` on an idle creator session, or on a new one if none is idle.
+    fn with_creator<T>(&self, work: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+        let idle = self.creators.lock().unwrap().pop();
+        let mut creator = match idle {
+            Some(creator) => creator,
+            None => creator_session(&self.golden, &self.socket_dir, self.port, self.major)?,
+        };
+        let done = work(&mut creator);
+        if !creator.is_lost() {
+            self.creators.lock().unwrap().push(creator);
         }
-        let sql = format!("drop database if exists {} with (force)", quote_ident(name));
-        dropper.query(&sql).map(drop)
+        done
+    }
+
+    /// Drops a database this template server made, disconnecting its sessions.
+    pub fn drop_database(&self, name: &str) -> Result<()> {
+        match &self.dropper {
+            Some(dropper) => drop_database_on(&mut dropper.lock().unwrap(), name),
+            None => self.with_creator(|creator| drop_database_on(creator, name)),
+        }
     }
 
     /// Drops the database on a background thread, so that a test's teardown does not wait for
-    /// PostgreSQL (the admin session serializes it with creations; at exit the whole server goes).
+    /// PostgreSQL (at exit the whole server goes).
     pub fn drop_database_later(self: &Arc<Self>, name: String) {
         let template = Arc::clone(self);
         let _ = std::thread::Builder::new()
@@ -312,6 +316,52 @@ impl TemplateServer {
     }
 }
 
+/// The connections a test holds on a template server at most: the session creating its
+/// database, its client and a pool (sqlx's: up to 5).
+const CONNECTIONS_PER_TEST: u32 = 7;
+
+/// A template server's `max_connections` for `tests_at_once` tests at once: twice what they
+/// hold (a test's sessions may linger for a moment after the next one started), and never fewer
+/// than PostgreSQL's default, which tests opening connections of their own expect. Each slot
+/// costs start-up time (about 20 ms of CPU per start and stop for 400 instead of 100).
+pub(crate) fn max_connections(tests_at_once: u32) -> u32 {
+    (2 * CONNECTIONS_PER_TEST * tests_at_once).max(100)
+}
+
+/// Drops `name` on `session`, disconnecting its sessions. Its test's connection is usually still
+/// closing: wait for that (a few ms) rather than let `WITH (FORCE)` wait for it in 100 ms steps.
+fn drop_database_on(session: &mut Session, name: &str) -> Result<()> {
+    let sessions = format!(
+        "select count(*)::text from pg_stat_activity where datname = {}",
+        quote_literal(name)
+    );
+    for _ in 0..100 {
+        if session.query_value(&sessions)? == "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let sql = format!("drop database if exists {} with (force)", quote_ident(name));
+    session.query(&sql).map(drop)
+}
+
+/// A new session for creating databases, in the admin database, set to clone files where the
+/// server can.
+fn creator_session(
+    golden: &BuiltGolden,
+    socket_dir: &std::path::Path,
+    port: u16,
+    major: u32,
+) -> Result<Session> {
+    let admin_db = admin_database(golden);
+    let params = ConnectParams::socket(socket_dir, port, SUPERUSER, admin_db, "pgclone template");
+    let mut session = Session::connect(&params)?;
+    if crate::postgres::features::has_file_copy_method_clone(major) {
+        session.query("set file_copy_method = clone")?;
+    }
+    Ok(session)
+}
+
 /// The database the admin sessions sit in: not the template's own (a session there would block
 /// `CREATE DATABASE`).
 pub(crate) fn admin_database(golden: &BuiltGolden) -> &'static str {
@@ -346,7 +396,7 @@ fn stop(template: &TemplateServer) {
         .take();
     // Waits for the creations and drops under way: none happens while the cluster's state is
     // checked, and it is parked without tests' databases.
-    let _admin = template.admin.lock().unwrap_or_else(|e| e.into_inner());
+    let _creating = template.creating.write().unwrap_or_else(|e| e.into_inner());
     let Some(dropper) = &template.dropper else {
         return; // only the shared server has none
     };

@@ -750,6 +750,64 @@ pub fn outlive_the_template_server() -> String {
     })
 }
 
+/// Two tests of a process asking for a database at once get them side by side (a copy without
+/// reflinks takes a while): each creation has a session of its own.
+#[test]
+fn two_databases_asked_for_at_once_are_created_side_by_side() {
+    let root = support::unique_root("side-by-side");
+    let dir = migrations(&root);
+    let mut cmd = support::helper("create_side_by_side");
+    cmd.env("PGCLONE_DIR", &root)
+        .env("PGCLONE_IT_MIGRATIONS", &dir)
+        .env("PGCLONE_POOL", "0");
+    assert_eq!(helper_result(cmd), "OK 2 creating at once, 7 7");
+}
+
+/// Runs in a helper process: with `pg_database` locked (so that every `CREATE DATABASE` waits),
+/// two database-mode copies asked for at once; reports how many creations waited together, then
+/// the rows each copy has.
+pub fn create_side_by_side() -> String {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let golden = counting_golden();
+        let start = || {
+            TestDb::builder(&golden)
+                .mode(pgclone::Mode::Database)
+                .start()
+        };
+        let first = start().await.unwrap();
+        let client = first.client();
+        client
+            .batch_execute("begin; lock table pg_database in share mode")
+            .await
+            .unwrap();
+        // Each creation waits for its lock on pg_database.
+        let waiting =
+            "select count(*) from pg_locks where relation = 'pg_database'::regclass and not granted";
+        // Until both wait (or 5 s pass), then the lock goes and both go on.
+        let watch = async {
+            let mut together = 0;
+            for _ in 0..500 {
+                together = client.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0);
+                if together == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            client.batch_execute("rollback").await.unwrap();
+            together
+        };
+        let (a, b, together) = tokio::join!(start(), start(), watch);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let rows = (support::rows_in_t(&a).await, support::rows_in_t(&b).await);
+        format!("OK {together} creating at once, {} {}", rows.0, rows.1)
+    })
+}
+
 #[test]
 fn a_kept_database_is_never_deleted_by_its_process_a_reaper_or_gc_without_kept() {
     let root = support::unique_root("keep-database");

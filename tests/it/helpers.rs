@@ -44,6 +44,7 @@ fn entry() {
         "share_template" => crate::harness::share_template(),
         "use_pool" => crate::harness::use_pool(),
         "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
+        "create_side_by_side" => crate::harness::create_side_by_side(),
         "use_a_template_server" => crate::harness::use_a_template_server(),
         "keep_databases" => crate::harness::keep_databases(),
         "keep_a_cluster_hold_another" => crate::lifecycle::keep_a_cluster_hold_another(),
