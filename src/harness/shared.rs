@@ -190,18 +190,45 @@ pub(crate) fn server_for(golden: &Arc<BuiltGolden>, test: &RunTest) -> Result<Sh
     if let Some(address) = read_server_file(&files.server) {
         return Ok(with_lease(address));
     }
-    let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
     // The runner (nextest), whose end is the end of the run.
     let runner = ProcessId::runner(&test.run)?;
-    // The keeper holds the start lock too, until it serves: this process may exit before.
-    let keeper = server::spawn_keeper(
+    let keeper = spawn_keeper(golden, &test.test, &runner, &start)?;
+    wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT).map(with_lease)
+}
+
+/// Starts a keeper of `golden` for the run of `runner`, unless one serves, is starting or is
+/// stopping; does not wait for it to serve (it holds the start lock until it does).
+pub(crate) fn start_keeper(golden: &BuiltGolden, test: &str, runner: &ProcessId) -> Result<()> {
+    let files = Files::of(golden);
+    let (Some(_lease), Some(start)) = (
+        FileLock::try_shared(&files.lease)?,
+        FileLock::try_exclusive(&files.start)?,
+    ) else {
+        return Ok(()); // a keeper stops, or another process starts one
+    };
+    if read_server_file(&files.server).is_none() {
+        spawn_keeper(golden, test, runner, &start)?;
+    }
+    Ok(())
+}
+
+/// A new keeper of `golden`, which runs `test` again. It holds the start lock (`start`, which
+/// the caller holds) until it serves: the caller may exit before.
+fn spawn_keeper(
+    golden: &BuiltGolden,
+    test: &str,
+    runner: &ProcessId,
+    start: &FileLock,
+) -> Result<server::Keeper> {
+    let files = Files::of(golden);
+    let log = std::fs::File::create(&files.log).doing("create", &files.log)?;
+    server::spawn_keeper(
         &Config::working_dir()?,
-        &test.test,
+        test,
         &format!("{} {runner}", golden.key()),
         log,
         start.handle_for_child()?,
-    )?;
-    wait_for_keeper(keeper, &files, server::DEFAULT_START_TIMEOUT).map(with_lease)
+    )
 }
 
 /// The `.server` file's address, if its keeper is alive.

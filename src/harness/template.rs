@@ -26,7 +26,7 @@ use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::session::Session;
 use crate::postgres::socket_dir::SocketDir;
 use crate::postgres::wire::{quote_ident, quote_literal};
-use crate::store::root;
+use crate::store::root::{self, ProcessId};
 
 /// A running clone of a golden that hands out databases.
 pub(crate) struct TemplateServer {
@@ -136,14 +136,15 @@ async fn template_for(
 /// report. This process does not wait for them: a keeper holds the lock that keeps a second
 /// one from starting until it serves.
 fn start_keepers_ahead(golden: &BuiltGolden, test_of_run: &RunTest) {
-    for ahead::Ahead { golden, test } in ahead::note_used(golden, test_of_run) {
-        let test = RunTest {
-            test,
-            run: test_of_run.run.clone(),
-        };
-        // The lease goes at once: the keeper serves the run's processes as they come.
-        let start = move || drop(shared::server_for(&Arc::new(golden), &test));
-        let _ = std::thread::Builder::new().spawn(start);
+    let others = ahead::note_used(golden, test_of_run);
+    if others.is_empty() {
+        return;
+    }
+    let Ok(runner) = ProcessId::runner(&test_of_run.run) else {
+        return;
+    };
+    for ahead::Ahead { golden, test } in others {
+        let _ = shared::start_keeper(&golden, &test, &runner);
     }
 }
 
