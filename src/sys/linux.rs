@@ -426,9 +426,24 @@ mod tests {
         let me = std::process::id();
         let parent = rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get() as u32);
         assert_eq!(super::process_parent(me), parent);
-        // cargo (and nextest) run a test binary with its package's name in the environment.
-        let package = super::process_environment_var(me, "CARGO_PKG_NAME");
-        assert_eq!(package.as_deref(), Some(std::ffi::OsStr::new("pgclone")));
+        // The environment this process started with holds the PATH that config reads (none if
+        // it started without one), however the test binary was run.
+        use std::os::unix::ffi::OsStrExt;
+        let path = super::process_environment_var(me, "PATH").unwrap_or_default();
+        let dirs: Vec<&std::ffi::OsStr> = path
+            .as_bytes()
+            .split(|b| *b == b':')
+            .filter(|dir| !dir.is_empty())
+            .map(std::ffi::OsStr::from_bytes)
+            .collect();
+        let config = crate::config::Config::from_env().unwrap();
+        let configured: Vec<&std::ffi::OsStr> = config
+            .path
+            .iter()
+            .map(|dir| dir.as_os_str())
+            .filter(|dir| !dir.is_empty())
+            .collect();
+        assert_eq!(dirs, configured);
         assert_eq!(super::process_environment_var(me, "PGCLONE_UNSET"), None);
     }
 
