@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, IoContext, Result};
 /// A held lock, released on drop (or when the process dies, however it dies).
 #[derive(Debug)]
 pub(crate) struct FileLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock {
@@ -46,7 +46,7 @@ impl FileLock {
     /// and every copy of that handle are closed (flock locks belong to the open file, which
     /// they share).
     pub fn handle_for_child(&self) -> Result<File> {
-        self._file
+        self.file
             .try_clone()
             .map_err(|e| Error::new(ErrorKind::Io, "share a lock with a child").with_source(e))
     }
@@ -55,7 +55,7 @@ impl FileLock {
         let file = open(path)?;
         Ok(rustix::fs::flock(&file, op)
             .is_ok()
-            .then_some(FileLock { _file: file }))
+            .then_some(FileLock { file }))
     }
 
     /// Waits for a shared lock on `path` (created if needed).
@@ -81,7 +81,7 @@ impl FileLock {
         // Poll briefly before blocking, so only a wait worth mentioning is mentioned.
         while Instant::now() < deadline {
             if rustix::fs::flock(&file, try_op).is_ok() {
-                return Ok(FileLock { _file: file });
+                return Ok(FileLock { file });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -95,7 +95,7 @@ impl FileLock {
         rustix::fs::flock(&file, op)
             .map_err(std::io::Error::from)
             .doing("lock", path)?;
-        Ok(FileLock { _file: file })
+        Ok(FileLock { file })
     }
 }
 
