@@ -21,6 +21,15 @@ fn migrations(root: &Path) -> PathBuf {
     dir
 }
 
+/// A helper process for `task` with `root` as its pgclone directory and the migrations of
+/// [`migrations`] in `dir`.
+fn helper_on(task: &str, root: &Path, dir: &Path) -> std::process::Command {
+    let mut cmd = support::helper(task);
+    cmd.env("PGCLONE_DIR", root)
+        .env("PGCLONE_IT_MIGRATIONS", dir);
+    cmd
+}
+
 /// The lines of `builds.log` (`<time> <name> <key> pid ...`) as (name, key).
 fn build_log(root: &Path) -> Vec<(String, String)> {
     let log = std::fs::read_to_string(root.join("golden/builds.log")).unwrap_or_default();
@@ -76,10 +85,8 @@ fn age(root: &Path, key: &str) {
 }
 
 fn acquire(root: &Path, dir: &Path) -> std::process::Command {
-    let mut cmd = support::helper("acquire_golden");
-    cmd.env("PGCLONE_DIR", root)
-        .env("PGCLONE_IT_MIGRATIONS", dir)
-        .stdout(Stdio::piped());
+    let mut cmd = helper_on("acquire_golden", root, dir);
+    cmd.stdout(Stdio::piped());
     cmd
 }
 
@@ -378,9 +385,7 @@ fn postmaster_pid(data_dir: &Path) -> u32 {
 fn a_sigkilled_test_process_leaves_no_server_and_the_next_run_no_clone_directory() {
     let root = support::unique_root("killed-tests");
     let dir = migrations(&root);
-    let mut helper = support::helper("hold_testdbs")
-        .env("PGCLONE_DIR", &root)
-        .env("PGCLONE_IT_MIGRATIONS", &dir)
+    let mut helper = helper_on("hold_testdbs", &root, &dir)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -459,9 +464,7 @@ fn counting_golden() -> Golden {
 fn keep_failed_keeps_a_failing_tests_clone_and_the_printed_instructions_work() {
     let root = support::unique_root("keep-failed");
     let dir = migrations(&root);
-    let output = support::helper("fail_a_test")
-        .env("PGCLONE_DIR", &root)
-        .env("PGCLONE_IT_MIGRATIONS", &dir)
+    let output = helper_on("fail_a_test", &root, &dir)
         .env("PGCLONE_KEEP", "failed")
         .output()
         .unwrap();
@@ -566,11 +569,8 @@ pub fn fail_a_test() -> String {
 fn the_pool_hands_out_fresh_copies_once_and_exit_leaves_nothing() {
     let root = support::unique_root("pool");
     let dir = migrations(&root);
-    let mut cmd = support::helper("use_pool");
-    cmd.env("PGCLONE_DIR", &root)
-        .env("PGCLONE_IT_MIGRATIONS", &dir)
-        .env("PGCLONE_POOL", "2")
-        .stdout(Stdio::piped());
+    let mut cmd = helper_on("use_pool", &root, &dir);
+    cmd.env("PGCLONE_POOL", "2").stdout(Stdio::piped());
     let mut helper = cmd.spawn().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(helper.stdout.take().unwrap()));
     let report = lines.find_map(|line| Some(line.ok()?.strip_prefix("RESULT ")?.to_string()));
@@ -603,10 +603,8 @@ fn the_pool_hands_out_fresh_copies_once_and_exit_leaves_nothing() {
 fn a_dead_template_server_is_replaced_and_the_next_database_works() {
     let root = support::unique_root("dead-template");
     let dir = migrations(&root);
-    let mut cmd = support::helper("outlive_the_template_server");
-    cmd.env("PGCLONE_DIR", &root)
-        .env("PGCLONE_IT_MIGRATIONS", &dir)
-        .env("PGCLONE_POOL", "0");
+    let mut cmd = helper_on("outlive_the_template_server", &root, &dir);
+    cmd.env("PGCLONE_POOL", "0");
     assert_eq!(helper_result(cmd), "OK 7 after the template server died");
 }
 
@@ -621,10 +619,8 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
     // Each run reports its database's oid (a fresh copy of the golden hands out the same one
     // each time; a cluster used before hands out later ones), whether the role exists, and rows.
     let run_with = |env: Option<&str>| {
-        let mut cmd = support::helper("use_a_template_server");
-        cmd.env("PGCLONE_DIR", &root)
-            .env("PGCLONE_IT_MIGRATIONS", &dir)
-            .env("PGCLONE_POOL", "0");
+        let mut cmd = helper_on("use_a_template_server", &root, &dir);
+        cmd.env("PGCLONE_POOL", "0");
         if let Some(name) = env {
             cmd.env(name, "1");
         }
@@ -756,10 +752,8 @@ pub fn outlive_the_template_server() -> String {
 fn two_databases_asked_for_at_once_are_created_side_by_side() {
     let root = support::unique_root("side-by-side");
     let dir = migrations(&root);
-    let mut cmd = support::helper("create_side_by_side");
-    cmd.env("PGCLONE_DIR", &root)
-        .env("PGCLONE_IT_MIGRATIONS", &dir)
-        .env("PGCLONE_POOL", "0");
+    let mut cmd = helper_on("create_side_by_side", &root, &dir);
+    cmd.env("PGCLONE_POOL", "0");
     assert_eq!(helper_result(cmd), "OK 2 creating at once, 7 7");
 }
 
@@ -813,9 +807,7 @@ fn a_kept_database_is_never_deleted_by_its_process_a_reaper_or_gc_without_kept()
     let root = support::unique_root("keep-database");
     let dir = migrations(&root);
     let mut helper = support::KilledOnDrop(
-        support::helper("keep_databases")
-            .env("PGCLONE_DIR", &root)
-            .env("PGCLONE_IT_MIGRATIONS", &dir)
+        helper_on("keep_databases", &root, &dir)
             .env("PGCLONE_POOL", "0")
             .stdout(Stdio::piped())
             .spawn()
@@ -1089,10 +1081,8 @@ fn a_nextest_runs_processes_share_one_template_server_until_the_run_ends() {
     let root = support::unique_root("shared-template");
     let dir = migrations(&root);
     let helper = |hold: bool| {
-        let mut cmd = support::helper("share_template");
-        cmd.env("PGCLONE_DIR", &root)
-            .env("PGCLONE_IT_MIGRATIONS", &dir)
-            .env("NEXTEST_RUN_ID", "a-run")
+        let mut cmd = helper_on("share_template", &root, &dir);
+        cmd.env("NEXTEST_RUN_ID", "a-run")
             .env("NEXTEST_TEST_THREADS", "20");
         if hold {
             cmd.env("PGCLONE_IT_HOLD", "1");
@@ -1319,10 +1309,8 @@ fn a_nextest_runs_server_outlives_the_wrappers_of_its_tests() {
 fn a_keeper_for_a_golden_its_test_no_longer_uses_builds_nothing() {
     let root = support::unique_root("stale-keeper");
     let dir = migrations(&root);
-    let mut keeper = support::helper("share_template");
+    let mut keeper = helper_on("share_template", &root, &dir);
     keeper
-        .env("PGCLONE_DIR", &root)
-        .env("PGCLONE_IT_MIGRATIONS", &dir)
         .env("NEXTEST_RUN_ID", "a-run")
         .env("PGCLONE_KEEPER", "0123456789abcdef 1 1");
     let output = keeper.output().unwrap();
@@ -1347,7 +1335,7 @@ fn nextest_run(
     wrapper: &str,
     env: &[(&str, &Path)],
 ) -> (support::KilledOnDrop, Vec<String>) {
-    let helper = support::helper("share_template");
+    let helper = helper_on("share_template", root, dir);
     let script: String = entries
         .iter()
         .map(|entry| {
@@ -1361,8 +1349,6 @@ fn nextest_run(
         .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .envs(env.iter().copied())
         .env_remove("NEXTEST_RUN_ID")
-        .env("PGCLONE_DIR", root)
-        .env("PGCLONE_IT_MIGRATIONS", dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut runner = support::KilledOnDrop(runner.spawn().unwrap());
