@@ -41,8 +41,8 @@ use crate::postgres::binaries::PgBinaries;
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{self, SUPERUSER};
-use crate::postgres::session::Session;
-use crate::postgres::wire::{quote_ident, quote_literal};
+use crate::postgres::session::{drop_database_sql, Session};
+use crate::postgres::wire::quote_literal;
 use crate::store::lock::FileLock;
 use crate::store::root::{self, ProcessId, Root};
 
@@ -461,10 +461,7 @@ fn test_databases(session: &mut Session, template: &str, all: bool) -> Result<Ve
 
 /// Drops a test's database. A failure is left for the next sweep, or the server's end.
 fn drop_database(session: &mut Session, name: &str) {
-    let _ = session.query(&format!(
-        "drop database if exists {} with (force)",
-        quote_ident(name)
-    ));
+    let _ = session.query(&drop_database_sql(name));
 }
 
 #[cfg(test)]

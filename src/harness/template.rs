@@ -23,9 +23,9 @@ use crate::harness::warm::{self, AtStart};
 use crate::postgres::libpq::ConnectParams;
 use crate::postgres::options::ServerOptions;
 use crate::postgres::server::{Server, SUPERUSER};
-use crate::postgres::session::Session;
+use crate::postgres::session::{drop_database_sql, wait_until_unused, Session};
 use crate::postgres::socket_dir::SocketDir;
-use crate::postgres::wire::{quote_ident, quote_literal};
+use crate::postgres::wire::quote_ident;
 use crate::store::root::{self, ProcessId};
 
 /// A running clone of a golden that hands out databases.
@@ -329,21 +329,10 @@ pub(crate) fn max_connections(tests_at_once: u32) -> u32 {
     (2 * CONNECTIONS_PER_TEST * tests_at_once).max(100)
 }
 
-/// Drops `name` on `session`, disconnecting its sessions. Its test's connection is usually still
-/// closing: wait for that (a few ms) rather than let `WITH (FORCE)` wait for it in 100 ms steps.
+/// Drops `name` on `session` once its test's connection has closed.
 fn drop_database_on(session: &mut Session, name: &str) -> Result<()> {
-    let sessions = format!(
-        "select count(*)::text from pg_stat_activity where datname = {}",
-        quote_literal(name)
-    );
-    for _ in 0..100 {
-        if session.query_value(&sessions)? == "0" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let sql = format!("drop database if exists {} with (force)", quote_ident(name));
-    session.query(&sql).map(drop)
+    wait_until_unused(name, |sql| session.query_value(sql))?;
+    session.query(&drop_database_sql(name)).map(drop)
 }
 
 /// A new session for creating databases, in the admin database, set to clone files where the

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::postgres::libpq::ConnectParams;
+use crate::postgres::wire::{quote_ident, quote_literal};
 
 /// How long connecting may take before pgclone gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,4 +256,30 @@ fn connect_error(server: &str, user: &str, e: tokio_postgres::Error) -> Error {
         );
     }
     error
+}
+
+/// Waits until no session is connected to database `name`, polling every 2 ms for at most
+/// 200 ms: a test's connection is usually still closing when its database goes, and a
+/// `DROP DATABASE … WITH (FORCE)` would wait for it in 100 ms steps. `query_value` runs each
+/// poll (on its own, so that a caller may lend its session between polls).
+pub(crate) fn wait_until_unused(
+    name: &str,
+    mut query_value: impl FnMut(&str) -> Result<String>,
+) -> Result<()> {
+    let sessions = format!(
+        "select count(*)::text from pg_stat_activity where datname = {}",
+        quote_literal(name)
+    );
+    for _ in 0..100 {
+        if query_value(&sessions)? == "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// `DROP DATABASE` of `name` if it exists, its sessions disconnected.
+pub(crate) fn drop_database_sql(name: &str) -> String {
+    format!("drop database if exists {} with (force)", quote_ident(name))
 }

@@ -24,7 +24,7 @@ pub(crate) use golden::{ensure_built, RemoteGolden};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::postgres::libpq::{ConnectParams, Secret};
-use crate::postgres::session::Session;
+use crate::postgres::session::{drop_database_sql, wait_until_unused, Session};
 use crate::postgres::wire::{quote_ident, quote_literal};
 
 /// The database holding the registry, made by the first run on a server.
@@ -260,24 +260,12 @@ impl RemoteServer {
         self.admin.lock().unwrap().session.query(&sql).map(drop)
     }
 
-    /// Drops the database `name` if it exists, then its row. Its test's sessions usually are
-    /// still closing: wait for them (a few ms) rather than let `WITH (FORCE)` wait in 100 ms steps.
+    /// Drops the database `name` if it exists, once its test's sessions have closed, then its
+    /// row.
     fn drop_registered(&self, name: &str) -> Result<()> {
-        let sessions = format!(
-            "select count(*)::text from pg_stat_activity where datname = {}",
-            quote_literal(name)
-        );
         // The admin session is released between polls: other tests create meanwhile.
-        for _ in 0..100 {
-            if self.query_value(&sessions)? == "0" {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.query(&format!(
-            "drop database if exists {} with (force)",
-            quote_ident(name)
-        ))?;
+        wait_until_unused(name, |sql| self.query_value(sql))?;
+        self.query(&drop_database_sql(name))?;
         self.forget(name)
     }
 
