@@ -20,12 +20,14 @@
 //! | `XDG_CACHE_HOME`, `HOME` | the default `PGCLONE_DIR` outside cargo (not as root) |
 //! | `NEXTEST_RUN_ID` | set by nextest: one run of many processes, for `PGCLONE_REBUILD` and shared template servers |
 //! | `NEXTEST_TEST_THREADS` | set by nextest for its test processes: how many run at once, which sizes a shared template server's `max_connections` |
+//! | `RUST_TEST_THREADS` | libtest's: how many tests a test process runs at once, unless its `--test-threads` argument says; sizes the process's own template servers' `max_connections` |
 //! | `PGCLONE_KEEPER` | internal: set by pgclone on a test binary it runs as a shared template server's keeper (`harness/shared.rs`) |
 //! | `PATH` | where the binary search looks for `pg_config` and `postgres`, as a shell would |
 //! | `TMPDIR` | where the default root goes outside cargo (default: `/tmp`) |
 //!
 //! An empty value counts as unset. The rest of the process's surroundings that pgclone depends
-//! on, its executable and its working directory, are read here too.
+//! on, its executable, its arguments (libtest's `--test-threads`) and its working directory, are
+//! read here too.
 
 use std::path::PathBuf;
 
@@ -191,10 +193,59 @@ impl Config {
     }
 }
 
+/// How many tests libtest runs at once in this process, as libtest decides it: its
+/// `--test-threads` argument, else `RUST_TEST_THREADS`; `None` if neither says (libtest then
+/// runs one per core). Read once: neither changes while the process runs.
+pub(crate) fn libtest_threads() -> Option<u32> {
+    static THREADS: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| threads_from(std::env::args().skip(1), var("RUST_TEST_THREADS")))
+}
+
+/// [`libtest_threads`] from the arguments (without the program's name) and the variable.
+fn threads_from(mut args: impl Iterator<Item = String>, variable: Option<String>) -> Option<u32> {
+    let mut argument = None;
+    while let Some(arg) = args.next() {
+        if let Some(value) = arg.strip_prefix("--test-threads=") {
+            argument = Some(value.to_string());
+        } else if arg == "--test-threads" {
+            argument = args.next();
+        }
+    }
+    argument
+        .or(variable)
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|n| *n > 0)
+}
+
 /// The variable nextest sets for each test process (and wrapper) of a run: the run's id. Also
 /// looked for in ancestors' environments, to find the run's runner (`ProcessId::runner`).
 pub(crate) const RUN_ID_VARIABLE: &str = "NEXTEST_RUN_ID";
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_from;
+
+    fn threads(args: &[&str], variable: Option<&str>) -> Option<u32> {
+        let args = args.iter().map(|arg| arg.to_string());
+        threads_from(args, variable.map(str::to_string))
+    }
+
+    #[test]
+    fn libtest_threads_come_from_the_argument_before_the_variable() {
+        assert_eq!(threads(&["--test-threads=8"], Some("3")), Some(8));
+        assert_eq!(
+            threads(&["a_filter", "--test-threads", "12", "-q"], None),
+            Some(12)
+        );
+        assert_eq!(threads(&["--exact", "name"], Some("3")), Some(3));
+        assert_eq!(threads(&[], None), None);
+        // What libtest refuses is no answer here either: it falls back to a test per core.
+        assert_eq!(threads(&["--test-threads=0"], None), None);
+        assert_eq!(threads(&[], Some("many")), None);
+        assert_eq!(threads(&["--test-threads"], None), None);
+    }
 }

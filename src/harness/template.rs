@@ -151,9 +151,11 @@ fn start_keepers_ahead(golden: &BuiltGolden, test_of_run: &RunTest) {
 impl TemplateServer {
     /// This process's own server: a clone of the golden, started now.
     fn start(golden: Arc<BuiltGolden>) -> Result<Arc<TemplateServer>> {
-        // libtest runs a test per core at once, unless told otherwise.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let connections = max_connections(cores).to_string();
+        // As many tests at once as libtest runs: what its `--test-threads` or `RUST_TEST_THREADS`
+        // says, else a test per core.
+        let tests_at_once = crate::config::libtest_threads()
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        let connections = max_connections(tests_at_once).to_string();
         let options = ServerOptions::new().setting("max_connections", connections);
         let started = warm::start(&golden, options)?;
         let server = started.server;

@@ -226,10 +226,14 @@ impl PgBinaries {
 }
 
 /// Runs `postgres --version` once per binary per process (it is allowed as root), with a timeout.
+/// The cache stays locked meanwhile: test threads starting together ask it once, not once each.
 fn version_of(postgres: &Path) -> Result<PgVersion> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, PgVersion>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap().get(postgres) {
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = cache.get(postgres) {
         return Ok(v.clone());
     }
     let stdout = server::output_of(postgres, &["--version"], PROBE_TIMEOUT)
@@ -244,10 +248,7 @@ fn version_of(postgres: &Path) -> Result<PgVersion> {
             ),
         )
     })?;
-    cache
-        .lock()
-        .unwrap()
-        .insert(postgres.to_path_buf(), version.clone());
+    cache.insert(postgres.to_path_buf(), version.clone());
     Ok(version)
 }
 

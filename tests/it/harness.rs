@@ -676,6 +676,58 @@ fn a_template_server_leaves_its_cluster_to_the_next_process_unless_a_test_change
     assert_eq!(clones, 0, "no clone directory outlives its process");
 }
 
+/// A process's own template server takes as many connections as its tests may hold: 7 per test
+/// at once, twice, never under 100; the tests at once as libtest counts them (its
+/// `--test-threads`, else `RUST_TEST_THREADS`). Sized by the cores alone, 20 tests at once with
+/// sqlx pools would meet "too many clients" on a two-core machine.
+#[test]
+fn a_template_servers_connections_follow_libtests_threads() {
+    let root = support::unique_root("test-threads");
+    let dir = migrations(&root);
+    let max_connections = |threads_argument: Option<&str>, variable: Option<&str>| {
+        let helper = helper_on("report_max_connections", &root, &dir);
+        let mut cmd = Command::new(helper.get_program());
+        // The helper's arguments, but its `--test-threads=1`.
+        let args = helper
+            .get_args()
+            .filter(|arg| !arg.to_string_lossy().starts_with("--test-threads"));
+        cmd.args(args)
+            .args(threads_argument)
+            .envs(helper.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env_remove("RUST_TEST_THREADS")
+            .env_remove("NEXTEST_RUN_ID")
+            .env("PGCLONE_POOL", "0");
+        if let Some(value) = variable {
+            cmd.env("RUST_TEST_THREADS", value);
+        }
+        let result = helper_result(cmd);
+        let fields: Vec<&str> = result.split(' ').collect();
+        assert_eq!(fields[0], "OK", "{result}");
+        fields[1].to_string()
+    };
+    assert_eq!(max_connections(Some("--test-threads=20"), Some("3")), "280");
+    assert_eq!(max_connections(None, Some("30")), "420");
+    assert_eq!(max_connections(Some("--test-threads=1"), None), "100");
+}
+
+/// Runs in a helper process: a database-mode copy of the counting golden, and the
+/// `max_connections` of the server it is in.
+pub fn report_max_connections() -> String {
+    support::block_on(async {
+        let db = TestDb::builder(&counting_golden())
+            .mode(pgclone::Mode::Database)
+            .start()
+            .await
+            .unwrap();
+        let row = db
+            .client()
+            .query_one("select current_setting('max_connections')", &[])
+            .await
+            .unwrap();
+        format!("OK {}", row.get::<_, String>(0))
+    })
+}
+
 /// Runs in a helper process: a database-mode copy of the counting golden; with
 /// `PGCLONE_IT_CREATE_ROLE`, the test also creates a role.
 pub fn use_a_template_server() -> String {

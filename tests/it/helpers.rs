@@ -46,6 +46,7 @@ fn entry() {
         "outlive_the_template_server" => crate::harness::outlive_the_template_server(),
         "create_side_by_side" => crate::harness::create_side_by_side(),
         "use_a_template_server" => crate::harness::use_a_template_server(),
+        "report_max_connections" => crate::harness::report_max_connections(),
         "keep_databases" => crate::harness::keep_databases(),
         "keep_a_cluster_hold_another" => crate::lifecycle::keep_a_cluster_hold_another(),
         "list_golden_keys" => crate::harness::list_golden_keys(),
