@@ -69,10 +69,14 @@ pub mod gc {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::harness::golden::MigratorTarget;
+    pub use crate::harness::library::{
+        Argument, ArgumentKind, KnownArgument, Registered, UnknownArgument, TESTS,
+    };
     pub use crate::harness::{
         run_async, run_sync, sqlx_migrator, AsyncTestFn, Fixture, Migrations, SyncTestFn,
         TestOutcome, TestSpec,
     };
+    pub use linkme;
 }
 
 pub use pgclone_macros::test;

@@ -382,6 +382,7 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
     };
     let test_fn = quote::quote_spanned!(at=> __pgclone_test_fn);
     let types_check = types_check(signature, &args);
+    let argument = argument_type(signature);
     Ok(quote! {
         #golden_check
         #types_check
@@ -389,8 +390,7 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
         #(#attrs)*
         #visibility fn #name() {
             #inner
-            let #test_fn: fn(#(#holes),*) -> _ = __pgclone_test;
-            ::pgclone::__private::#run(
+            fn __pgclone_spec() -> ::pgclone::__private::TestSpec {
                 ::pgclone::__private::TestSpec {
                     name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
                     golden: #golden,
@@ -400,11 +400,41 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
                     multi_thread: #multi_thread,
                     worker_threads: #workers,
                     should_panic: #should_panic,
-                },
-                #test_fn,
-            )
+                }
+            }
+            fn __pgclone_argument() -> ::core::option::Option<::pgclone::__private::ArgumentKind> {
+                #[allow(unused_imports)]
+                use ::pgclone::__private::{KnownArgument as _, UnknownArgument as _};
+                (&&::pgclone::__private::Argument::<#argument>::new()).kind()
+            }
+            // Seen by the binary's other tests before any runs (`harness/library.rs`).
+            #[::pgclone::__private::linkme::distributed_slice(::pgclone::__private::TESTS)]
+            #[linkme(crate = ::pgclone::__private::linkme)]
+            static __PGCLONE_TEST: ::pgclone::__private::Registered = ::pgclone::__private::Registered {
+                spec: __pgclone_spec,
+                argument: __pgclone_argument,
+            };
+            let #test_fn: fn(#(#holes),*) -> _ = __pgclone_test;
+            ::pgclone::__private::#run(__pgclone_spec(), #test_fn)
         }
     })
+}
+
+/// The type whose `TestArg` impl describes the test's argument: `()` for none, the tuple for
+/// two (as the library's impls take them).
+fn argument_type(signature: &syn::Signature) -> TokenStream {
+    let types: Vec<&syn::Type> = signature
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => Some(&*typed.ty),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect();
+    match types.as_slice() {
+        [one] => quote!(#one),
+        many => quote!((#(#many),*)),
+    }
 }
 
 /// Outside `cargo test` the `#[test] fn` is compiled out, and with it the call that checks the

@@ -6,6 +6,7 @@
 pub(crate) mod ahead;
 pub(crate) mod args;
 pub(crate) mod golden;
+pub(crate) mod library;
 pub(crate) mod pool;
 pub(crate) mod remote;
 pub(crate) mod shared;
@@ -80,7 +81,7 @@ impl std::fmt::Debug for dyn SqlxMigrator {
 
 /// The recipe a test asked for: its golden (or an empty cluster), its migrations, then its
 /// fixtures. Each distinct result is its own golden, keyed by content.
-fn recipe(spec: &TestSpec, sqlx_argument: bool) -> Golden {
+pub(crate) fn recipe(spec: &TestSpec, sqlx_argument: bool) -> Golden {
     let mut golden = spec.golden.map_or_else(Golden::empty, |recipe| recipe());
     golden = match spec.migrations {
         Migrations::None => golden,
@@ -239,7 +240,9 @@ fn run<A: TestArg>(
     }) = &config
     {
         // `pgclone golden key`: say which golden this test uses, build nothing, run nothing.
-        if let Err(e) = golden::keys::record(&golden, config.as_ref().unwrap(), file) {
+        let config = config.as_ref().unwrap();
+        let mode = spec.mode.or(config.mode).unwrap_or(A::MODE);
+        if let Err(e) = golden::keys::record(&golden, mode, config, file) {
             panic!("pgclone: no golden key for test {}: {e}", spec.name);
         }
         return;

@@ -22,6 +22,8 @@ use crate::harness::test_db::{Mode, TestDb};
 
 struct Pool {
     golden: Arc<BuiltGolden>,
+    /// The golden's database its copies are of (a library has several).
+    template: String,
     mode: Mode,
     size: usize,
     state: Mutex<State>,
@@ -36,7 +38,7 @@ struct State {
     busy: bool,
 }
 
-type Pools = Mutex<HashMap<(PathBuf, Mode), Arc<Pool>>>;
+type Pools = Mutex<HashMap<(PathBuf, String, Mode), Arc<Pool>>>;
 
 fn pools() -> &'static Pools {
     static POOLS: OnceLock<Pools> = OnceLock::new();
@@ -59,13 +61,19 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// A ready copy of `golden` in `mode`, if the pool (started on first use, `size` copies) has one.
-pub(crate) fn take(golden: &Arc<BuiltGolden>, mode: Mode, size: usize) -> Option<TestDb> {
+/// A ready copy of `golden`'s database `template` in `mode`, if the pool (started on first use,
+/// `size` copies) has one.
+pub(crate) fn take(
+    golden: &Arc<BuiltGolden>,
+    template: &str,
+    mode: Mode,
+    size: usize,
+) -> Option<TestDb> {
     let pool = pools()
         .lock()
         .unwrap()
-        .entry((golden.data_dir.clone(), mode))
-        .or_insert_with(|| Pool::start(golden.clone(), mode, size))
+        .entry((golden.data_dir.clone(), template.to_string(), mode))
+        .or_insert_with(|| Pool::start(golden.clone(), template.to_string(), mode, size))
         .clone();
     let taken = pool.state.lock().unwrap().ready.pop_front();
     pool.changed.notify_all();
@@ -73,9 +81,10 @@ pub(crate) fn take(golden: &Arc<BuiltGolden>, mode: Mode, size: usize) -> Option
 }
 
 impl Pool {
-    fn start(golden: Arc<BuiltGolden>, mode: Mode, size: usize) -> Arc<Pool> {
+    fn start(golden: Arc<BuiltGolden>, template: String, mode: Mode, size: usize) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             golden,
+            template,
             mode,
             size,
             state: Mutex::default(),
@@ -87,7 +96,7 @@ impl Pool {
                 Mode::Cluster => "clusters",
                 Mode::Database => "databases",
             },
-            pool.golden.dbname
+            pool.template
         );
         let filler = pool.clone();
         let _ = std::thread::Builder::new()
@@ -110,7 +119,8 @@ impl Pool {
                 state.busy = true;
             }
             let made = runtime().block_on(async {
-                let db = TestDb::fresh(self.golden.clone(), self.mode, true, None, false).await?;
+                let (golden, template) = (self.golden.clone(), self.template.clone());
+                let db = TestDb::fresh(golden, template, self.mode, true, None, false).await?;
                 // A new backend's first query loads its caches: do it now, not in the test.
                 let _ = db.client().simple_query("select 1").await;
                 Ok::<_, crate::error::Error>(db)

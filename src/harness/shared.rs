@@ -375,7 +375,7 @@ fn serve(golden: &Arc<BuiltGolden>, asked: &str, test_threads: Option<u32>) -> R
             }
             if round % SWEEP_EVERY == 0 {
                 // Not worth stopping the run's server for: the next sweep tries again.
-                if let Err(e) = drop_leftovers_over_budget(&mut sweeper, &golden.dbname) {
+                if let Err(e) = drop_leftovers_over_budget(&mut sweeper, &golden.templates) {
                     eprintln!("pgclone keeper: {e}");
                 }
             }
@@ -409,10 +409,14 @@ fn write_server_file(path: &Path, dir: &Path, socket_dir: &Path, port: u16) -> R
     crate::store::write_atomically(path, &text)
 }
 
-/// Drops the databases made from the template for tests: those whose making process is gone,
-/// or, with `all`, every one.
-pub(crate) fn drop_test_databases(session: &mut Session, template: &str, all: bool) -> Result<()> {
-    for name in test_databases(session, template, all)? {
+/// Drops the databases made for tests from the golden's `templates`: those whose making process
+/// is gone, or, with `all`, every one.
+pub(crate) fn drop_test_databases(
+    session: &mut Session,
+    templates: &[String],
+    all: bool,
+) -> Result<()> {
+    for name in test_databases(session, templates, all)? {
         drop_database(session, &name);
     }
     Ok(())
@@ -420,8 +424,8 @@ pub(crate) fn drop_test_databases(session: &mut Session, template: &str, all: bo
 
 /// Drops the databases of processes that are gone once together they hold more than
 /// [`LEFTOVER_BUDGET`].
-fn drop_leftovers_over_budget(session: &mut Session, template: &str) -> Result<()> {
-    let gone = test_databases(session, template, false)?;
+fn drop_leftovers_over_budget(session: &mut Session, templates: &[String]) -> Result<()> {
+    let gone = test_databases(session, templates, false)?;
     if gone.is_empty() {
         return Ok(());
     }
@@ -445,18 +449,28 @@ fn over_budget(bytes: u64) -> bool {
 
 /// The databases made from `template` for tests (named by [`database_name`]) whose making
 /// process is gone, or, with `all`, every one.
-fn test_databases(session: &mut Session, template: &str, all: bool) -> Result<Vec<String>> {
-    let prefix: String = template.chars().take(24).collect();
-    let rows = session.query(&format!(
-        "select datname from pg_database where datname like {} and datname <> {}",
-        quote_literal(&format!("{}\\_%", prefix.replace('_', "\\_"))),
-        quote_literal(template),
-    ))?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| row.into_iter().next().flatten())
-        .filter(|name| maker_of(name).is_some_and(|maker| all || !maker.is_alive()))
-        .collect())
+fn test_databases(session: &mut Session, templates: &[String], all: bool) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for template in templates {
+        let prefix: String = template.chars().take(24).collect();
+        let rows = session.query(&format!(
+            "select datname from pg_database where datname like {} and datname <> all (array[{}])",
+            quote_literal(&format!("{}\\_%", prefix.replace('_', "\\_"))),
+            templates
+                .iter()
+                .map(|t| quote_literal(t))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))?;
+        let made = rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .filter(|name| maker_of(name).is_some_and(|maker| all || !maker.is_alive()));
+        names.extend(made);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// Drops a test's database. A failure is left for the next sweep, or the server's end.

@@ -66,13 +66,15 @@ fn templates() -> &'static Templates {
     })
 }
 
-/// A new database copied from `golden`'s, in this process's template server for it (started
-/// on first use, and started again if it died): the server and the database's name.
+/// A new database copied from `golden`'s database `template`, in this process's template server
+/// for it (started on first use, and started again if it died): the server and the database's
+/// name.
 /// `shared_by`: the test of a run of many processes (nextest), which uses the template server
 /// the run shares. `start_ahead`: whether its run's first test may start the keepers of the
 /// goldens the previous run used.
 pub(crate) async fn create_database(
     golden: &Arc<BuiltGolden>,
+    template_db: String,
     shared_by: Option<RunTest>,
     start_ahead: bool,
 ) -> Result<(Arc<TemplateServer>, String)> {
@@ -87,8 +89,8 @@ pub(crate) async fn create_database(
         };
         crate::harness::golden::blocking(note).await?;
     }
-    let t = template.clone();
-    match crate::harness::golden::blocking(move || t.create_database()).await {
+    let (t, db) = (template.clone(), template_db.clone());
+    match crate::harness::golden::blocking(move || t.create_database(&db)).await {
         Ok(name) => Ok((template, name)),
         Err(e) if template.has_died() => {
             // Not this test's fault: forget the dead server and start a new one.
@@ -100,7 +102,8 @@ pub(crate) async fn create_database(
             templates().lock().unwrap().remove(&golden.data_dir);
             let template = template_for(golden.clone(), shared_by).await?;
             let t = template.clone();
-            let name = crate::harness::golden::blocking(move || t.create_database()).await?;
+            let name =
+                crate::harness::golden::blocking(move || t.create_database(&template_db)).await?;
             Ok((template, name))
         }
         Err(e) => Err(e),
@@ -214,9 +217,9 @@ impl TemplateServer {
         }))
     }
 
-    /// Creates a database copied from the golden one; returns its name.
-    pub fn create_database(&self) -> Result<String> {
-        let name = shared::database_name(&self.golden.dbname)?;
+    /// Creates a database copied from the golden's database `template`; returns its name.
+    pub fn create_database(&self, template: &str) -> Result<String> {
+        let name = shared::database_name(template)?;
         let strategy = if crate::postgres::features::has_create_database_strategy(self.major) {
             " strategy = file_copy"
         } else {
@@ -225,7 +228,7 @@ impl TemplateServer {
         let sql = format!(
             "create database {} template {}{strategy}",
             quote_ident(&name),
-            quote_ident(&self.golden.dbname)
+            quote_ident(template)
         );
         let _creating = self.creating.read().unwrap_or_else(|e| e.into_inner());
         self.with_creator(|creator| creator.query(&sql))?;

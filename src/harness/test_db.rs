@@ -13,10 +13,10 @@ use crate::clone::{clone_running, CloneOptions, CopyMethod};
 use crate::config::{Config, Keep};
 use crate::error::{Error, ErrorKind, Result};
 use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
-use crate::harness::pool;
 use crate::harness::remote::{self, Created, RemoteServer};
 use crate::harness::shared::{self, RunTest};
 use crate::harness::template::{self, TemplateServer};
+use crate::harness::{library, pool};
 use crate::postgres::libpq::{ConnectParams, Secret};
 use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::socket_dir::SocketDir;
@@ -391,7 +391,21 @@ impl TestDbBuilder<'_> {
         // A keeper serves the golden it was started for, built already: a test whose recipe
         // changed since it was recorded (`ahead.rs`) stops before anything is built.
         let expected = config.keeper.as_deref().map(shared::keeper_golden);
-        let golden = ensure_built(self.golden, &config, expected).await?;
+        // A test of the binary's library gets its database from the library's server.
+        let library = match (mode, self.test_name) {
+            (Mode::Database, Some(_)) => {
+                library::library_for(self.golden, &config, expected).await?
+            }
+            _ => None,
+        };
+        let (golden, template) = match library {
+            Some(found) => found,
+            None => {
+                let golden = ensure_built(self.golden, &config, expected).await?;
+                let template = golden.dbname.clone();
+                (golden, template)
+            }
+        };
         if let Some(key) = &config.keeper {
             // A keeper (harness/shared.rs) goes this far only: it serves the golden instead.
             let (golden, key, threads) = (golden.clone(), key.clone(), config.test_threads);
@@ -409,7 +423,7 @@ impl TestDbBuilder<'_> {
             });
         let size = self.pool.or(config.pool).unwrap_or(0);
         let pooled = if size > 0 {
-            pool::take(&golden, mode, size)
+            pool::take(&golden, &template, mode, size)
         } else {
             None
         };
@@ -423,7 +437,7 @@ impl TestDbBuilder<'_> {
             None => {
                 // Not while goldens are rebuilt: the previous run's are about to be replaced.
                 let start_ahead = !config.rebuild;
-                TestDb::fresh(golden, mode, self.client, shared_by, start_ahead).await?
+                TestDb::fresh(golden, template, mode, self.client, shared_by, start_ahead).await?
             }
         };
         db.harness = self.harness;
@@ -457,9 +471,11 @@ impl TestDbBuilder<'_> {
 }
 
 impl TestDb {
-    /// A new copy of `golden` in `mode`, connected on the current runtime if `client`.
+    /// A new copy of `golden` in `mode` (in database mode, of its database `template`),
+    /// connected on the current runtime if `client`.
     pub(crate) async fn fresh(
         golden: Arc<BuiltGolden>,
+        template: String,
         mode: Mode,
         client: bool,
         shared_by: Option<RunTest>,
@@ -474,7 +490,7 @@ impl TestDb {
             }
             Mode::Database => {
                 let (template, dbname) =
-                    template::create_database(&golden, shared_by, start_ahead).await?;
+                    template::create_database(&golden, template, shared_by, start_ahead).await?;
                 let owned = Owned::Database {
                     template: template.clone(),
                     dbname: dbname.clone(),

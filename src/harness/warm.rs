@@ -329,7 +329,7 @@ pub(crate) fn stop_and_park(
     let major = golden.env.binaries.version().major();
     let as_at_start = at_start.is_some_and(|at_start| {
         at_start.reopen(session)
-            && drop_test_databases(session, &golden.dbname, true).is_ok()
+            && drop_test_databases(session, &golden.templates, true).is_ok()
             && session.query_value(CHECKPOINTER).ok().as_ref() == Some(&at_start.checkpointer)
             && cluster_state(session, major).is_ok_and(|state| state == at_start.state)
     });

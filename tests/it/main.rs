@@ -7,6 +7,7 @@ mod consistency;
 mod environment;
 mod harness;
 mod helpers;
+mod library;
 mod lifecycle;
 mod migrations;
 mod offline_clone;

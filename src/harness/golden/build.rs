@@ -36,8 +36,10 @@ use crate::store::root::{self, ProcessId, Root};
 /// A built golden, ready to be cloned.
 #[derive(Debug)]
 pub(crate) struct BuiltGolden {
-    /// The database that holds the fixture.
+    /// The database that holds the fixture (a library's: its first member's).
     pub dbname: String,
+    /// The databases tests' databases are copies of: `dbname` alone, or a library's members.
+    pub templates: Vec<String>,
     pub data_dir: PathBuf,
     pub root: Root,
     pub env: Resolved,
@@ -87,8 +89,13 @@ impl BuiltGolden {
     pub fn ready(root: &Root, env: &Resolved, key: &str, dbname: &str) -> Option<BuiltGolden> {
         let dir = root.golden_dir().join(key);
         let ready = dir.join("READY").is_file() && dir.join("data/global/pg_control").exists();
+        let templates = match std::fs::read_to_string(dir.join(TEMPLATES)) {
+            Ok(text) => text.lines().map(str::to_string).collect(),
+            Err(_) => vec![dbname.to_string()],
+        };
         ready.then(|| BuiltGolden {
             dbname: dbname.to_string(),
+            templates,
             data_dir: dir.join("data"),
             root: root.clone(),
             env: env.clone(),
@@ -138,13 +145,8 @@ pub(crate) async fn ensure_built(
     config: &Config,
     expected: Option<&str>,
 ) -> Result<Arc<BuiltGolden>> {
-    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
-    let root = Root::open(None, config, run_as.as_ref())?;
-    // Under nextest, the binaries the run's first process found (a search each costs).
-    let binaries = crate::harness::shared::binaries(config, &root)?;
-    let env = ServerOptions::new().binaries(binaries).resolve(config)?;
-    let base = config.recipe_base()?;
-    let recipe = recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base)?;
+    let prepared = prepare(config)?;
+    let recipe = prepared.recipes.resolve(golden)?;
     if let Some(wanted) = expected.filter(|wanted| *wanted != recipe.key) {
         return Err(Error::new(
             ErrorKind::InvalidConfig,
@@ -154,8 +156,94 @@ pub(crate) async fn ensure_built(
             ),
         ));
     }
-    root.reap_once_per_process();
+    let plan = Plan {
+        name: golden.name.clone(),
+        key: recipe.key,
+        databases: vec![(golden.name.clone(), recipe.steps)],
+        settings: golden.settings.clone(),
+        is_base: is_base(golden),
+    };
+    built_once(plan, prepared, config).await
+}
 
+/// The library of `members` (each a recipe's key and its database's name, with the recipe) under
+/// `key`: found in this process's memory, on disk, or built now (`harness/library.rs`).
+pub(crate) async fn ensure_library_built(
+    key: String,
+    members: Vec<(String, recipe::Recipe)>,
+    prepared: Prepared,
+    config: &Config,
+) -> Result<Arc<BuiltGolden>> {
+    let plan = Plan {
+        name: "library".to_string(),
+        key,
+        databases: members
+            .into_iter()
+            .map(|(database, recipe)| (database, recipe.steps))
+            .collect(),
+        settings: Vec::new(),
+        is_base: false,
+    };
+    built_once(plan, prepared, config).await
+}
+
+/// What a process needs to find or build goldens: the store, and what reads recipes.
+pub(crate) struct Prepared {
+    pub root: Root,
+    pub recipes: Recipes,
+}
+
+/// What reading a recipe needs: the binaries that build it, and where relative paths start.
+pub(crate) struct Recipes {
+    pub env: Resolved,
+    pub base: PathBuf,
+}
+
+impl Recipes {
+    /// Finds the binaries, as `config` says; opens nothing on disk.
+    pub(crate) fn find(config: &Config) -> Result<Recipes> {
+        let env = ServerOptions::new().resolve(config)?;
+        let base = config.recipe_base()?;
+        Ok(Recipes { env, base })
+    }
+
+    /// Reads `golden`'s files and computes its key.
+    pub(crate) fn resolve(&self, golden: &Golden) -> Result<recipe::Recipe> {
+        recipe::resolve(golden, BuiltWith::Binaries(&self.env.binaries), &self.base)
+    }
+}
+
+/// Opens the store and finds the binaries, as `config` says.
+pub(crate) fn prepare(config: &Config) -> Result<Prepared> {
+    let run_as = RunAs::for_current_user(config.run_as.as_deref())?;
+    let root = Root::open(None, config, run_as.as_ref())?;
+    // Under nextest, the binaries the run's first process found (a search each costs).
+    let binaries = crate::harness::shared::binaries(config, &root)?;
+    let env = ServerOptions::new().binaries(binaries).resolve(config)?;
+    let base = config.recipe_base()?;
+    Ok(Prepared {
+        root,
+        recipes: Recipes { env, base },
+    })
+}
+
+/// What a build puts into its new cluster.
+struct Plan {
+    /// The golden's name, for messages and `builds.log` (`library` for a library).
+    name: String,
+    key: String,
+    /// Each database made, with the steps applied in it, in order. The first is the golden's
+    /// `dbname`; each is a template tests' databases are copied from.
+    databases: Vec<(String, Vec<Step>)>,
+    settings: Vec<(String, String)>,
+    /// `initdb`'s cluster with nothing in it, which every other build starts from.
+    is_base: bool,
+}
+
+/// The golden `plan` describes, built at most once per process whatever the number of threads
+/// asking.
+async fn built_once(plan: Plan, prepared: Prepared, config: &Config) -> Result<Arc<BuiltGolden>> {
+    prepared.root.reap_once_per_process();
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
     static BUILT: OnceLock<Cells> = OnceLock::new();
     let cell = BUILT
@@ -164,26 +252,22 @@ pub(crate) async fn ensure_built(
         .unwrap()
         .entry(format!(
             "{}\0{}\0{}",
-            root.path().display(),
-            golden.name,
-            recipe.key
+            prepared.root.path().display(),
+            plan.name,
+            plan.key
         ))
         .or_default()
         .clone();
     let built = cell
-        .get_or_try_init(|| Box::pin(build_or_reuse(golden, recipe, root, env, config)))
+        .get_or_try_init(|| Box::pin(build_or_reuse(plan, prepared, config)))
         .await?;
     Ok(built.clone())
 }
 
 /// The keys of `golden` and of the base it starts from, as a build would compute them (the
 /// binaries are found, nothing is built).
-pub(crate) fn keys_of(golden: &Golden, config: &Config) -> Result<[String; 2]> {
-    let env = ServerOptions::new().resolve(config)?;
-    let base = config.recipe_base()?;
-    let key = |golden: &Golden| {
-        recipe::resolve(golden, BuiltWith::Binaries(&env.binaries), &base).map(|r| r.key)
-    };
+pub(crate) fn keys_of(golden: &Golden, recipes: &Recipes) -> Result<[String; 2]> {
+    let key = |golden: &Golden| recipes.resolve(golden).map(|r| r.key);
     Ok([key(golden)?, key(&Golden::empty())?])
 }
 
@@ -200,20 +284,24 @@ fn is_base(golden: &Golden) -> bool {
 pub(crate) const UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 async fn build_or_reuse(
-    golden: &Golden,
-    recipe: recipe::Recipe,
-    root: Root,
-    env: Resolved,
+    plan: Plan,
+    prepared: Prepared,
     config: &Config,
 ) -> Result<Arc<BuiltGolden>> {
-    let golden_dir = root.golden_dir();
-    let dir = golden_dir.join(&recipe.key);
+    let Prepared { root, recipes } = prepared;
+    let env = recipes.env;
+    let dir = root.golden_dir().join(&plan.key);
     let run = match &config.run_id {
         Some(id) => format!("nextest run {id}"),
         None => format!("process {}", ProcessId::current()?),
     };
+    let templates: Vec<String> = plan.databases.iter().map(|(db, _)| db.clone()).collect();
     let built = Arc::new(BuiltGolden {
-        dbname: golden.name.clone(),
+        dbname: templates
+            .first()
+            .cloned()
+            .unwrap_or_else(|| plan.name.clone()),
+        templates,
         data_dir: dir.join("data"),
         root,
         env,
@@ -226,7 +314,7 @@ async fn build_or_reuse(
         return Ok(built);
     }
 
-    let (lock_path, name) = (built.lock_path.clone(), golden.name.clone());
+    let (lock_path, name) = (built.lock_path.clone(), plan.name.clone());
     let _lock = blocking(move || {
         FileLock::exclusive(&lock_path, Duration::from_secs(1), || {
             eprintln!("pgclone: waiting for another process to build golden {name:?}")
@@ -238,14 +326,17 @@ async fn build_or_reuse(
     }
     // Other goldens start from a copy of the base instead of running initdb (a second or more
     // each): a suite's recipes (one per fixture set) cost one initdb, not one each.
-    let base = match is_base(golden) {
+    let base = match plan.is_base {
         true => None,
         false => Some(ensure_built(&Golden::empty(), config, None).await?),
     };
-    build(golden, recipe.steps, &built, base, &dir, &run).await?;
+    build(plan, &built, base, &dir, &run).await?;
     remove_unused_goldens(&built.root, &dir);
     Ok(built)
 }
+
+/// A library's list of its databases, a line each, in its directory.
+const TEMPLATES: &str = "TEMPLATES";
 
 /// `<root>/golden/<key>.lock` for the golden in `<root>/golden/<key>`.
 fn lock_path(dir: &Path) -> PathBuf {
@@ -262,15 +353,14 @@ fn is_ready(dir: &Path, rebuild: bool, run: &str) -> bool {
 }
 
 async fn build(
-    golden: &Golden,
-    steps: Vec<Step>,
+    plan: Plan,
     built: &BuiltGolden,
     base: Option<Arc<BuiltGolden>>,
     dir: &Path,
     run: &str,
 ) -> Result<()> {
     let started = Instant::now();
-    let (name, env) = (golden.name.clone(), &built.env);
+    let (name, env) = (plan.name.clone(), &built.env);
     eprintln!("pgclone: building golden {name:?} in {}", dir.display());
     // A new directory per attempt: what a killed build left (even a process still writing
     // into it) is never in the way, and the reaper removes it once its owner is gone.
@@ -278,12 +368,7 @@ async fn build(
 
     let (data, log) = (building.join("data"), building.join("postgres.log"));
     let result = async {
-        let (env2, data2, log2, settings) = (
-            env.clone(),
-            data.clone(),
-            log.clone(),
-            golden.settings.clone(),
-        );
+        let (env2, data2, log2, settings) = (env.clone(), data.clone(), log.clone(), plan.settings);
         match base {
             Some(base) => {
                 blocking(move || {
@@ -308,12 +393,19 @@ async fn build(
             })
         })
         .await?;
-        let applied = create_and_apply(&server, &name, steps).await;
+        let applied = create_and_apply(&server, plan.databases).await;
         let stopped = blocking(move || server.stop()).await;
         applied.and(stopped)
     }
     .await;
+    // A library names its databases; a recipe's golden has its one, `dbname`.
+    let listed = match built.templates.len() {
+        1 => Ok(()),
+        _ => std::fs::write(building.join(TEMPLATES), built.templates.join("\n") + "\n")
+            .doing("write", &building.join(TEMPLATES)),
+    };
     let moved = result
+        .and(listed)
         .and_then(|()| sync_file_system(&building)) // later reflinks need no write-back
         .and_then(|()| move_into_place(&building, dir, run));
     if let Err(e) = moved {
@@ -337,9 +429,9 @@ fn build_options() -> ServerOptions {
         .setting("max_wal_size", "32MB")
 }
 
-/// Creates the golden database (unless it is `postgres`) on the building server, applies the
-/// recipe there, then checkpoints so that the golden's files hold everything.
-async fn create_and_apply(server: &Server, name: &str, steps: Vec<Step>) -> Result<()> {
+/// Creates each database (unless it is `postgres`) on the building server and applies its
+/// steps there, then checkpoints so that the golden's files hold everything.
+async fn create_and_apply(server: &Server, databases: Vec<(String, Vec<Step>)>) -> Result<()> {
     let params = |db: &str| {
         ConnectParams::socket(
             server.socket_dir(),
@@ -349,18 +441,21 @@ async fn create_and_apply(server: &Server, name: &str, steps: Vec<Step>) -> Resu
             "pgclone build",
         )
     };
-    if name != "postgres" {
-        let admin = connect_params(&params("postgres")).await?;
-        let sql = format!("create database {}", quote_ident(name));
-        admin.batch_execute(&sql).await.map_err(|e| {
-            Error::new(ErrorKind::Golden, format!("golden {name:?}: {sql}")).with_source(e)
-        })?;
+    for (name, steps) in databases {
+        if name != "postgres" {
+            let admin = connect_params(&params("postgres")).await?;
+            let sql = format!("create database {}", quote_ident(&name));
+            admin.batch_execute(&sql).await.map_err(|e| {
+                Error::new(ErrorKind::Golden, format!("golden {name:?}: {sql}")).with_source(e)
+            })?;
+        }
+        apply(&params(&name), &name, steps).await?;
     }
-    apply(&params(name), name, steps).await?;
-    let client = connect_params(&params(name)).await?;
-    client.batch_execute("checkpoint").await.map_err(|e| {
-        Error::new(ErrorKind::Golden, format!("golden {name:?}: checkpoint")).with_source(e)
-    })
+    let client = connect_params(&params("postgres")).await?;
+    client
+        .batch_execute("checkpoint")
+        .await
+        .map_err(|e| Error::new(ErrorKind::Golden, "golden: checkpoint").with_source(e))
 }
 
 /// Moves a finished build to `dir` (replacing an older build of the same recipe: we hold its

@@ -9,6 +9,7 @@ use std::path::Path;
 use super::{build, Golden};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::harness::test_db::Mode;
 
 /// A golden a suite uses: its key (the name of its directory, `<PGCLONE_DIR>/golden/<key>`) and
 /// the database its recipe names (`(base)` for the base every golden starts from).
@@ -64,9 +65,18 @@ fn command_text(command: &[OsString]) -> String {
 }
 
 /// The harness's side: appends the keys of `golden` (and its base) to `file`, one line each.
-pub(crate) fn record(golden: &Golden, config: &Config, file: &Path) -> Result<()> {
-    let [key, base] = build::keys_of(golden, config)?;
-    let lines = format!("{key} {}\n{base} (base)\n", golden.name());
+pub(crate) fn record(golden: &Golden, mode: Mode, config: &Config, file: &Path) -> Result<()> {
+    let recipes = build::Recipes::find(config)?;
+    let [key, base] = build::keys_of(golden, &recipes)?;
+    // A member of its binary's library has its database there: the library is the golden built.
+    let library = match mode {
+        Mode::Database => crate::harness::library::key_of(golden, config, &recipes),
+        Mode::Cluster => None,
+    };
+    let lines = match library {
+        Some(library) => format!("{library} (library)\n{base} (base)\n"),
+        None => format!("{key} {}\n{base} (base)\n", golden.name()),
+    };
     // One write per test, in append mode: lines of concurrent tests do not interleave.
     std::fs::OpenOptions::new()
         .create(true)

@@ -17,7 +17,9 @@ use migrations::Format;
 pub use migrations::{SqlxMigrator, Target as MigratorTarget};
 
 pub(crate) use apply::apply;
-pub(crate) use build::{blocking, ensure_built, BuiltGolden, UNUSED_FOR};
+pub(crate) use build::{
+    blocking, ensure_built, ensure_library_built, prepare, BuiltGolden, Recipes, UNUSED_FOR,
+};
 
 /// Errors a setup hook may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

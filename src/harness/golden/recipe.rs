@@ -17,6 +17,7 @@ use crate::postgres::server::INITDB_ARGS;
 const FORMAT: &str = "pgclone golden 4";
 
 /// One step of a build.
+#[derive(Clone)]
 pub(crate) enum Step {
     /// SQL and where it came from (`migration 0001_init.sql`), for error messages.
     Sql {
@@ -29,6 +30,7 @@ pub(crate) enum Step {
 }
 
 /// A recipe read from disk, with its cache key.
+#[derive(Clone)]
 pub(crate) struct Recipe {
     pub key: String,
     pub steps: Vec<Step>,
