@@ -37,9 +37,18 @@ async fn library_member_with_the_migrations_alone(pool: PgPool) {
     assert_eq!(products(&pool).await, ["mine"]);
 }
 
-/// The three tests above, run by a process of their own in a pgclone directory of their own:
-/// one library golden holds their three recipes (beside the base), and the process ran one
-/// template server, which it parked at exit. Run again, nothing is built.
+/// A member whose fixture fails in one pgclone directory (below), and works everywhere else.
+#[pgclone::test(
+    migrations = "tests/sample/migrations",
+    fixtures("fixtures/breakable.sql")
+)]
+async fn library_member_breakable(pool: PgPool) {
+    assert_eq!(products(&pool).await, ["vase"]);
+}
+
+/// The library's tests, run by a process of their own in a pgclone directory of their own:
+/// one library golden holds the binary's four sqlx-style recipes (beside the base), and the
+/// process ran one template server, which it parked at exit. Run again, nothing is built.
 #[test]
 fn a_binarys_sqlx_style_recipes_share_one_golden_and_one_server() {
     let root = support::unique_root("library");
@@ -68,7 +77,7 @@ fn a_binarys_sqlx_style_recipes_share_one_golden_and_one_server() {
         std::fs::read_to_string(root.join("golden").join(library).join("TEMPLATES")).unwrap();
     assert_eq!(
         templates.lines().count(),
-        3,
+        4,
         "a database per recipe: {templates}"
     );
     let parked: Vec<String> = entries(&root.join("warm"));
@@ -79,6 +88,50 @@ fn a_binarys_sqlx_style_recipes_share_one_golden_and_one_server() {
     let again = std::fs::read_to_string(root.join("golden/builds.log")).unwrap();
     assert_eq!(builds, again, "the second run built nothing");
     assert_eq!(ready_goldens(&root), goldens);
+}
+
+/// Where one member's fixture fails, the library is set aside (and marked so, not tried again):
+/// the other members' tests pass on goldens of their own, and only the broken member's test
+/// fails, with its error.
+#[test]
+fn a_library_whose_member_fails_to_build_is_set_aside() {
+    let root = support::unique_root("library-broken");
+    let run = |filter: &str| {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([filter, "--test-threads=2", "--nocapture"])
+            .env("PGCLONE_DIR", &root)
+            .env_remove("PGCLONE_MODE")
+            .env_remove("NEXTEST_RUN_ID")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (passed, text) = run("library::library_member_with_");
+    assert!(passed, "{text}");
+    assert!(text.contains("library of goldens did not build"), "{text}");
+    assert_eq!(
+        ready_goldens(&root).len(),
+        4,
+        "the base and a golden per test's recipe"
+    );
+    let failed: Vec<String> = entries(&root.join("golden"))
+        .into_iter()
+        .filter(|name| name.ends_with(".failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "the library marked failed: {failed:?}");
+
+    let (passed, text) = run("library::library_member_with_");
+    assert!(passed, "{text}");
+    assert!(!text.contains("did not build"), "not tried again: {text}");
+
+    let (passed, text) = run("library::library_member_breakable");
+    assert!(!passed, "the broken member's test fails");
+    assert!(
+        text.contains("this fixture fails in a pgclone directory named library-broken"),
+        "with its error: {text}"
+    );
 }
 
 /// The keys of the goldens built under `root`.
