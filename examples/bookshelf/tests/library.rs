@@ -2,7 +2,8 @@
 //! same arguments, fixtures (`tests/fixtures/*.sql`) and argument types; renaming the attribute
 //! back compiles and passes too (`examples/sqlx_suite.rs` does, to compare them). Each test gets a database
 //! of its own holding the migrations of `./migrations` and its fixtures; with pgclone, each
-//! fixture set is loaded once into a cached golden and copied per test.
+//! fixture set is loaded once, into a database of the binary's cached golden (its library),
+//! and copied per test.
 
 use bookshelf::{add_book, book_id, borrowed_by, bring_back, join, lend, member_id, on_the_shelf};
 use bookshelf::{LendError, MIGRATOR};

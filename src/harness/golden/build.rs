@@ -502,14 +502,21 @@ pub(crate) fn remove_unused_goldens(root: &Root, current: &Path) -> Vec<PathBuf>
     for entry in entries.flatten() {
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let old = |meta: std::fs::Metadata| {
+            meta.modified()
+                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR)
+        };
+        // A library marked failed that long ago: its members have changed since, most likely.
+        if path.extension().is_some_and(|e| e == "failed") && entry.metadata().is_ok_and(old) {
+            let _ = std::fs::remove_file(&path);
+        }
         if !is_dir || path == current {
             continue;
         }
         let unused = || {
             std::fs::metadata(path.join("READY"))
                 .or_else(|_| entry.metadata())
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() > UNUSED_FOR)
+                .is_ok_and(old)
         };
         if !unused() {
             continue;
