@@ -14,7 +14,7 @@ use crate::postgres::options::check_setting;
 use crate::postgres::server::INITDB_ARGS;
 
 /// Changed when the way goldens are built changes, so that older caches are not reused.
-const FORMAT: &str = "pgclone golden 4";
+const FORMAT: &str = "pgclone golden 5";
 
 /// One step of a build.
 #[derive(Clone)]

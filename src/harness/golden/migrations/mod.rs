@@ -14,13 +14,17 @@ mod sqlx_migrator;
 pub use sqlx_migrator::SqlxMigrator;
 pub use sqlx_migrator::Target;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
 
 use super::recipe;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How a directory of migrations is read, and which runner's bookkeeping goes with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Format {
     /// `*.sql` in lexical order, no bookkeeping.
     Plain,
@@ -33,6 +37,7 @@ pub(crate) enum Format {
 }
 
 /// What a format read from a directory.
+#[derive(Clone)]
 pub(super) struct Migrations {
     pub steps: Vec<Migration>,
     /// The parts of the cache key, in order.
@@ -40,7 +45,7 @@ pub(super) struct Migrations {
 }
 
 /// One step: a migration (or the bookkeeping table's DDL) and its bookkeeping.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Migration {
     /// The file, relative to the migrations directory (`1_init.sql`, `2024_init/up.sql`);
     /// empty for the bookkeeping table. Part of the cache key.
@@ -93,14 +98,67 @@ impl Migration {
 }
 
 /// Reads the migrations of `dir` (already joined to `base`) in `format`, for the golden `golden`.
+/// Read again only when a file changed (by name, size or modification time): a binary's library
+/// resolves every test's recipe, most of them over one directory. The key is one digest of the
+/// parts, so that each recipe over them hashes a line, not every migration again.
 pub(super) fn read(format: Format, golden: &str, dir: &Path, base: &Path) -> Result<Migrations> {
+    type Cache = Mutex<HashMap<(Format, PathBuf), (Vec<FileStamp>, Migrations)>>;
+    static READ: OnceLock<Cache> = OnceLock::new();
+    let cache = READ.get_or_init(Default::default);
+    let stamps = stamps(dir);
+    if let Some((read_with, read)) = cache.lock().unwrap().get(&(format, dir.to_path_buf())) {
+        if stamps.as_ref() == Some(read_with) {
+            return Ok(read.clone());
+        }
+    }
     let source = Source { golden, dir, base };
-    match format {
+    let mut read = match format {
         Format::Plain => plain::read(&source),
         Format::Sqlx => sqlx::read(&source).map(|steps| keyed("sqlx", steps)),
         Format::Diesel => diesel::read(&source).map(|steps| keyed("diesel", steps)),
         Format::Refinery => refinery::read(&source).map(|steps| keyed("refinery", steps)),
+    }?;
+    read.key = vec![digest(&read.key)];
+    if let Some(stamps) = stamps {
+        let entry = (stamps, read.clone());
+        cache
+            .lock()
+            .unwrap()
+            .insert((format, dir.to_path_buf()), entry);
     }
+    Ok(read)
+}
+
+/// A file under a migrations directory as last seen: its path, size and modification time.
+type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>);
+
+/// Every file under `dir`, subdirectories included, sorted; `None` if a directory cannot be read.
+fn stamps(dir: &Path) -> Option<Vec<FileStamp>> {
+    let mut stamps = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).ok()? {
+            let entry = entry.ok()?;
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                stamps.push((entry.path(), meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    stamps.sort();
+    Some(stamps)
+}
+
+/// SHA-256 of length-prefixed parts, in hex.
+fn digest(parts: &[String]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The key of a format with bookkeeping: its name, then every part of every step.
@@ -239,5 +297,24 @@ mod tests {
             alone.statements(),
             [("m".to_string(), "select 1".to_string())]
         );
+    }
+
+    #[test]
+    fn a_directory_read_again_sees_a_changed_or_added_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = || {
+            let read = read(Format::Sqlx, "app", dir.path(), dir.path()).unwrap();
+            (read.key, read.steps.len())
+        };
+        std::fs::write(dir.path().join("1_a.sql"), "create table a ()").unwrap();
+        let first = key();
+        assert_eq!(key(), first, "unchanged: the same key");
+        std::fs::write(dir.path().join("1_a.sql"), "create table a (id int)").unwrap();
+        let changed = key();
+        assert_ne!(changed, first, "a changed file");
+        std::fs::write(dir.path().join("2_b.sql"), "create table b ()").unwrap();
+        let added = key();
+        assert_ne!(added, changed, "an added file");
+        assert_eq!(added.1, first.1 + 1, "one more step");
     }
 }
