@@ -42,7 +42,7 @@ use crate::error::{IoContext, Result};
 use crate::harness::golden::BuiltGolden;
 use crate::harness::shared::drop_test_databases;
 use crate::postgres::options::ServerOptions;
-use crate::postgres::server::Server;
+use crate::postgres::server::{Server, SUPERUSER};
 use crate::postgres::session::Session;
 use crate::postgres::wire::{quote_ident, quote_literal};
 use crate::store::root::Root;
@@ -95,7 +95,7 @@ pub(crate) fn start(golden: &BuiltGolden, options: ServerOptions) -> Result<Star
         let started = started.map(|(server, dir, _)| Started { server, dir, build });
         (started, took)
     };
-    match attempt(true) {
+    let started = match attempt(true) {
         (Err(e), true) => {
             eprintln!(
                 "pgclone: the cluster an earlier process parked for golden {:?} did not start ({e}); starting a copy of the golden",
@@ -104,7 +104,24 @@ pub(crate) fn start(golden: &BuiltGolden, options: ServerOptions) -> Result<Star
             attempt(false).0
         }
         (started, _) => started,
-    }
+    }?;
+    connect_to_other_templates(golden, &started.server);
+    Ok(started)
+}
+
+/// Connects once to each of a library's templates but the first (the server's readiness probe
+/// connected to that one), side by side, before they are closed: a server starts without the
+/// relation cache's init files, and a first connection writes its database's, which
+/// `CREATE DATABASE` then copies into every test's database instead of each test's first
+/// connection building its own.
+fn connect_to_other_templates(golden: &BuiltGolden, server: &Server) {
+    let socket = server.socket_path();
+    std::thread::scope(|scope| {
+        for template in golden.templates.iter().filter(|t| **t != golden.dbname) {
+            let socket = &socket;
+            scope.spawn(move || crate::postgres::wire::probe(socket, SUPERUSER, template));
+        }
+    });
 }
 
 /// Where a cluster of `golden`'s is parked: `<root>/warm/<key>`.
