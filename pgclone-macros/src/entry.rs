@@ -423,18 +423,22 @@ fn expand(function: &ItemFn, args: Args) -> syn::Result<TokenStream> {
 /// The type whose `TestArg` impl describes the test's argument: `()` for none, the tuple for
 /// two (as the library's impls take them).
 fn argument_type(signature: &syn::Signature) -> TokenStream {
-    let types: Vec<&syn::Type> = signature
+    match parameter_types(signature).as_slice() {
+        [one] => quote!(#one),
+        many => quote!((#(#many),*)),
+    }
+}
+
+/// The types of the function's parameters, in order.
+fn parameter_types(signature: &syn::Signature) -> Vec<&syn::Type> {
+    signature
         .inputs
         .iter()
         .filter_map(|input| match input {
             syn::FnArg::Typed(typed) => Some(&*typed.ty),
             syn::FnArg::Receiver(_) => None,
         })
-        .collect();
-    match types.as_slice() {
-        [one] => quote!(#one),
-        many => quote!((#(#many),*)),
-    }
+        .collect()
 }
 
 /// Outside `cargo test` the `#[test] fn` is compiled out, and with it the call that checks the
@@ -443,14 +447,7 @@ fn argument_type(signature: &syn::Signature) -> TokenStream {
 fn types_check(signature: &syn::Signature, args: &Args) -> TokenStream {
     use quote::quote_spanned;
     use syn::spanned::Spanned;
-    let types: Vec<&syn::Type> = signature
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            syn::FnArg::Typed(typed) => Some(&*typed.ty),
-            syn::FnArg::Receiver(_) => None,
-        })
-        .collect();
+    let types = parameter_types(signature);
     let argument = match types.as_slice() {
         [] => None,
         [one] => Some(quote_spanned!(one.span()=> __pgclone_accepts::<#one>();)),

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::harness::args::TestArg;
 use crate::harness::golden::recipe::Recipe;
 use crate::harness::golden::{self, BuiltGolden, Golden, Recipes};
@@ -95,27 +95,20 @@ impl<T> UnknownArgument for Argument<T> {
     }
 }
 
-/// The library `golden` (a test's recipe) is a member of, built now if need be: the library's
-/// golden and the member's database in it. `None` if the test is not a member, its binary has
-/// no library, or the library failed to build. `expected`: the key a keeper serves.
+/// The library the recipe `own` (a test's recipe's key) is a member of, built now if need be:
+/// the library's golden and the member's database in it. `None` if the test is not a member,
+/// its binary has no library, or the library failed to build. `expected`: the key a keeper
+/// serves.
 pub(crate) async fn library_for(
-    golden: &Golden,
+    own: &str,
+    prepared: &golden::Prepared,
     config: &Config,
     expected: Option<&str>,
 ) -> Result<Option<(Arc<BuiltGolden>, String)>> {
-    let prepared = golden::prepare(config)?;
-    let Some((library, own)) = membership(golden, config, &prepared.recipes) else {
+    let Some(library) = library_of(own, config, &prepared.recipes) else {
         return Ok(None);
     };
-    if let Some(wanted) = expected.filter(|wanted| *wanted != library.key) {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "asked to serve golden {wanted}, but this test uses library {}",
-                library.key
-            ),
-        ));
-    }
+    golden::check_serves(expected, &library.key)?;
     let failed = failed_marker(&prepared.root.golden_dir(), &library.key);
     if failed.exists() {
         return Ok(None);
@@ -126,7 +119,7 @@ pub(crate) async fn library_for(
         .map(|(key, recipe)| (member_database(key), recipe.clone()))
         .collect();
     match golden::ensure_library_built(library.key.clone(), members, prepared, config).await {
-        Ok(built) => Ok(Some((built, member_database(&own)))),
+        Ok(built) => Ok(Some((built, member_database(own)))),
         // A member's SQL failed: it fails again until a member changes (a new key).
         Err(e) if e.kind() == ErrorKind::Golden => {
             // Past libtest's capture: the tests that pass would hide it.
@@ -142,25 +135,15 @@ pub(crate) async fn library_for(
     }
 }
 
-/// The key of the library `golden` is a member of, if any (`pgclone golden key`: nothing is
-/// built, nothing opened on disk).
-pub(crate) fn key_of(golden: &Golden, config: &Config, recipes: &Recipes) -> Option<String> {
-    membership(golden, config, recipes).map(|(library, _)| library.key.clone())
+/// The key of the library the recipe `own` is a member of, if any (`pgclone golden key`:
+/// nothing is built, nothing opened on disk).
+pub(crate) fn key_of(own: &str, config: &Config, recipes: &Recipes) -> Option<String> {
+    library_of(own, config, recipes).map(|library| library.key.clone())
 }
 
-/// The binary's library and `golden`'s key, if `golden` is one of its members.
-fn membership(
-    golden: &Golden,
-    config: &Config,
-    recipes: &Recipes,
-) -> Option<(Arc<Library>, String)> {
-    // A recipe that does not resolve is no member: its own golden reports what is wrong.
-    let own = recipes.resolve(golden).ok()?;
-    let library = members(config, recipes)?;
-    library
-        .members
-        .contains_key(&own.key)
-        .then_some((library, own.key))
+/// The binary's library, if the recipe `own` is one of its members.
+fn library_of(own: &str, config: &Config, recipes: &Recipes) -> Option<Arc<Library>> {
+    members(config, recipes).filter(|library| library.members.contains_key(own))
 }
 
 /// A library: its key and its members by key.

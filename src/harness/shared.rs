@@ -322,7 +322,7 @@ pub(crate) fn keeper_golden(asked: &str) -> &str {
     asked.split(' ').next().unwrap_or_default()
 }
 
-/// Serves `golden`, whose key `ensure_built` checked against the keeper's (`keeper_golden`).
+/// Serves `golden`, whose key `check_serves` checked against the keeper's (`keeper_golden`).
 fn serve(golden: &Arc<BuiltGolden>, asked: &str, test_threads: Option<u32>) -> Result<()> {
     let (_key, runner) = asked.split_once(' ').unwrap_or((asked, ""));
     // Unknown: as good as gone (the server then lasts while processes hold the lease).
@@ -447,30 +447,24 @@ fn over_budget(bytes: u64) -> bool {
     bytes > LEFTOVER_BUDGET
 }
 
-/// The databases made from `template` for tests (named by [`database_name`]) whose making
+/// The databases made from `templates` for tests (named by [`database_name`]) whose making
 /// process is gone, or, with `all`, every one.
 fn test_databases(session: &mut Session, templates: &[String], all: bool) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for template in templates {
+    let list = |names: Vec<String>| names.join(", ");
+    let patterns = templates.iter().map(|template| {
         let prefix: String = template.chars().take(24).collect();
-        let rows = session.query(&format!(
-            "select datname from pg_database where datname like {} and datname <> all (array[{}])",
-            quote_literal(&format!("{}\\_%", prefix.replace('_', "\\_"))),
-            templates
-                .iter()
-                .map(|t| quote_literal(t))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ))?;
-        let made = rows
-            .into_iter()
-            .filter_map(|row| row.into_iter().next().flatten())
-            .filter(|name| maker_of(name).is_some_and(|maker| all || !maker.is_alive()));
-        names.extend(made);
-    }
-    names.sort();
-    names.dedup();
-    Ok(names)
+        quote_literal(&format!("{}\\_%", prefix.replace('_', "\\_")))
+    });
+    let rows = session.query(&format!(
+        "select datname from pg_database where datname like any (array[{}]) and datname <> all (array[{}])",
+        list(patterns.collect()),
+        list(templates.iter().map(|t| quote_literal(t)).collect()),
+    ))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .filter(|name| maker_of(name).is_some_and(|maker| all || !maker.is_alive()))
+        .collect())
 }
 
 /// Drops a test's database. A failure is left for the next sweep, or the server's end.

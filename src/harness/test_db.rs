@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::clone::{clone_running, CloneOptions, CopyMethod};
 use crate::config::{Config, Keep};
 use crate::error::{Error, ErrorKind, Result};
-use crate::harness::golden::{blocking, ensure_built, BuiltGolden, Golden};
+use crate::harness::golden::{self, blocking, BuiltGolden, Golden};
 use crate::harness::remote::{self, Created, RemoteServer};
 use crate::harness::shared::{self, RunTest};
 use crate::harness::template::{self, TemplateServer};
@@ -391,17 +391,21 @@ impl TestDbBuilder<'_> {
         // A keeper serves the golden it was started for, built already: a test whose recipe
         // changed since it was recorded (`ahead.rs`) stops before anything is built.
         let expected = config.keeper.as_deref().map(shared::keeper_golden);
+        let prepared = golden::prepare(&config)?;
+        let recipe = prepared.recipes.resolve(self.golden)?;
         // A test of the binary's library gets its database from the library's server.
         let library = match (mode, self.test_name) {
             (Mode::Database, Some(_)) => {
-                library::library_for(self.golden, &config, expected).await?
+                library::library_for(&recipe.key, &prepared, &config, expected).await?
             }
             _ => None,
         };
         let (golden, template) = match library {
             Some(found) => found,
             None => {
-                let golden = ensure_built(self.golden, &config, expected).await?;
+                let golden =
+                    golden::ensure_resolved(self.golden, recipe, &prepared, &config, expected)
+                        .await?;
                 let template = golden.dbname.clone();
                 (golden, template)
             }

@@ -140,22 +140,25 @@ impl BuiltGolden {
 /// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now,
 /// as `config` (the caller's, read once) says. `expected`: the key it must have (a keeper's, the
 /// golden it was started to serve), checked before anything is built.
-pub(crate) async fn ensure_built(
+async fn ensure_built(
     golden: &Golden,
     config: &Config,
     expected: Option<&str>,
 ) -> Result<Arc<BuiltGolden>> {
     let prepared = prepare(config)?;
     let recipe = prepared.recipes.resolve(golden)?;
-    if let Some(wanted) = expected.filter(|wanted| *wanted != recipe.key) {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "asked to serve golden {wanted}, but this test uses {}",
-                recipe.key
-            ),
-        ));
-    }
+    ensure_resolved(golden, recipe, &prepared, config, expected).await
+}
+
+/// [`ensure_built`] for a recipe already read (`recipe`, `golden`'s) with the store `prepared`.
+pub(crate) async fn ensure_resolved(
+    golden: &Golden,
+    recipe: recipe::Recipe,
+    prepared: &Prepared,
+    config: &Config,
+    expected: Option<&str>,
+) -> Result<Arc<BuiltGolden>> {
+    check_serves(expected, &recipe.key)?;
     let plan = Plan {
         name: golden.name.clone(),
         key: recipe.key,
@@ -171,7 +174,7 @@ pub(crate) async fn ensure_built(
 pub(crate) async fn ensure_library_built(
     key: String,
     members: Vec<(String, recipe::Recipe)>,
-    prepared: Prepared,
+    prepared: &Prepared,
     config: &Config,
 ) -> Result<Arc<BuiltGolden>> {
     let plan = Plan {
@@ -185,6 +188,18 @@ pub(crate) async fn ensure_library_built(
         is_base: false,
     };
     built_once(plan, prepared, config).await
+}
+
+/// A keeper (`expected`: the key it was started to serve) must not build another golden: a
+/// test whose recipe changed since it was recorded (`ahead.rs`) stops before anything is built.
+pub(crate) fn check_serves(expected: Option<&str>, key: &str) -> Result<()> {
+    match expected.filter(|wanted| *wanted != key) {
+        Some(wanted) => Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("asked to serve golden {wanted}, but this test uses {key}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What a process needs to find or build goldens: the store, and what reads recipes.
@@ -242,7 +257,7 @@ struct Plan {
 
 /// The golden `plan` describes, built at most once per process whatever the number of threads
 /// asking.
-async fn built_once(plan: Plan, prepared: Prepared, config: &Config) -> Result<Arc<BuiltGolden>> {
+async fn built_once(plan: Plan, prepared: &Prepared, config: &Config) -> Result<Arc<BuiltGolden>> {
     prepared.root.reap_once_per_process();
     type Cells = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<BuiltGolden>>>>>;
     static BUILT: OnceLock<Cells> = OnceLock::new();
@@ -259,7 +274,10 @@ async fn built_once(plan: Plan, prepared: Prepared, config: &Config) -> Result<A
         .or_default()
         .clone();
     let built = cell
-        .get_or_try_init(|| Box::pin(build_or_reuse(plan, prepared, config)))
+        .get_or_try_init(|| {
+            let (root, env) = (prepared.root.clone(), prepared.recipes.env.clone());
+            Box::pin(build_or_reuse(plan, root, env, config))
+        })
         .await?;
     Ok(built.clone())
 }
@@ -285,11 +303,10 @@ pub(crate) const UNUSED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 async fn build_or_reuse(
     plan: Plan,
-    prepared: Prepared,
+    root: Root,
+    env: Resolved,
     config: &Config,
 ) -> Result<Arc<BuiltGolden>> {
-    let Prepared { root, recipes } = prepared;
-    let env = recipes.env;
     let dir = root.golden_dir().join(&plan.key);
     let run = match &config.run_id {
         Some(id) => format!("nextest run {id}"),
@@ -441,9 +458,10 @@ async fn create_and_apply(server: &Server, databases: Vec<(String, Vec<Step>)>) 
             "pgclone build",
         )
     };
+    // One session in `postgres` for the whole build: it makes the databases and checkpoints.
+    let admin = connect_params(&params("postgres")).await?;
     for (name, steps) in databases {
         if name != "postgres" {
-            let admin = connect_params(&params("postgres")).await?;
             let sql = format!("create database {}", quote_ident(&name));
             admin.batch_execute(&sql).await.map_err(|e| {
                 Error::new(ErrorKind::Golden, format!("golden {name:?}: {sql}")).with_source(e)
@@ -451,8 +469,7 @@ async fn create_and_apply(server: &Server, databases: Vec<(String, Vec<Step>)>) 
         }
         apply(&params(&name), &name, steps).await?;
     }
-    let client = connect_params(&params("postgres")).await?;
-    client
+    admin
         .batch_execute("checkpoint")
         .await
         .map_err(|e| Error::new(ErrorKind::Golden, "golden: checkpoint").with_source(e))

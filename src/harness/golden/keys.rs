@@ -70,7 +70,7 @@ pub(crate) fn record(golden: &Golden, mode: Mode, config: &Config, file: &Path) 
     let [key, base] = build::keys_of(golden, &recipes)?;
     // A member of its binary's library has its database there: the library is the golden built.
     let library = match mode {
-        Mode::Database => crate::harness::library::key_of(golden, config, &recipes),
+        Mode::Database => crate::harness::library::key_of(&key, config, &recipes),
         Mode::Cluster => None,
     };
     let lines = match library {

@@ -18,7 +18,8 @@ pub use migrations::{SqlxMigrator, Target as MigratorTarget};
 
 pub(crate) use apply::apply;
 pub(crate) use build::{
-    blocking, ensure_built, ensure_library_built, prepare, BuiltGolden, Recipes, UNUSED_FOR,
+    blocking, check_serves, ensure_library_built, ensure_resolved, prepare, BuiltGolden, Prepared,
+    Recipes, UNUSED_FOR,
 };
 
 /// Errors a setup hook may return.
