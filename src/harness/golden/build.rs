@@ -137,20 +137,17 @@ impl BuiltGolden {
     }
 }
 
-/// The golden for `golden`'s recipe: found in this process's memory, on disk, or built now,
-/// as `config` (the caller's, read once) says. `expected`: the key it must have (a keeper's, the
-/// golden it was started to serve), checked before anything is built.
-async fn ensure_built(
-    golden: &Golden,
-    config: &Config,
-    expected: Option<&str>,
-) -> Result<Arc<BuiltGolden>> {
-    let prepared = prepare(config)?;
-    let recipe = prepared.recipes.resolve(golden)?;
-    ensure_resolved(golden, recipe, &prepared, config, expected).await
+/// The base every other golden starts from, found or built as `config` says.
+async fn ensure_base(config: &Config) -> Result<Arc<BuiltGolden>> {
+    let (prepared, base) = (prepare(config)?, Golden::empty());
+    let recipe = prepared.recipes.resolve(&base)?;
+    ensure_resolved(&base, recipe, &prepared, config, None).await
 }
 
-/// [`ensure_built`] for a recipe already read (`recipe`, `golden`'s) with the store `prepared`.
+/// The golden for `golden`'s recipe (`recipe`, read already, with the store `prepared`): found
+/// in this process's memory, on disk, or built now, as `config` (the caller's, read once) says.
+/// `expected`: the key it must have (a keeper's, the golden it was started to serve), checked
+/// before anything is built.
 pub(crate) async fn ensure_resolved(
     golden: &Golden,
     recipe: recipe::Recipe,
@@ -345,7 +342,7 @@ async fn build_or_reuse(
     // each): a suite's recipes (one per fixture set) cost one initdb, not one each.
     let base = match plan.is_base {
         true => None,
-        false => Some(ensure_built(&Golden::empty(), config, None).await?),
+        false => Some(ensure_base(config).await?),
     };
     build(plan, &built, base, &dir, &run).await?;
     remove_unused_goldens(&built.root, &dir);
